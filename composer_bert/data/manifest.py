@@ -1,0 +1,69 @@
+"""`manifest.json` beside the shards: what they were built from, so a loader can refuse a mismatch.
+
+Layout of a shard root written by `data_prep/convert_dataset.py`::
+
+    ROOT/manifest.json
+    ROOT/train/   StreamingDataset split (MDS, column `input_ids`: ndarray of exactly seq_len tokens)
+    ROOT/val/     StreamingDataset split, same format
+
+Every row starts with [CLS]; the rest is the packed token stream, each document followed by [SEP].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from composer_bert.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
+    """sha256 of the tokenizer's `tokenizer.json`: two shard sets agree on tokens iff these agree."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"tokenizer directory '{tokenizer_dir}' has no tokenizer.json; train one with data_prep/train_tokenizer.py")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a manifest."""
+    root = Path(root)
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, root / MANIFEST_NAME)
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """Read `ROOT/manifest.json`; a missing or unreadable one is a UserError."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST_NAME} in '{root}'; build shards with data_prep/convert_dataset.py")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"'{path}' is not valid JSON ({err.msg}); rebuild the shards with --overwrite") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"'{path}' has format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}; rebuild the shards")
+    return manifest
+
+
+def check_compatible(manifest: dict[str, Any], vocab_size: int, tokenizer_sha256: str | None = None, where: str = "") -> None:
+    """Refuse shards whose vocabulary (or tokenizer, when known) differs from the model's."""
+    shard_vocab = manifest["tokenizer"]["vocab_size"]
+    if shard_vocab != vocab_size:
+        raise UserError(
+            f"shards{' in ' + where if where else ''} were tokenized with vocab_size {shard_vocab} but model.vocab_size is "
+            f"{vocab_size}; set model.vocab_size={shard_vocab} or rebuild the shards with the model's tokenizer"
+        )
+    if tokenizer_sha256 is not None and manifest["tokenizer"]["sha256"] != tokenizer_sha256:
+        raise UserError(
+            f"shards{' in ' + where if where else ''} were built with a different tokenizer (sha256 "
+            f"{manifest['tokenizer']['sha256'][:12]} vs {tokenizer_sha256[:12]}); use the matching tokenizer or rebuild the shards"
+        )

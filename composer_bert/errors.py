@@ -1,0 +1,30 @@
+"""One exception type for bad input, and a CLI wrapper that turns it into one clear line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """Bad input from the user: the message names the problem and what to do about it."""
+
+
+def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
+    """Run `main`; a UserError becomes `error: <message>` on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
+
+    return wrapper

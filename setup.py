@@ -1,0 +1,41 @@
+"""Install composer-bert: `pip install -e .[test]`."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("composer_bert/version.py").read_text(), version)
+
+install_requires = [
+    # Composer 0.32.1 pins torch>=2.6,<2.7.1; we follow it.
+    "torch>=2.6,<2.7.1",
+    "mosaicml==0.32.1",
+    "mosaicml-streaming==0.13.0",
+    "transformers>=4.40,<5",
+    "tokenizers>=0.19",
+    "datasets>=2.19",
+    "omegaconf>=2.3,<3",
+    "numpy<2.2",
+    "safetensors",
+    "matplotlib",
+    "tqdm",
+]
+
+extras = {
+    "test": ["pytest>=8", "ruff>=0.6", "scipy", "scikit-learn"],
+    "wandb": ["wandb>=0.17"],
+    "flash": ["flash-attn>=2.5"],
+}
+
+setup(
+    name="composer-bert",
+    version=version["__version__"],
+    description="Composer recipes for training BERT-style models from scratch on a fixed compute budget.",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["composer_bert", "composer_bert.*"]),
+    python_requires=">=3.10",
+    install_requires=install_requires,
+    extras_require=extras,
+)
