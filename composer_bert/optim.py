@@ -1,0 +1,27 @@
+"""AdamW with weight decay only on matmul weights: norms, biases and embeddings are not decayed."""
+
+from __future__ import annotations
+
+import torch
+from composer.optim import DecoupledAdamW
+
+from composer_bert.config import OptimizerConfig
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
+    """Two groups: decayed (2-D weights outside embeddings) and not decayed (everything else)."""
+    decayed, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_matrix = param.ndim >= 2 and "embed" not in name
+        (decayed if decay_all or is_matrix else plain).append(param)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    if cfg.name == "decoupled_adamw":
+        return DecoupledAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -1,0 +1,202 @@
+"""Turn a validated `PretrainConfig` into a Composer Trainer, run it, and summarize the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from composer import Trainer
+from composer.core import Evaluator
+from composer.devices import DeviceCPU, DeviceGPU
+from composer.loggers import LoggerDestination
+from composer.utils import dist, reproducibility
+from omegaconf import OmegaConf
+
+from composer_bert.callbacks.metrics_file import EVAL_LOSS_KEY, LOSS_KEY, MetricsFile, read_metrics
+from composer_bert.callbacks.progress import TrainProgressBar
+from composer_bert.checkpoint import RunMetadata
+from composer_bert.config import PretrainConfig, to_dict
+from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
+from composer_bert.errors import UserError
+from composer_bert.models import ComposerMLM
+from composer_bert.optim import build_optimizer
+from composer_bert.training_controls import build_training_controls
+
+
+@dataclass
+class PretrainResult:
+    """What the run ended with, as printed at the end of `recipes/pretrain.py`."""
+
+    batches: int
+    tokens: int
+    final_train_loss: float | None
+    eval_loss: float | None
+    eval_masked_accuracy: float | None
+    tokens_per_sec: float | None
+    mfu: float | None
+    metrics_path: str
+    plot_path: str | None
+    save_folder: str
+
+
+def _device():
+    import torch
+
+    return DeviceGPU() if torch.cuda.is_available() else DeviceCPU()
+
+
+def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
+    loggers: list[LoggerDestination] = [MetricsFile(cfg.save_folder)]
+    if cfg.loggers.progress_bar:
+        loggers.append(TrainProgressBar())
+    if cfg.loggers.wandb_project:
+        from composer.loggers import WandBLogger
+
+        loggers.append(WandBLogger(project=cfg.loggers.wandb_project, entity=cfg.loggers.wandb_entity, name=cfg.run_name))
+    return loggers
+
+
+def _per_device(global_batch: int, what: str) -> int:
+    world = dist.get_world_size()
+    if global_batch % world:
+        raise UserError(f"{what} {global_batch} is not divisible by the {world} processes; pick a multiple of {world}")
+    return global_batch // world
+
+
+def build_trainer(cfg: PretrainConfig) -> Trainer:
+    """Everything a pretraining run needs, wired from the config (rank-aware, resumable by run name)."""
+    reproducibility.seed_all(cfg.seed)
+    dist.initialize_dist(_device(), timeout=cfg.dist_timeout)
+    manifest = read_data_manifest(cfg.data)
+    vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size)
+    if manifest["seq_len"] > model_cfg.max_position_embeddings:
+        raise UserError(
+            f"shards have seq_len {manifest['seq_len']} but model.max_position_embeddings is "
+            f"{model_cfg.max_position_embeddings}; raise model.max_position_embeddings"
+        )
+    device_batch = _per_device(cfg.global_train_batch_size, "global_train_batch_size")
+    train_data = build_mlm_dataspec(
+        cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
+    )
+    evaluators = []
+    if cfg.data.eval_split:
+        eval_data = build_mlm_dataspec(
+            cfg.data,
+            split=cfg.data.eval_split,
+            device_batch_size=cfg.device_eval_batch_size,
+            seed=cfg.seed,
+            vocab_size=vocab_size,
+            shuffle=False,
+            drop_last=False,
+        )
+        evaluators.append(Evaluator(label="eval", dataloader=eval_data))
+
+    model = ComposerMLM(model_cfg)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    controls = build_training_controls(cfg)
+    tokenizer_dir = manifest["tokenizer"].get("path")
+    metadata = RunMetadata(model_cfg, tokenizer_dir if tokenizer_dir and Path(tokenizer_dir).is_dir() else None)
+
+    if dist.get_global_rank() == 0:
+        Path(cfg.save_folder).mkdir(parents=True, exist_ok=True)
+        resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
+        (Path(cfg.save_folder) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+    return Trainer(
+        run_name=cfg.run_name,
+        model=model,
+        train_dataloader=train_data,
+        eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=cfg.max_duration,
+        optimizers=optimizer,
+        schedulers=controls.schedulers,
+        step_schedulers_every_batch=True,
+        algorithms=controls.algorithms,
+        callbacks=[*controls.callbacks, metadata],
+        loggers=_loggers(cfg),
+        progress_bar=False,
+        log_to_console=False,
+        precision=cfg.precision if _device().name == "gpu" else "fp32",
+        device_train_microbatch_size=cfg.device_train_microbatch_size,
+        save_folder=cfg.save_folder,
+        save_filename="ep{epoch}-ba{batch}-rank{rank}.pt",
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=not cfg.autoresume,
+        autoresume=cfg.autoresume,
+        seed=cfg.seed,
+        compile_config={} if cfg.compile else None,
+        dist_timeout=cfg.dist_timeout,
+        device=_device(),
+        python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
+    )
+
+
+def _last(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return float(values[-1]) if values else None
+
+
+def _mean_tail(rows: list[dict[str, Any]], key: str, tail: int = 20) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-tail:]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(trainer: Trainer, cfg: PretrainConfig) -> PretrainResult:
+    """Read the run's own metrics file for the summary table (rank 0)."""
+    metrics_path = Path(cfg.save_folder) / "metrics.jsonl"
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    plot = Path(cfg.save_folder) / "loss_curve.png"
+    return PretrainResult(
+        batches=int(trainer.state.timestamp.batch),
+        tokens=int(trainer.state.timestamp.token),
+        final_train_loss=_mean_tail(rows, LOSS_KEY, tail=5),
+        eval_loss=_last(rows, EVAL_LOSS_KEY),
+        eval_masked_accuracy=_last(rows, "metrics/eval/MaskedAccuracy"),
+        tokens_per_sec=_mean_tail(rows, "throughput/tokens_per_sec"),
+        mfu=_mean_tail(rows, "throughput/device/mfu"),
+        metrics_path=str(metrics_path),
+        plot_path=str(plot) if plot.exists() else None,
+        save_folder=cfg.save_folder,
+    )
+
+
+def format_result(result: PretrainResult) -> str:
+    """A two-column table for the console."""
+
+    def show(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    rows = [
+        ("batches", f"{result.batches:,}"),
+        ("tokens", f"{result.tokens:,}"),
+        ("train loss (last 5 logged)", show(result.final_train_loss, ".4f")),
+        ("eval loss", show(result.eval_loss, ".4f")),
+        ("eval masked accuracy", show(result.eval_masked_accuracy, ".4f")),
+        ("tokens/s (last 20 logged)", show(result.tokens_per_sec, ",.0f")),
+        ("MFU", show(result.mfu, ".1%")),
+        ("metrics", result.metrics_path),
+        ("loss curve", result.plot_path or "n/a"),
+        ("checkpoints", result.save_folder),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
+    """Train (or resume) and return the summary on rank 0, None on the other ranks."""
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    trainer.close()
+    if dist.get_global_rank() != 0:
+        return None
+    result = summarize(trainer, cfg)
+    (Path(cfg.save_folder) / "summary.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    return result
