@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -41,7 +42,7 @@ class OptimizerConfig:
     eps: float = 1e-12
     weight_decay: float = 0.01
     decay_norm_and_bias: bool = False
-    grad_clip_norm: Optional[float] = 0.5
+    grad_clip_norm: float | None = 0.5
 
 
 @dataclass
@@ -55,7 +56,7 @@ class PretrainConfig:
     save_num_checkpoints_to_keep: int = 2
     autoresume: bool = True
     max_duration: str = MISSING
-    budget: Optional[str] = None
+    budget: str | None = None
     eval_interval: str = "1000ba"
     eval_subset_num_batches: int = 50
     precision: str = choice("amp_bf16", ["fp32", "amp_bf16", "amp_fp16"])
@@ -91,14 +92,16 @@ def _nearest(name: str, candidates: list[str]) -> str:
 
 
 def _keys_of(schema: Any, dotted: str) -> list[str]:
-    """The valid keys at `dotted`'s parent level in `schema` (for 'did you mean')."""
-    node = schema
-    for part in dotted.split(".")[:-1]:
-        if is_dataclass(node):
-            node = getattr(node, part, None)
-        else:
-            node = None
-    return [f.name for f in fields(node)] if is_dataclass(node) else []
+    """The valid keys at `dotted`'s parent level in `schema` (for 'did you mean'), walking dict-of-dataclass fields."""
+    node: Any = schema if isinstance(schema, type) else type(schema)
+    parts = dotted.split(".")[:-1]
+    index = 0
+    while index < len(parts) and is_dataclass(node):
+        hint = typing.get_type_hints(node).get(parts[index])
+        if typing.get_origin(hint) is dict:  # name -> dataclass: skip over the user's dict key
+            hint, index = typing.get_args(hint)[1], index + 1
+        node, index = hint, index + 1
+    return [f.name for f in fields(node)] if is_dataclass(node) and index >= len(parts) else []
 
 
 def _explain(err: OmegaConfBaseException, schema: Any) -> str:

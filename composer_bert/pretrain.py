@@ -24,7 +24,7 @@ from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
 from composer_bert.errors import UserError
 from composer_bert.models import ComposerMLM
 from composer_bert.optim import build_optimizer
-from composer_bert.training_controls import build_training_controls
+from composer_bert.training_controls import build_training_controls, check_training_controls
 
 
 @dataclass
@@ -69,6 +69,7 @@ def _per_device(global_batch: int, what: str) -> int:
 
 def build_trainer(cfg: PretrainConfig) -> Trainer:
     """Everything a pretraining run needs, wired from the config (rank-aware, resumable by run name)."""
+    check_training_controls(cfg)
     reproducibility.seed_all(cfg.seed)
     dist.initialize_dist(_device(), timeout=cfg.dist_timeout)
     manifest = read_data_manifest(cfg.data)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 def choice(default: Any, choices: list[Any]) -> Any:
@@ -16,11 +16,11 @@ class SchedulerConfig:
     """Learning-rate multiplier as a function of the elapsed fraction of the budget."""
 
     name: str = choice("triangle", ["triangle", "one_cycle", "linear", "cosine", "wsd", "constant"])
-    warmup_fraction: float = 0.06
-    peak_fraction: float = 0.75
-    start_factor: float = 0.25
-    decay_fraction: float = 0.2
-    final_factor: float = 0.0
+    warmup_fraction: float = 0.06  # linear, cosine, wsd, constant: warmup from 0 over this fraction
+    peak_fraction: float = 0.75  # triangle: where the multiplier reaches 1
+    start_factor: float = 0.25  # triangle: multiplier at the start
+    decay_fraction: float = 0.2  # wsd: decay over this last fraction
+    final_factor: float = 0.0  # all but constant: multiplier at the end
 
 
 @dataclass
@@ -28,5 +28,5 @@ class BatchRampConfig:
     """Grow the global batch linearly from `global_train_batch_size` to `final_global_batch_size` by
     gradient accumulation over the first `ramp_fraction` of the budget (Cramming). None = no ramp."""
 
-    final_global_batch_size: Optional[int] = None
+    final_global_batch_size: int | None = None
     ramp_fraction: float = 0.6

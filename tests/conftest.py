@@ -36,7 +36,7 @@ def tiny_shards(tmp_path_factory) -> Path:
     assert step.returncode == 0, step.stderr
     step = run_cli(
         "data_prep/convert_dataset.py", "--source", "synthetic:6000", "--tokenizer", str(tokenizer),
-        "--seq-len", "64", "--out", str(shards), "--val-fraction", "0.05",
+        "--seq-len", "64", "--out", str(shards), "--val-fraction", "0.05", "--no-ratio-filter",
     )
     assert step.returncode == 0, step.stderr
     return shards

@@ -23,7 +23,7 @@ def test_every_pretrain_recipe_validates(recipe: Path):
 def test_crammed_recipe_matches_cramming():
     cfg = load_config(PretrainConfig, REPO / "yamls/pretrain/crammed-bert.yaml")
     m = cfg.model
-    assert (m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (16, 768, 12, 3072)
+    assert (m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (16, 768, 12, 1536)
     assert (m.norm_placement, m.ffn_type, m.position_embedding) == ("pre", "geglu", "sinusoidal")
     assert not m.qkv_bias and not m.linear_bias and m.sparse_prediction and m.tie_embeddings
     assert cfg.budget == "24h" and cfg.batch_ramp.final_global_batch_size == 8192

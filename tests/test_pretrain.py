@@ -65,10 +65,11 @@ def test_tiny_pretrain_learns_and_reports(tiny_shards, tmp_path):
         assert key in keys, f"{key} missing from metrics.jsonl (has {sorted(keys)})"
     assert all("batch" in row for row in rows)
     losses = list(train_losses(out).values())
-    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10, "MLM loss did not fall on the synthetic corpus"
+    early, late = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert late < early - 0.5, f"MLM loss did not fall on the synthetic corpus ({early:.2f} -> {late:.2f})"
     assert (out / "loss_curve.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["batches"] == 120 and summary["eval_masked_accuracy"] > 0.0
+    assert summary["batches"] == 120 and len(rows) == len({row["batch"] for row in rows}) and summary["eval_masked_accuracy"] > 0.0
 
 
 def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
@@ -86,8 +87,8 @@ def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
 
     expected, resumed = train_losses(straight), train_losses(killed)
-    assert sorted(resumed) == sorted(expected) == list(range(1, 41))
-    assert [resumed[b] for b in range(21, 41)] == [expected[b] for b in range(21, 41)]
+    assert sorted(resumed) == sorted(expected) == list(range(40))
+    assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
 
 
 def _free_port() -> int:
@@ -113,7 +114,7 @@ def test_two_ranks_train_and_resume_on_one(tiny_shards, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     expected, got = train_losses(one_rank), train_losses(two_then_one)
-    assert sorted(got) == list(range(1, 21))
+    assert sorted(got) == list(range(20))
     # Same global batches in the same order: the losses agree up to DDP's float reduction order.
-    for batch in range(1, 21):
+    for batch in range(20):
         assert got[batch] == pytest.approx(expected[batch], rel=1e-4, abs=1e-5), batch

@@ -1,4 +1,7 @@
-"""`{save_folder}/metrics.jsonl` (one JSON object per logged batch) and a loss-curve PNG beside it.
+"""`{save_folder}/metrics.jsonl` (one JSON object per logged step) and a loss-curve PNG beside it.
+
+`batch` is Composer's step: the row of step S holds the throughput and learning rate after S batches
+and the loss of the batch that follows (Composer logs losses under the step count before the batch).
 
 Composer names are kept as they are (`loss/train/total`, `throughput/tokens_per_sec`,
 `throughput/device/mfu`, `l2_norm/grad/global`, `lr-DecoupledAdamW/group0`, ...). On resume, lines
@@ -43,13 +46,14 @@ class MetricsFile(LoggerDestination):
         if dist.get_global_rank() != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(int(state.timestamp.batch))
+        self._truncate_from(int(state.timestamp.batch))
 
-    def _truncate_after(self, batch: int) -> None:
-        """Keep only lines up to `batch` (the restored checkpoint); written atomically."""
+    def _truncate_from(self, batch: int) -> None:
+        """Keep only lines before `batch`, the restored checkpoint's step (the resumed run logs that step
+        again: Composer logs a batch's loss under the step count from before the batch); written atomically."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["batch"] <= batch]
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["batch"] < batch]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -68,10 +72,6 @@ class MetricsFile(LoggerDestination):
         with self.path.open("a") as handle:
             handle.write(json.dumps({"batch": self._pending_batch, **self._pending}, sort_keys=True) + "\n")
         self._pending, self._pending_batch = {}, None
-
-    def batch_checkpoint(self, state: State, logger: Logger) -> None:
-        if dist.get_global_rank() == 0:
-            self._flush()
 
     def fit_end(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0:
@@ -102,9 +102,9 @@ def plot_loss_curve(rows: list[dict[str, Any]], png_path: str | Path) -> Path | 
     if not train:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), label="train loss", linewidth=1)
+    ax.plot([b for b, _ in train], [v for _, v in train], label="train loss", linewidth=1)
     if evals:
-        ax.plot(*zip(*evals), "o-", label="eval cross entropy")
+        ax.plot([b for b, _ in evals], [v for _, v in evals], "o-", label="eval cross entropy")
     ax.set_xlabel("batch")
     ax.set_ylabel("MLM loss")
     ax.set_title(f"{Path(png_path).parent.name}: MLM loss")

@@ -1,0 +1,206 @@
+"""Per-run result files, the median over seeds, the GLUE average, and the reports (JSON, markdown, console).
+
+How the GLUE average is computed (Cramming's convention, also BERT's table):
+  * Each run (task x seed) is scored on the task's dev set(s); metrics are x100.
+  * Per dev set and metric, the reported value is the median over seeds (for an even number of seeds,
+    the mean of the two middle values). Each metric's median is taken on its own, so MRPC's F1 and
+    accuracy medians may come from different seeds.
+  * The GLUE average is the unweighted mean of one score per dev set: MNLI-m and MNLI-mm count as two
+    entries, MRPC and QQP by F1, STS-B by Pearson correlation, CoLA by Matthews correlation, SST-2,
+    QNLI and RTE by accuracy. WNLI is reported when run but never averaged (as in BERT and Cramming).
+  * When some of those nine dev sets were not run, the average is over the ones present and is
+    marked partial (`glue_average_partial` in the JSON, a `*` in the tables); it is then not
+    comparable with published GLUE averages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composer_bert.glue.metrics import METRIC_LABELS
+from composer_bert.glue.tasks import EVAL_SET_ORDER, GLUE_AVERAGE_EVAL_SETS, TASKS, GlueTask
+
+RESULTS_JSON = "glue_results.json"
+RESULTS_MARKDOWN = "glue_results.md"
+
+TASK_OF_EVAL_SET: dict[str, GlueTask] = {eval_set.name: task for task in TASKS.values() for eval_set in task.eval_sets}
+
+
+def glue_score_metric(eval_set: str) -> str:
+    """The metric an eval set contributes to the GLUE average (its task's first metric)."""
+    return TASK_OF_EVAL_SET[eval_set].metrics[0]
+
+
+@dataclass
+class RunResult:
+    """One finetuning run (task x seed): dev metrics per eval set, and the config fingerprint it ran under."""
+
+    task: str
+    seed: int
+    fingerprint: str
+    metrics: dict[str, dict[str, float]]  # eval set -> metric -> value x100
+    train_seconds: float
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+def run_result_path(save_folder: str | Path, task: str, seed: int) -> Path:
+    return Path(save_folder) / "runs" / task / f"seed{seed}.json"
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write via a temporary file and rename, so an interrupted run never leaves a half-written result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_run_result(save_folder: str | Path, result: RunResult) -> Path:
+    path = run_result_path(save_folder, result.task, result.seed)
+    write_json_atomically(path, asdict(result))
+    return path
+
+
+def read_run_result(path: Path) -> RunResult | None:
+    """A finished run's result, or None when absent or unreadable (then the run is simply redone)."""
+    try:
+        return RunResult(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+@dataclass
+class GlueSummary:
+    """Medians over seeds per eval set and metric, every seed's values, and the GLUE average."""
+
+    checkpoint: str
+    medians: dict[str, dict[str, float]]
+    per_seed: dict[str, dict[str, dict[str, float]]]  # eval set -> seed -> metric -> value
+    glue_average: float | None
+    averaged_over: list[str]
+    missing_from_average: list[str]
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_from_average)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "glue_average": self.glue_average,
+            "glue_average_partial": self.partial,
+            "glue_average_over": self.averaged_over,
+            "missing_from_average": self.missing_from_average,
+            "glue_score_metric": {name: glue_score_metric(name) for name in self.medians},
+            "tasks": self.medians,
+            "per_seed": self.per_seed,
+        }
+
+
+def glue_average(medians: dict[str, dict[str, float]]) -> tuple[float | None, list[str], list[str]]:
+    """(average, eval sets averaged, standard eval sets missing) following the module docstring's rules."""
+    present = [name for name in GLUE_AVERAGE_EVAL_SETS if name in medians]
+    missing = [name for name in GLUE_AVERAGE_EVAL_SETS if name not in medians]
+    if not present:
+        return None, [], missing
+    scores = [medians[name][glue_score_metric(name)] for name in present]
+    return sum(scores) / len(scores), present, missing
+
+
+def summarize(runs: list[RunResult], checkpoint: str) -> GlueSummary:
+    """Aggregate finished runs into medians over seeds and the GLUE average."""
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    for run in sorted(runs, key=lambda run: run.seed):
+        for eval_set, metrics in run.metrics.items():
+            per_seed.setdefault(eval_set, {})[str(run.seed)] = metrics
+    ordered = [name for name in EVAL_SET_ORDER if name in per_seed]
+    per_seed = {name: per_seed[name] for name in ordered}
+    medians = {
+        name: {
+            metric: statistics.median(values[metric] for values in seeds.values())
+            for metric in TASK_OF_EVAL_SET[name].metrics
+        }
+        for name, seeds in per_seed.items()
+    }
+    average, over, missing = glue_average(medians)
+    return GlueSummary(checkpoint, medians, per_seed, average, over, missing)
+
+
+def _average_cell(summary: GlueSummary) -> str:
+    if summary.glue_average is None:
+        return "-"
+    return f"{summary.glue_average:.1f}{'*' if summary.partial else ''}"
+
+
+def _partial_note(summary: GlueSummary) -> str:
+    if not summary.partial:
+        return ""
+    present, expected = len(summary.averaged_over), len(GLUE_AVERAGE_EVAL_SETS)
+    return (
+        f"* partial: average over {present} of {expected} dev sets (missing {', '.join(summary.missing_from_average)})"
+    )
+
+
+def _detail_rows(summary: GlueSummary) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, metrics in summary.medians.items():
+        for metric, median in metrics.items():
+            seeds = ", ".join(f"{seed}: {values[metric]:.1f}" for seed, values in summary.per_seed[name].items())
+            rows.append((name, METRIC_LABELS[metric], f"{median:.1f}", seeds))
+    return rows
+
+
+def format_markdown(summary: GlueSummary) -> str:
+    """A BERT-paper style row of GLUE scores, then every metric with its per-seed values."""
+    columns = [name for name in EVAL_SET_ORDER if name in summary.medians]
+    score_cells = [f"{summary.medians[name][glue_score_metric(name)]:.1f}" for name in columns]
+    lines = [
+        "# GLUE dev results",
+        "",
+        f"Checkpoint: `{summary.checkpoint}`. Dev-set medians over seeds, x100.",
+        "GLUE scores: MRPC/QQP F1, STS-B Pearson, CoLA MCC, others accuracy; WNLI is not averaged.",
+        "",
+        "| " + " | ".join([*columns, "GLUE avg"]) + " |",
+        "|" + "---:|" * (len(columns) + 1),
+        "| " + " | ".join([*score_cells, _average_cell(summary)]) + " |",
+        "",
+    ]
+    if summary.partial:
+        lines += [_partial_note(summary), ""]
+    lines += ["| Task | Metric | Median | Per seed |", "|---|---|---:|---|"]
+    lines += [f"| {name} | {metric} | {median} | {seeds} |" for name, metric, median, seeds in _detail_rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def format_console(summary: GlueSummary) -> str:
+    """A fixed-width table for the terminal: every metric's median and per-seed values, then the average."""
+    header = ("Task", "Metric", "Median", "Per seed")
+    rows = [header, *_detail_rows(summary)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}" for row in rows]
+    rule = "-" * max(len(line) for line in lines)
+    lines = [lines[0], rule, *lines[1:], rule, f"GLUE average: {_average_cell(summary)}"]
+    if summary.partial:
+        lines.append(_partial_note(summary))
+    return "\n".join(lines)
+
+
+def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, Path]:
+    """`glue_results.json` and `glue_results.md` in the save folder."""
+    folder = Path(save_folder)
+    json_path, markdown_path = folder / RESULTS_JSON, folder / RESULTS_MARKDOWN
+    write_json_atomically(json_path, summary.to_json())
+    markdown_path.write_text(format_markdown(summary))
+    return json_path, markdown_path

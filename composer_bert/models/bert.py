@@ -1,0 +1,174 @@
+"""The BERT encoder and its two heads: masked language modelling and sequence classification."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from composer_bert.models.config import ModelConfig, check_model_config
+from composer_bert.models.layers import (
+    AttentionInputs,
+    Block,
+    Rotary,
+    ScaledSinusoidalPositions,
+    alibi_bias,
+    alibi_slopes,
+    build_norm,
+)
+from composer_bert.models.padding import Unpadded, repad, unpad, unpadded_layout
+
+IGNORE_INDEX = -100  # label of positions the MLM loss skips
+
+
+class Embeddings(nn.Module):
+    """Token + (learned or scaled sinusoidal) position + token type embeddings, then an optional norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.padded_vocab_size, cfg.hidden_size)
+        self.positions: nn.Module | None = None
+        if cfg.position_embedding == "learned":
+            self.positions = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        elif cfg.position_embedding == "sinusoidal":
+            self.positions = ScaledSinusoidalPositions(cfg.hidden_size, cfg.max_position_embeddings)
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size > 0 else None
+        self.norm = build_norm(cfg, cfg.hidden_size) if cfg.embedding_norm else nn.Identity()
+        self.dropout = nn.Dropout(cfg.embedding_dropout)
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        x = self.tokens(input_ids)
+        if self.positions is not None:
+            x = x + self.positions(position_ids)
+        if self.token_types is not None:
+            x = x + (self.token_types.weight[0] if token_type_ids is None else self.token_types(token_type_ids))
+        return self.dropout(self.norm(x))
+
+
+class BertEncoder(nn.Module):
+    """Embeddings and blocks. Padded batches run packed, so no layer spends compute on padding."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        check_model_config(cfg)
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = build_norm(cfg, cfg.hidden_size) if cfg.final_norm else nn.Identity()
+        self.rotary = Rotary(cfg.head_dim) if cfg.position_embedding == "rotary" else None
+        slopes = alibi_slopes(cfg.num_heads) if cfg.position_embedding == "alibi" else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """[B, L] ids -> [B, L, D] hidden states; zeros where attention_mask is 0 (padding)."""
+        batch_size, seq_len = input_ids.shape
+        position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
+        layout = None
+        if attention_mask is not None and not bool(attention_mask.all()):  # all ones (pretraining): nothing to pack
+            layout = unpadded_layout(attention_mask)
+            input_ids, position_ids = unpad(input_ids, layout), unpad(position_ids.expand(batch_size, -1), layout)
+            token_type_ids = None if token_type_ids is None else unpad(token_type_ids, layout)
+        x = self.embeddings(input_ids, position_ids, token_type_ids)
+        inputs = self._attention_inputs(seq_len, position_ids, attention_mask, layout)
+        for layer in self.layers:
+            x = layer(x, inputs)
+        x = self.final_norm(x)
+        return x if layout is None else repad(x, layout)
+
+    def _attention_inputs(
+        self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None, layout: Unpadded | None
+    ) -> AttentionInputs:
+        bias = None if layout is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] key padding
+        if self.alibi_slopes is not None:
+            alibi = alibi_bias(self.alibi_slopes, seq_len)
+            bias = alibi if bias is None else alibi.masked_fill(~bias, float("-inf"))
+        rotary = None if self.rotary is None else self.rotary(position_ids)
+        return AttentionInputs(bias, rotary, layout, self.alibi_slopes)
+
+
+class MLMHead(nn.Module):
+    """Optional BERT transform (dense, GELU, norm), then the decoder to vocabulary logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.vocab_size = cfg.vocab_size
+        self.transform = nn.Identity()
+        if cfg.head_transform:
+            dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.linear_bias)
+            norm = build_norm(cfg, cfg.hidden_size)
+            self.transform = nn.Sequential(OrderedDict(dense=dense, activation=nn.GELU(), norm=norm))
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.padded_vocab_size, bias=cfg.decoder_bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        # The matmul runs over the padded (aligned) vocabulary; padded ids are sliced off the logits.
+        return self.decoder(self.transform(hidden))[..., : self.vocab_size]
+
+
+class BertForMaskedLM(nn.Module):
+    """Encoder + MLM head. With sparse_prediction and labels given, logits are only for masked positions."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertEncoder(cfg)
+        self.head = MLMHead(cfg)
+        init_weights(self, cfg.init_std)
+        if cfg.tie_embeddings:
+            self.head.decoder.weight = self.bert.embeddings.tokens.weight
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """Logits [B, L, vocab_size], or [num_masked, vocab_size] (masked = labels != -100) when sparse."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        if self.config.sparse_prediction and labels is not None:
+            hidden = hidden[labels != IGNORE_INDEX]
+        return self.head(hidden)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once
+
+
+class BertForSequenceClassification(nn.Module):
+    """Encoder + BERT pooler (dense + tanh on [CLS]) + dropout + linear; num_labels == 1 is regression."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertEncoder(cfg)
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.classifier_dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        init_weights(self, cfg.init_std)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Logits [B, num_labels]."""
+        cls_state = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]
+        return self.classifier(self.dropout(torch.tanh(self.pooler(cls_state))))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def init_weights(model: nn.Module, std: float) -> None:
+    """BERT's init: normal(0, std) linears and embeddings, zero biases, unit norm weights.
+
+    Output projections are not rescaled by depth (BERT and Cramming do not); the scaled sinusoid keeps its own init.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)

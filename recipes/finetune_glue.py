@@ -1,0 +1,48 @@
+"""Finetune a pretrained checkpoint on GLUE and report dev-set medians over seeds and the GLUE average.
+
+    python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=runs/my-bert/latest-rank0.pt
+    python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=PATH tasks=[RTE,MRPC] seeds=[0,1,2]
+    python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=PATH data.source=glue_dir data.path=glue_data
+    composer -n 8 recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=s3://bucket/run/ep1-ba5000-rank0.pt
+
+`checkpoint` is a Composer .pt from recipes/pretrain.py (local or remote) or an exported Hugging Face folder.
+Results land in {save_folder}/glue_results.json and glue_results.md; rerunning with the same save_folder
+skips finished task x seed runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from composer_bert.errors import UserError, cli_entry
+from composer_bert.glue.config import load_finetune_config
+from composer_bert.glue.finetune import run_glue
+
+
+def _show_progress_lines() -> None:
+    """Our per-run INFO lines on stdout, without turning on Composer's own INFO logging."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[glue] %(message)s"))
+    logger = logging.getLogger("composer_bert.glue")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+
+@cli_entry
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    if not argv[0].endswith((".yaml", ".yml")):
+        raise UserError(
+            f"first argument '{argv[0]}' is not a YAML recipe; "
+            "usage: recipes/finetune_glue.py RECIPE.yaml checkpoint=PATH key=value ..."
+        )
+    cfg = load_finetune_config(argv[0], argv[1:])
+    _show_progress_lines()
+    run_glue(cfg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

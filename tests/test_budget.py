@@ -1,0 +1,138 @@
+"""The wall-clock budget, driven by a fake clock that the training loop itself advances (so nothing is timed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from composer import Trainer
+from composer.core import Callback, Event, State
+from composer.loggers import InMemoryLogger, Logger
+from composer.models import ComposerClassifier
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from composer_bert.callbacks.budget import FRACTION_KEY, RunProgress, WallClockBudget
+from composer_bert.errors import UserError
+
+BATCH = 4
+TRAIN_COST = {Event.AFTER_DATALOADER: 0.5, Event.AFTER_FORWARD: 1.0}  # 1.5 fake seconds per batch, all counted
+EXCLUDED_COST = {Event.EVAL_BATCH_END: 100.0, Event.BATCH_CHECKPOINT: 50.0, Event.EPOCH_CHECKPOINT: 50.0}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SpendTime(Callback):
+    """Makes events "take" fake seconds. Listed after the budget, so a BATCH_CHECKPOINT cost lands after the
+    budget paused for checkpointing, as a slow save by Composer's CheckpointSaver (always last) would."""
+
+    def __init__(self, clock: FakeClock, costs: dict[Event, float]):
+        self.clock, self.costs = clock, costs
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        self.clock.now += self.costs.get(event, 0.0)
+
+
+class RecordEvals(Callback):
+    def __init__(self):
+        self.at_batches: list[int] = []
+
+    def eval_after_all(self, state: State, logger: Logger) -> None:
+        self.at_batches.append(int(state.timestamp.batch))
+
+
+def loader(num_batches: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.randn(num_batches * BATCH, 8, generator=generator),
+        torch.randint(0, 2, (num_batches * BATCH,), generator=generator),
+    )
+    return DataLoader(TensorDataset(x, y), batch_size=BATCH)
+
+
+def budget_trainer(
+    budget: WallClockBudget, clock: FakeClock, folder, *extra: Callback, **kwargs
+) -> tuple[Trainer, InMemoryLogger]:
+    torch.manual_seed(0)
+    model = ComposerClassifier(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), num_classes=2)
+    logger = InMemoryLogger()
+    trainer = Trainer(
+        model=model,
+        train_dataloader=loader(3),  # epochs of 3 batches, so epoch boundaries are crossed too
+        eval_dataloader=loader(2),
+        eval_interval="2ba",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        max_duration="1000ba",  # the budget, not this, ends the run
+        callbacks=[budget, SpendTime(clock, {**TRAIN_COST, **EXCLUDED_COST}), *extra],
+        loggers=[logger],
+        save_folder=str(folder),
+        save_interval="1000ba",
+        device="cpu",
+        progress_bar=False,
+        log_to_console=False,
+        seed=0,
+        **kwargs,
+    )
+    return trainer, logger
+
+
+def test_budget_stops_the_run_with_final_eval_and_checkpoint(tmp_path):
+    clock, evals = FakeClock(), RecordEvals()
+    budget = WallClockBudget(7.0, clock=clock)
+    trainer, logger = budget_trainer(budget, clock, tmp_path, evals)
+    trainer.fit()
+
+    # 1.5 s per batch: 4 batches = 6 s < 7 s, 5 batches = 7.5 s. Eval (100 s each) and saving (50 s) don't count.
+    assert int(trainer.state.timestamp.batch) == 5
+    assert budget.elapsed_seconds() == pytest.approx(7.5)
+    assert budget.elapsed_fraction() == 1.0
+    assert evals.at_batches == [2, 4, 5]  # interval evals, then the end-of-training eval
+    assert (tmp_path / "ep1-ba5-rank0.pt").exists()  # end-of-training checkpoint (save_interval is 1000ba)
+    fractions = [value for _, value in logger.data[FRACTION_KEY]]
+    assert fractions == pytest.approx([1.5 / 7, 3 / 7, 4.5 / 7, 6 / 7, 1.0])
+
+    saved = torch.load(tmp_path / "ep1-ba5-rank0.pt", weights_only=False)
+    assert saved["state"]["callbacks"]["WallClockBudget"]["train_seconds"] == pytest.approx(7.5)
+
+
+def test_budget_elapsed_carries_across_resumes(tmp_path):
+    first_clock = FakeClock()
+    first, _ = budget_trainer(WallClockBudget(7.0, clock=first_clock), first_clock, tmp_path / "a")
+    first.fit()
+    checkpoint = tmp_path / "a" / "ep1-ba5-rank0.pt"
+
+    # A longer budget on resume: 7.5 s already spent, 1.5 s per batch -> 10.5 s after batch 7.
+    clock = FakeClock()
+    clock.now = 5.0  # a new process: the clock's origin is arbitrary
+    budget = WallClockBudget(10.0, clock=clock)
+    second, logger = budget_trainer(budget, clock, tmp_path / "b", load_path=str(checkpoint))
+    second.fit()
+    assert int(second.state.timestamp.batch) == 7
+    assert budget.elapsed_seconds() == pytest.approx(10.5)
+    assert [int(t.batch) for t, _ in logger.data["loss/train/total"]] == [5, 6]
+
+    # Rerunning a run whose budget is spent trains nothing more.
+    clock = FakeClock()
+    spent = WallClockBudget(10.0, clock=clock)
+    third, logger = budget_trainer(spent, clock, tmp_path / "c", load_path=str(tmp_path / "b" / "ep2-ba7-rank0.pt"))
+    third.fit()
+    assert int(third.state.timestamp.batch) == 7
+    assert "loss/train/total" not in logger.data
+
+
+def test_state_dict_round_trip_and_progress_source():
+    clock = FakeClock()
+    budget = WallClockBudget(100.0, clock=clock)
+    budget.load_state_dict({"train_seconds": 25.0, "budget_seconds": 100.0})
+    assert budget.elapsed_fraction() == pytest.approx(0.25)
+    assert RunProgress(budget)(state=None) == pytest.approx(0.25)  # type: ignore[arg-type]
+    copy = WallClockBudget(100.0, clock=clock)
+    copy.load_state_dict(budget.state_dict())
+    assert copy.elapsed_seconds() == pytest.approx(25.0) and copy.elapsed_fraction() == pytest.approx(0.25)
+    with pytest.raises(UserError, match="budget"):
+        WallClockBudget(0.0)

@@ -1,0 +1,142 @@
+"""The Composer wrappers: losses go down, metrics count the right tokens, encoders move from MLM to classifier."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from composer import Trainer
+from composer.callbacks import SpeedMonitor
+from composer.loggers import InMemoryLogger
+
+from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM, build_composer_model
+from composer_bert.models.config import ModelConfig
+from composer_bert.models.flops import mlm_flops_per_batch
+
+VOCAB = 100
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    base = dict(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                max_position_embeddings=32, classifier_dropout=0.0)
+    return ModelConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+def mlm_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, VOCAB, (4, 16), generator=generator)
+    labels = torch.full_like(input_ids, -100)
+    masked = torch.rand(4, 16, generator=generator) < 0.25
+    labels[masked] = input_ids[masked]
+    input_ids = input_ids.masked_fill(masked, 3)  # the [MASK] id
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+
+
+@pytest.fixture
+def finetune_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(1, VOCAB, (6, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[::2, 7:] = 0
+    return dict(input_ids=input_ids * attention_mask, attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(input_ids), labels=torch.tensor([0, 1, 2, 1, 0, 2]))
+
+
+def train_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int = 8) -> list[float]:
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(model(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("sparse_prediction", [True, False])
+def test_mlm_loss_decreases_on_a_fixed_batch(mlm_batch, sparse_prediction):
+    torch.manual_seed(0)
+    losses = train_losses(ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)), mlm_batch)
+    assert losses[0] == pytest.approx(math.log(VOCAB), rel=0.1)  # near-uniform predictions at init
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_classifier_and_regressor_losses_decrease(finetune_batch):
+    torch.manual_seed(0)
+    losses = train_losses(ComposerClassifier(tiny_config(), num_labels=3), finetune_batch)
+    assert losses[-1] < 0.5 * losses[0]
+    regression_batch = {**finetune_batch, "labels": torch.tensor([0.5, 3.0, 1.5, 4.5, 2.0, 0.0])}
+    regressor = ComposerClassifier(tiny_config(), num_labels=1)
+    losses = train_losses(regressor, regression_batch)
+    assert losses[-1] < 0.5 * losses[0]
+    assert regressor.eval_forward(regression_batch).shape == (6,)
+
+
+@pytest.mark.parametrize("sparse_prediction", [True, False])
+def test_mlm_metrics_count_only_masked_tokens(mlm_batch, sparse_prediction):
+    torch.manual_seed(0)
+    model = ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)).eval()
+    with torch.no_grad():
+        outputs = model.eval_forward(mlm_batch)
+        loss = model.loss(outputs, mlm_batch)
+    metrics = model.get_metrics(is_train=False)
+    assert set(metrics) == {"MaskedAccuracy", "LanguageCrossEntropy", "LanguagePerplexity"}
+    assert set(model.get_metrics(is_train=True)) == {"MaskedAccuracy", "LanguageCrossEntropy"}
+    for metric in metrics.values():
+        model.update_metric(mlm_batch, outputs, metric)
+    labels = mlm_batch["labels"]
+    predictions = outputs.argmax(-1) if sparse_prediction else outputs.argmax(-1)[labels != -100]
+    accuracy = (predictions == labels[labels != -100]).float().mean()
+    torch.testing.assert_close(metrics["MaskedAccuracy"].compute(), accuracy)
+    torch.testing.assert_close(metrics["LanguageCrossEntropy"].compute(), loss)
+    torch.testing.assert_close(metrics["LanguagePerplexity"].compute(), loss.exp())
+
+
+def test_classifier_metrics(finetune_batch):
+    model = ComposerClassifier(tiny_config(), num_labels=3).eval()
+    metric = model.get_metrics(is_train=False)["MulticlassAccuracy"]
+    with torch.no_grad():
+        logits = model.eval_forward(finetune_batch)
+    model.update_metric(finetune_batch, logits, metric)
+    expected = (logits.argmax(-1) == finetune_batch["labels"]).float().mean()
+    torch.testing.assert_close(metric.compute(), expected)
+
+
+def test_load_encoder_state_dict_from_a_pretraining_checkpoint(finetune_batch):
+    torch.manual_seed(0)
+    mlm = ComposerMLM(tiny_config())
+    checkpoint_state = {k.removeprefix("model."): v for k, v in mlm.state_dict().items()}
+    assert any(k.startswith("head.") for k in checkpoint_state)  # ignored by the classifier
+    classifier = ComposerClassifier(tiny_config(), num_labels=2)
+    classifier.load_encoder_state_dict(checkpoint_state)
+    for key, tensor in mlm.model.bert.state_dict().items():
+        assert torch.equal(classifier.model.bert.state_dict()[key], tensor), key
+    with pytest.raises(RuntimeError, match="Missing key"):
+        classifier.load_encoder_state_dict({k: v for k, v in checkpoint_state.items() if "layers.1." not in k})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        ComposerClassifier(tiny_config(intermediate_size=96), num_labels=2).load_encoder_state_dict(checkpoint_state)
+
+
+def test_build_composer_model():
+    assert isinstance(build_composer_model(tiny_config()), ComposerMLM)
+    assert build_composer_model(tiny_config(), num_labels=1).is_regression
+
+
+def test_trainer_logs_mlm_metrics_and_mfu_inputs(mlm_batch):
+    """Two real Composer steps: metric names as the loggers see them, and SpeedMonitor's FLOP rate."""
+    torch.manual_seed(0)
+    model = ComposerMLM(tiny_config())
+    dataset = [{k: v[i] for k, v in mlm_batch.items()} for i in range(4)]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+    logger = InMemoryLogger()
+    trainer = Trainer(model=model, train_dataloader=loader, max_duration="2ba", loggers=[logger],
+                      callbacks=[SpeedMonitor(window_size=1)], device="cpu", progress_bar=False, log_to_console=False)
+    trainer.fit()
+    assert {"metrics/train/MaskedAccuracy", "metrics/train/LanguageCrossEntropy"} <= set(logger.data)
+    assert "throughput/flops_per_sec" in logger.data
+    assert model.flops_per_batch(mlm_batch) == mlm_flops_per_batch(model.config, mlm_batch) > 0
+    assert model.num_parameters() == sum(p.numel() for p in model.model.parameters())

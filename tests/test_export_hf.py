@@ -1,0 +1,415 @@
+"""Hugging Face export: remote-code and plain-BERT exports load in `transformers` and compute our logits."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: nothing here may reach the hub
+
+import ast
+import contextlib
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from composer import ComposerModel, Trainer
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    PreTrainedTokenizerFast,
+    pipeline,
+)
+
+from composer_bert.checkpoint import RunMetadata, load_pretrained
+from composer_bert.errors import UserError
+from composer_bert.hf.export import export_checkpoint, export_classifier, export_mlm, load_exported
+from composer_bert.models.bert import BertForMaskedLM as OurBertForMaskedLM
+from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
+from composer_bert.models.config import ModelConfig
+from composer_bert.models.hf_bert import is_plain_bert
+from tests.conftest import REPO
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = "the a cat dog sat ran on in mat park big small red blue ##s ##ed and was is it".split()
+SENTENCES = ["the cat sat on the mat", "a big dog ran"]  # unequal lengths: the batch is padded
+TOLERANCE = 1e-5
+CLASS_NAMES = ("negative", "neutral", "positive")
+
+CRAMMED = ModelConfig(  # pre-norm, GEGLU, scaled sinusoidal positions, no biases (the defaults), tiny
+    vocab_size=len(SPECIALS) + len(WORDS),
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=64,
+    pad_vocab_multiple=8,
+)
+ROTARY_RMS = replace(CRAMMED, position_embedding="rotary", norm_type="rmsnorm", ffn_type="swiglu", type_vocab_size=0)
+PLAIN_BERT = replace(
+    CRAMMED,
+    norm_placement="post",
+    final_norm=False,
+    ffn_type="gelu",
+    qkv_bias=True,
+    linear_bias=True,
+    position_embedding="learned",
+    sparse_prediction=False,
+)
+
+# Runs in a fresh interpreter where importing composer_bert fails: the export must stand on its own.
+REMOTE_LOADER = """
+import importlib.abc, json, sys
+class NoComposerBert(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "composer_bert":
+            raise ImportError("composer_bert is blocked: the export must not need it")
+sys.meta_path.insert(0, NoComposerBert())
+import torch
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, pipeline
+jobs, results = json.loads(sys.argv[1]), {}
+inputs = torch.load(jobs["inputs"])
+with torch.no_grad():
+    mlm = AutoModelForMaskedLM.from_pretrained(jobs["mlm"], trust_remote_code=True).eval()
+    results["mlm_logits"] = mlm(**inputs).logits
+    results["mlm_class"] = type(mlm).__module__ + "." + type(mlm).__name__
+    fresh_head = AutoModelForSequenceClassification.from_pretrained(jobs["mlm"], trust_remote_code=True, num_labels=3)
+    results["fresh_head_logits"] = fresh_head.eval()(**inputs).logits
+    results["fresh_pooler"] = dict(fresh_head.model.pooler.named_parameters())
+    classifier = AutoModelForSequenceClassification.from_pretrained(jobs["classifier"], trust_remote_code=True).eval()
+    results["classifier_logits"] = classifier(**inputs).logits
+    results["classifier_labels"] = classifier.config.id2label
+    fill_mask = pipeline("fill-mask", model=jobs["mlm"], trust_remote_code=True)
+    results["fill_mask"] = fill_mask("the [MASK] sat on the mat", top_k=3)
+results["composer_bert_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "composer_bert")
+torch.save(results, jobs["results"])
+"""
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A fixed-vocabulary WordPiece tokenizer with BERT's special tokens and post-processor."""
+    vocab = {token: index for index, token in enumerate(SPECIALS + WORDS)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    out = tmp_path_factory.mktemp("tokenizer")
+    wrapped.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer_dir) -> dict[str, torch.Tensor]:
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+    encoded = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    assert not encoded["attention_mask"].all(), "the test batch must contain padding"
+    return dict(encoded)
+
+
+def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Noise on every weight, so norms, biases and scales are not at their init and logits are far from uniform."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
+    return module.eval()
+
+
+def assert_close_at_tokens(logits: torch.Tensor, expected: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+    """Equal at real tokens; at padding, transformers' BERT computes values ours leaves out (both are unused)."""
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], expected[real], atol=TOLERANCE, rtol=0)
+
+
+def save_checkpoint_dict(path: Path, composer_model: ComposerModel, cfg: ModelConfig, tokenizer_dir: Path) -> Path:
+    """The layout Composer writes (see composer_bert.checkpoint): the ComposerModel's weights, RunMetadata's state."""
+    state = {"model": composer_model.state_dict()}
+    state["callbacks"] = {"RunMetadata": RunMetadata(cfg, tokenizer_dir).state_dict()}
+    torch.save({"state": state}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, tokenizer_dir) -> tuple[Path, ComposerMLM]:
+    """Two real Composer Trainer steps of a crammed-style MLM, saved with RunMetadata."""
+    torch.manual_seed(0)
+    composer_model = ComposerMLM(CRAMMED)
+    perturbed(composer_model.model, seed=1).train()
+    samples = []
+    for index in range(4):
+        input_ids = torch.randint(len(SPECIALS), CRAMMED.vocab_size, (16,))
+        labels = torch.full((16,), -100)
+        labels[index + 1 :: 4] = input_ids[index + 1 :: 4]
+        input_ids[index + 1 :: 4] = SPECIALS.index("[MASK]")
+        samples.append({"input_ids": input_ids, "attention_mask": torch.ones(16, dtype=torch.long), "labels": labels})
+    save_folder = tmp_path_factory.mktemp("pretrain")
+    trainer = Trainer(
+        model=composer_model,
+        train_dataloader=DataLoader(samples, batch_size=2),
+        max_duration="2ba",
+        save_folder=str(save_folder),
+        save_interval="2ba",
+        callbacks=[RunMetadata(CRAMMED, tokenizer_dir)],
+        progress_bar=False,
+        log_to_console=False,
+        device="cpu",
+    )
+    trainer.fit()
+    trainer.close()
+    checkpoint = save_folder / "latest-rank0.pt"
+    assert checkpoint.exists(), sorted(p.name for p in save_folder.iterdir())
+    return checkpoint, composer_model.eval()
+
+
+def export_cli():
+    """recipes/export_hf.py as a module: its `main(argv)` runs in this process (no second torch import)."""
+    spec = importlib.util.spec_from_file_location("export_hf_recipe", REPO / "recipes" / "export_hf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mlm_export(trained_checkpoint, tmp_path_factory) -> Path:
+    """The trained checkpoint exported through the CLI."""
+    out = tmp_path_factory.mktemp("exports") / "crammed-mlm"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        export_cli().main(["--checkpoint", str(trained_checkpoint[0]), "--out", str(out)])
+    assert printed.getvalue() == f"exported masked LM to {out}\n"
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier(tokenizer_dir) -> ComposerClassifier:
+    torch.manual_seed(2)
+    return perturbed(ComposerClassifier(ROTARY_RMS, num_labels=3), seed=3)
+
+
+@pytest.fixture(scope="module")
+def classifier_export(classifier, tokenizer_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "classifier"
+    return export_classifier(classifier, ROTARY_RMS, 3, tokenizer_dir, out, label_names=CLASS_NAMES)
+
+
+@pytest.fixture(scope="module")
+def remote_results(mlm_export, classifier_export, batch, tmp_path_factory) -> dict:
+    """Load both remote-code exports in an interpreter that cannot import composer_bert."""
+    work = tmp_path_factory.mktemp("remote")
+    torch.save(batch, work / "inputs.pt")
+    jobs = {
+        "mlm": str(mlm_export),
+        "classifier": str(classifier_export),
+        "inputs": str(work / "inputs.pt"),
+        "results": str(work / "results.pt"),
+    }
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(work / "hf_home"),
+        "HF_MODULES_CACHE": str(work / "modules"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", REMOTE_LOADER, json.dumps(jobs)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(work / "results.pt", weights_only=False)
+
+
+# ---------------------------------------------------------------------------------------------- remote code
+
+
+def test_export_directory_is_self_contained(mlm_export):
+    files = {path.name for path in mlm_export.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert {"configuration_composer_bert.py", "modeling_composer_bert.py", "bert.py", "layers.py"} <= files
+    assert not any(name.startswith(".") for name in files)
+    config = json.loads((mlm_export / "config.json").read_text())
+    assert config["model_type"] == "composer_bert" and config["architectures"] == ["ComposerBertForMaskedLM"]
+    assert ModelConfig(**{k: config[k] for k in ModelConfig.__dataclass_fields__}) == CRAMMED
+    allowed = set(sys.stdlib_module_names) | {"torch", "transformers"}
+    for source in mlm_export.glob("*.py"):
+        for module in _unguarded_absolute_imports(source.read_text()):
+            assert module in allowed, f"{source.name} imports {module}, which a plain transformers user may lack"
+
+
+def _unguarded_absolute_imports(source: str) -> set[str]:
+    """Top-level package of every absolute import outside try blocks (transformers' own check skips those)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Try):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def test_remote_mlm_matches_ours_without_composer_bert(remote_results, trained_checkpoint, batch):
+    assert remote_results["composer_bert_modules"] == []
+    assert remote_results["mlm_class"].startswith("transformers_modules.")
+    with torch.no_grad():
+        ours = trained_checkpoint[1].model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    assert remote_results["mlm_logits"].shape == ours.shape == (*batch["input_ids"].shape, CRAMMED.vocab_size)
+    torch.testing.assert_close(remote_results["mlm_logits"], ours, atol=TOLERANCE, rtol=0)
+
+
+def test_fill_mask_pipeline_predicts_tokens(remote_results):
+    predictions = remote_results["fill_mask"]
+    assert len(predictions) == 3
+    for prediction in predictions:
+        assert prediction["token_str"] and prediction["sequence"].endswith("sat on the mat")
+        assert 0.0 < prediction["score"] <= 1.0
+
+
+def test_mlm_export_loads_as_classifier_with_fresh_head(remote_results, batch):
+    assert remote_results["fresh_head_logits"].shape == (len(SENTENCES), 3)
+    assert torch.isfinite(remote_results["fresh_head_logits"]).all()
+    pooler = remote_results["fresh_pooler"]  # not in the checkpoint: initialized as ours, normal(0, init_std)
+    assert 0.8 * CRAMMED.init_std < pooler["weight"].std() < 1.2 * CRAMMED.init_std
+    assert not pooler["bias"].any()
+
+
+def test_classifier_export_matches_ours(remote_results, classifier, batch):
+    assert remote_results["classifier_labels"] == dict(enumerate(CLASS_NAMES))
+    with torch.no_grad():
+        ours = classifier.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    torch.testing.assert_close(remote_results["classifier_logits"], ours, atol=TOLERANCE, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- plain BERT
+
+
+def test_plain_bert_exports_as_transformers_bert(tokenizer_dir, batch, tmp_path):
+    assert is_plain_bert(PLAIN_BERT)
+    torch.manual_seed(4)
+    ours = perturbed(OurBertForMaskedLM(PLAIN_BERT), seed=5)
+    out = export_mlm(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
+    assert not list(out.glob("*.py"))
+    hf_model = AutoModelForMaskedLM.from_pretrained(str(out)).eval()  # no trust_remote_code
+    assert type(hf_model) is BertForMaskedLM and hf_model.config.model_type == "bert"
+    with torch.no_grad():
+        assert_close_at_tokens(hf_model(**batch).logits, ours(**batch), batch)
+    predictions = pipeline("fill-mask", model=str(out))("the [MASK] sat on the mat", top_k=2)
+    assert len(predictions) == 2 and all(p["token_str"] for p in predictions)
+
+
+def test_plain_bert_regressor_checkpoint_exports_as_transformers_bert(tokenizer_dir, batch, tmp_path):
+    torch.manual_seed(6)
+    regressor = perturbed(ComposerClassifier(PLAIN_BERT, num_labels=1), seed=7)
+    checkpoint = save_checkpoint_dict(tmp_path / "stsb.pt", regressor, PLAIN_BERT, tokenizer_dir)
+    out, kind = export_checkpoint(str(checkpoint), tmp_path / "stsb")
+    assert kind == "classifier with 1 label"
+    hf_model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    assert type(hf_model) is BertForSequenceClassification and hf_model.config.problem_type == "regression"
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(**batch).logits, regressor(batch), atol=TOLERANCE, rtol=0)
+    encoder = load_exported(out).state_dict  # a finetuned classifier can seed another finetune: encoder only
+    assert encoder.keys() == regressor.model.bert.state_dict(prefix="bert.").keys()
+
+
+# ---------------------------------------------------------------------------------------------- reading back
+
+
+def test_load_exported_round_trips_remote_code_export(mlm_export, trained_checkpoint):
+    pretrained = load_pretrained(str(mlm_export))  # the GLUE recipe's entry point: dispatches on a directory
+    assert pretrained.model_config == CRAMMED and pretrained.tokenizer_dir == mlm_export
+    expected = trained_checkpoint[1].model.state_dict()
+    assert pretrained.state_dict.keys() == expected.keys()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(pretrained.state_dict[key], tensor, atol=0, rtol=0, msg=key)
+
+
+def test_load_exported_round_trips_plain_bert_export(tokenizer_dir, batch, tmp_path):
+    torch.manual_seed(8)
+    ours = perturbed(OurBertForMaskedLM(PLAIN_BERT), seed=9)
+    out = export_mlm(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
+    pretrained = load_exported(out)
+    assert is_plain_bert(pretrained.model_config)
+    reloaded = OurBertForMaskedLM(pretrained.model_config)
+    reloaded.load_state_dict(pretrained.state_dict, strict=True)
+    with torch.no_grad():
+        assert_close_at_tokens(reloaded.eval()(**batch), ours(**batch), batch)
+
+
+def test_load_exported_classifier_gives_its_encoder(classifier_export, classifier):
+    pretrained = load_exported(classifier_export)
+    assert pretrained.model_config == ROTARY_RMS
+    assert pretrained.state_dict and all(key.startswith("bert.") for key in pretrained.state_dict)
+    fresh = ComposerClassifier(pretrained.model_config, num_labels=2)
+    fresh.load_encoder_state_dict(pretrained.state_dict)
+    for key, tensor in classifier.model.bert.state_dict().items():
+        torch.testing.assert_close(fresh.model.bert.state_dict()[key], tensor, atol=0, rtol=0, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_checkpoint_is_one_line_cli_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli().main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("error: checkpoint") and "missing.pt" in stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_inputs_raise_user_errors(tmp_path, tokenizer_dir, trained_checkpoint):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable Composer checkpoint"):
+        export_checkpoint(str(garbage), tmp_path / "out")
+    with pytest.raises(UserError, match="is a directory"):
+        export_checkpoint(str(tmp_path), tmp_path / "out")
+    with pytest.raises(UserError, match="has no config.json"):
+        load_exported(tmp_path)
+    mlm = trained_checkpoint[1]
+    with pytest.raises(UserError, match="weights do not fit the model config"):
+        export_mlm(mlm, replace(CRAMMED, num_layers=3), tokenizer_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, tokenizer_dir, trained_checkpoint):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier export")
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out)
+    export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "staging directories were left behind"

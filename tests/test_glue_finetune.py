@@ -1,0 +1,246 @@
+"""End-to-end GLUE finetuning on CPU: a tiny pretrained checkpoint made here, two tiny GLUE-layout tasks,
+two seeds, one epoch; then the reports, the skip-on-rerun logic, MNLI m/mm with start_from_mnli, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from composer import Trainer
+from composer.optim import CosineAnnealingScheduler, CosineAnnealingWithWarmupScheduler
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerFast
+
+from composer_bert.checkpoint import RunMetadata
+from composer_bert.errors import UserError
+from composer_bert.glue import finetune
+from composer_bert.glue.config import load_finetune_config
+from composer_bert.glue.finetune import mnli_weights_path, run_glue
+from composer_bert.models import ComposerMLM, ModelConfig
+
+WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
+RECIPE = Path(__file__).resolve().parent.parent / "yamls/finetune/glue.yaml"
+RECIPE_CLI = Path(__file__).resolve().parent.parent / "recipes/finetune_glue.py"
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(row) + "\n" for row in [header, *rows]))
+
+
+def write_tokenizer(folder: Path) -> None:
+    """A tiny BERT-style WordPiece tokenizer: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    wordpiece.train_from_iterator([" ".join(WORDS)] * 8, trainer)
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A pretraining checkpoint in the format recipes/pretrain.py writes: one MLM step, RunMetadata attached."""
+    root = tmp_path_factory.mktemp("pretrained")
+    write_tokenizer(root / "tokenizer")
+    model_config = ModelConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_vocab_multiple=8,
+    )
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, 100, (4, 16))
+    labels = torch.full_like(input_ids, -100)
+    labels[:, 3] = input_ids[:, 3]
+    batch = [
+        {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": lab}
+        for ids, lab in zip(input_ids, labels, strict=True)
+    ]
+    trainer = Trainer(
+        model=ComposerMLM(model_config),
+        train_dataloader=DataLoader(batch, batch_size=4),
+        max_duration="1ba",
+        callbacks=[RunMetadata(model_config, root / "tokenizer")],
+        save_folder=str(root / "ckpt"),
+        save_interval="1ba",
+        progress_bar=False,
+        device="cpu",
+    )
+    trainer.fit()
+    trainer.close()
+    return next((root / "ckpt").glob("ep*-ba1-rank0.pt"))
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory) -> Path:
+    """SST-2, STS-B, MNLI and RTE in the GLUE download layout, with labels a tiny model can partly learn."""
+    root = tmp_path_factory.mktemp("glue")
+    rng = random.Random(0)
+    for split, size in (("train", 64), ("dev", 32)):
+        rows = [[text, str(int("good" in text or "great" in text))] for text in (sentence(rng) for _ in range(size))]
+        write_tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"], rows)
+        pairs = [(sentence(rng), sentence(rng)) for _ in range(size)]
+        rows = [
+            [str(i), "g", "f", "y", "o", "s", "s", a, b, f"{5 * len(set(a.split()) & set(b.split())) / 9:.2f}"]
+            for i, (a, b) in enumerate(pairs)
+        ]
+        write_tsv(
+            root / "STS-B" / f"{split}.tsv",
+            [
+                "index",
+                "genre",
+                "filename",
+                "year",
+                "old_index",
+                "source1",
+                "source2",
+                "sentence1",
+                "sentence2",
+                "score",
+            ],
+            rows,
+        )
+        rows = [[str(i), a, b, rng.choice(["entailment", "not_entailment"])] for i, (a, b) in enumerate(pairs[:16])]
+        write_tsv(root / "RTE" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"], rows)
+    labels = ["entailment", "neutral", "contradiction"]
+    for file in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
+        rows = [
+            [str(i), sentence(rng), sentence(rng), rng.choice(labels)] for i in range(32 if file == "train.tsv" else 12)
+        ]
+        write_tsv(root / "MNLI" / file, ["index", "sentence1", "sentence2", "gold_label"], rows)
+    return root
+
+
+def tiny_run(checkpoint: Path, glue_dir: Path, save_folder: Path, *overrides: str):
+    cfg = load_finetune_config(
+        str(RECIPE),
+        [
+            f"checkpoint={checkpoint}",
+            f"save_folder={save_folder}",
+            "data.source=glue_dir",
+            f"data.path={glue_dir}",
+            "epochs=1",
+            "max_seq_length=32",
+            "eval_batch_size=16",
+            "progress_bar=false",
+            *overrides,
+        ],
+    )
+    return run_glue(cfg)
+
+
+def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp_path, monkeypatch, capsys):
+    save = tmp_path / "glue"
+    summary = tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]")
+    printed = capsys.readouterr().out
+    assert "GLUE average:" in printed and "STS-B" in printed and "partial" in printed
+
+    results = json.loads((save / "glue_results.json").read_text())
+    assert results["checkpoint"] == str(checkpoint)
+    assert set(results["tasks"]) == {"SST-2", "STS-B"}
+    assert set(results["tasks"]["STS-B"]) == {"pearson", "spearman"}
+    assert set(results["per_seed"]["SST-2"]) == {"0", "1"}
+    assert 0 <= results["tasks"]["SST-2"]["accuracy"] <= 100
+    assert all(-100 <= value <= 100 for value in results["tasks"]["STS-B"].values())
+    assert results["glue_average_partial"] is True and results["glue_average_over"] == ["SST-2", "STS-B"]
+    expected_average = (results["tasks"]["SST-2"]["accuracy"] + results["tasks"]["STS-B"]["pearson"]) / 2
+    assert results["glue_average"] == pytest.approx(expected_average)
+    assert summary.glue_average == pytest.approx(expected_average)
+    assert "| SST-2 | STS-B | GLUE avg |" in (save / "glue_results.md").read_text()
+    for task in ("SST-2", "STS-B"):
+        for seed in (0, 1):
+            assert json.loads((save / "runs" / task / f"seed{seed}.json").read_text())["seed"] == seed
+
+    trained = []
+
+    def no_training(task, seed, *args, **kwargs):
+        trained.append((task.name, seed))
+        raise AssertionError(f"{task.name} seed {seed} was finished and should have been skipped")
+
+    monkeypatch.setattr(finetune, "train_and_evaluate", no_training)
+    again = tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]")
+    assert trained == [] and again.medians == summary.medians
+
+    # A changed hyperparameter for one task re-runs only that task's runs.
+    with pytest.raises(AssertionError, match="STS-B seed 0"):
+        tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]", "task_overrides.STS-B.lr=1e-4")
+    assert trained == [("STS-B", 0)]
+
+
+def test_mnli_trains_once_scores_both_dev_sets_and_seeds_rte(checkpoint, glue_dir, tmp_path):
+    save = tmp_path / "glue"
+    summary = tiny_run(checkpoint, glue_dir, save, "tasks=[RTE,MNLI]", "seeds=[3]", "start_from_mnli=[RTE]")
+    assert list(summary.medians) == ["MNLI-m", "MNLI-mm", "RTE"]
+    assert mnli_weights_path(save, 3).is_file()
+    mnli_run = json.loads((save / "runs/MNLI/seed3.json").read_text())
+    assert set(mnli_run["metrics"]) == {"MNLI-m", "MNLI-mm"}
+    assert json.loads((save / "runs/RTE/seed3.json").read_text())["hparams"]["start_from_mnli_seed"] == 3
+
+
+def test_tokenizer_without_cls_and_segments_is_refused(checkpoint, glue_dir, tmp_path):
+    plain = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3}, unk_token="[UNK]"))
+    plain.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=plain, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
+        str(tmp_path / "tok")
+    )
+    with pytest.raises(UserError, match=r"does not start sequences with \[CLS\]"):
+        tiny_run(checkpoint, glue_dir, tmp_path / "out", "tasks=[SST-2]", f"tokenizer={tmp_path / 'tok'}")
+
+
+def test_warmup_is_counted_in_batches():
+    scheduler = finetune.cosine_with_warmup(0.1, total_batches=250)
+    assert isinstance(scheduler, CosineAnnealingWithWarmupScheduler) and scheduler.t_warmup == "25ba"
+    assert isinstance(finetune.cosine_with_warmup(0.1, total_batches=5), CosineAnnealingScheduler)
+
+
+def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_path, capsys, monkeypatch):
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("finetune_glue_cli", RECIPE_CLI)
+    cli = module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    shutil.copytree(glue_dir / "SST-2", tmp_path / "SST-2")
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE/train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbroken\n")
+    monkeypatch.setattr(finetune, "train_and_evaluate", lambda *args, **kwargs: pytest.fail("trained despite bad data"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(
+            [
+                str(RECIPE),
+                f"checkpoint={checkpoint}",
+                "tasks=[SST-2,RTE]",
+                "data.source=glue_dir",
+                f"data.path={tmp_path}",
+                f"save_folder={tmp_path / 'out'}",
+                "max_seq_length=32",
+            ]
+        )
+    assert exit_info.value.code == 2
+    bad_line = f"{tmp_path / 'RTE/train.tsv'}:3"
+    assert (
+        capsys.readouterr().err
+        == f"error: {bad_line}: expected 4 tab-separated columns, found 2; fix or remove this line\n"
+    )
