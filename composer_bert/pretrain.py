@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from composer_bert.errors import UserError
 from composer_bert.models import ComposerMLM
 from composer_bert.optim import build_optimizer
 from composer_bert.training_controls import build_training_controls, check_training_controls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,7 +88,10 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
     )
     evaluators = []
-    if cfg.data.eval_split:
+    eval_rows = manifest.get("splits", {}).get(cfg.data.eval_split or "", {}).get("rows")
+    if cfg.data.eval_split and eval_rows == 0:
+        log.warning("split '%s' of the shards is empty: no evaluation in this run", cfg.data.eval_split)
+    elif cfg.data.eval_split:
         eval_data = build_mlm_dataspec(
             cfg.data,
             split=cfg.data.eval_split,

@@ -1,0 +1,211 @@
+"""SOURCE strings -> a deterministic stream of document strings.
+
+Schemes:
+
+- ``c4``: allenai/c4 ``en``, train split, streamed through Hugging Face ``datasets``.
+- ``openwebtext``: Skylion007/openwebtext, train split, streamed through ``datasets``.
+- ``text:GLOB``: plain UTF-8 text files in sorted path order. Documents are separated by one or
+  more blank lines (a blank line is empty or holds only spaces, tabs or a carriage return); the
+  line breaks inside a document are kept.
+- ``jsonl:GLOB``: one JSON object per line; the document is the object's text field.
+- ``parquet:GLOB``: the text field column of each file.
+- ``synthetic`` or ``synthetic:N``: N documents from `composer_bert.data.synthetic` (default 20000),
+  seeded with the caller's seed.
+
+Empty and whitespace-only documents are skipped everywhere. Invalid UTF-8 in local files is
+replaced with U+FFFD and counted in `DocumentSource.invalid_utf8_replaced` rather than being fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from composer_bert.data.synthetic import DEFAULT_SYNTHETIC_DOCUMENTS, synthetic_documents
+from composer_bert.errors import UserError
+
+SOURCE_HELP = (
+    f"c4 | openwebtext | text:GLOB | jsonl:GLOB | parquet:GLOB | synthetic[:N] (N defaults to "
+    f"{DEFAULT_SYNTHETIC_DOCUMENTS}); in text files, documents are separated by one or more blank lines"
+)
+FILE_SCHEMES = {"text": "txt", "jsonl": "jsonl", "parquet": "parquet"}  # scheme -> usual file extension
+HF_DATASETS = {"c4": ("allenai/c4", "en"), "openwebtext": ("Skylion007/openwebtext", None)}
+
+_READ_BLOCK_BYTES = 8 << 20
+_BLANK_LINES_BYTES = re.compile(rb"\n(?:[ \t\r]*\n)+")
+_BLANK_LINES = re.compile(r"\n(?:[ \t\r]*\n)+")
+_REPLACEMENT_UTF8 = "\ufffd".encode()
+
+
+@dataclass
+class DocumentSource:
+    """A parsed SOURCE; iterating it yields documents in a fixed order (it can be iterated again)."""
+
+    spec: str
+    scheme: str
+    files: list[Path] = field(default_factory=list)
+    num_synthetic: int = DEFAULT_SYNTHETIC_DOCUMENTS
+    text_field: str = "text"
+    seed: int = 0
+    invalid_utf8_replaced: int = 0  # invalid byte sequences replaced with U+FFFD so far
+
+    def __iter__(self) -> Iterator[str]:
+        if self.scheme == "synthetic":
+            return synthetic_documents(self.num_synthetic, self.seed)
+        if self.scheme in HF_DATASETS:
+            return _hf_documents(self.scheme, self.text_field)
+        readers = {"text": self._text_documents, "jsonl": self._jsonl_documents, "parquet": self._parquet_documents}
+        return (doc for path in self.files for doc in readers[self.scheme](path))
+
+    def _decode(self, data: bytes) -> str:
+        """UTF-8 decode; each invalid byte sequence becomes one U+FFFD and is counted."""
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("utf-8", errors="replace")
+            self.invalid_utf8_replaced += text.count("\ufffd") - data.count(_REPLACEMENT_UTF8)
+            return text
+
+    def _text_documents(self, path: Path) -> Iterator[str]:
+        # Read in blocks and cut only at blank lines: a cut at b"\n" never splits a UTF-8 sequence.
+        pending = b""
+        with open(path, "rb") as f:
+            while block := f.read(_READ_BLOCK_BYTES):
+                searched = len(pending)  # earlier bytes held no separator worth cutting at
+                pending += block
+                cut = _end_of_last_blank_line(pending, searched)
+                if cut:
+                    yield from _paragraphs(self._decode(pending[:cut]))
+                    pending = pending[cut:]
+        yield from _paragraphs(self._decode(pending))
+
+    def _jsonl_documents(self, path: Path) -> Iterator[str]:
+        with open(path, "rb") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(self._decode(line))
+                except json.JSONDecodeError as err:
+                    raise UserError(
+                        f"{path}:{line_number} is not valid JSON ({err.msg}); fix or remove that line"
+                    ) from None
+                if not isinstance(record, dict) or self.text_field not in record:
+                    raise UserError(
+                        f"{path}:{line_number} has no '{self.text_field}' field; pass --text-field with the right name"
+                    )
+                text = record[self.text_field]
+                if isinstance(text, str) and text.strip():
+                    yield text
+
+    def _parquet_documents(self, path: Path) -> Iterator[str]:
+        import pyarrow.parquet as pq  # only needed for this scheme
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for unreadable files
+            raise UserError(f"'{path}' is not a readable parquet file ({err}); check the file or the glob") from None
+        if self.text_field not in parquet.schema_arrow.names:
+            names = ", ".join(parquet.schema_arrow.names)
+            raise UserError(f"'{path}' has no column '{self.text_field}' (columns: {names}); pass --text-field")
+        for batch in parquet.iter_batches(columns=[self.text_field]):
+            for value in batch.column(0).to_pylist():
+                text = self._decode(value) if isinstance(value, bytes) else value
+                if isinstance(text, str) and text.strip():
+                    yield text
+
+
+def _end_of_last_blank_line(data: bytes, start: int) -> int:
+    """Offset just past the last run of blank lines starting at or after `start`, or 0 if there is none.
+
+    Cutting at any separator gives the same documents as splitting the whole file at once, so a
+    separator that straddles a block boundary may be left for `_paragraphs` to split later.
+    """
+    end = 0
+    for match in _BLANK_LINES_BYTES.finditer(data, start):
+        end = match.end()
+    return end
+
+
+def _paragraphs(text: str) -> Iterator[str]:
+    for paragraph in _BLANK_LINES.split(text):
+        paragraph = paragraph.strip()
+        if paragraph:
+            yield paragraph
+
+
+def _hf_documents(scheme: str, text_field: str) -> Iterator[str]:
+    """Stream the train split of a Hugging Face dataset; needs network access (or a populated HF cache)."""
+    import datasets  # heavy, and only needed for these schemes
+
+    path, name = HF_DATASETS[scheme]
+    try:
+        dataset = datasets.load_dataset(path, name, split="train", streaming=True)
+    except Exception as err:  # network, auth and cache failures come as many types
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"could not open {scheme} ({path}) through Hugging Face datasets: {first_line}; check the network or "
+            "use a local source such as jsonl:GLOB"
+        ) from None
+    for row in dataset:
+        if text_field not in row:
+            raise UserError(f"{scheme} rows have no '{text_field}' field; pass --text-field with the right name")
+        text = row[text_field]
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def open_source(spec: str, text_field: str = "text", seed: int = 0) -> DocumentSource:
+    """Parse and check SOURCE (scheme known, glob matches files) without reading any documents."""
+    scheme, _, argument = spec.partition(":")
+    if scheme == "synthetic":
+        num = DEFAULT_SYNTHETIC_DOCUMENTS
+        if argument:
+            if not argument.isdigit() or int(argument) == 0:
+                raise UserError(f"source '{spec}' needs a positive document count, e.g. synthetic:20000")
+            num = int(argument)
+        return DocumentSource(spec, scheme, num_synthetic=num, seed=seed)
+    if scheme in HF_DATASETS:
+        if argument:
+            raise UserError(f"source '{spec}' takes no argument; write just '{scheme}'")
+        return DocumentSource(spec, scheme, text_field=text_field)
+    if scheme in FILE_SCHEMES:
+        if not argument:
+            raise UserError(f"source '{spec}' needs a file glob, e.g. {scheme}:data/*.{FILE_SCHEMES[scheme]}")
+        files = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file())
+        if not files:
+            raise UserError(f"source '{spec}': no files match '{argument}'; check the path or quote the glob")
+        return DocumentSource(spec, scheme, files=files, text_field=text_field)
+    raise UserError(f"unknown source '{spec}'; use one of: {SOURCE_HELP.split(';')[0]}")
+
+
+def limit_documents(
+    documents: Iterable[str], max_documents: int | None = None, max_bytes: int | None = None
+) -> Iterator[str]:
+    """Stop after `max_documents` documents or once `max_bytes` UTF-8 bytes have been yielded (None: no cap)."""
+    capped = documents if max_documents is None else itertools.islice(documents, max_documents)
+    taken_bytes = 0
+    for doc in capped:
+        if max_bytes is not None:
+            if taken_bytes >= max_bytes:
+                return
+            taken_bytes += len(doc.encode("utf-8", errors="replace"))
+        yield doc
+
+
+class CountingIterator(Iterator[str]):
+    """Wraps a document iterator and counts what was taken from it (`count`), e.g. by a trainer."""
+
+    def __init__(self, documents: Iterable[str]) -> None:
+        self._documents = iter(documents)
+        self.count = 0
+
+    def __next__(self) -> str:
+        doc = next(self._documents)
+        self.count += 1
+        return doc

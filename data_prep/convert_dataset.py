@@ -1,0 +1,108 @@
+"""Build mosaicml-streaming MDS shards of fixed-length token rows from a text source.
+
+    python data_prep/convert_dataset.py --source SOURCE --tokenizer DIR --seq-len 128 --out DIR
+
+writes DIR/train/, DIR/val/ (StreamingDataset splits) and DIR/manifest.json. See
+composer_bert/data/packing.py for the row format, filters and split, and composer_bert/data/sources.py
+for SOURCE (in text files, documents are separated by one or more blank lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from composer_bert.data.packing import (
+    DEFAULT_MAX_TOKEN_RATIO,
+    DEFAULT_MIN_TOKENS,
+    DEFAULT_VAL_FRACTION,
+    ConvertOptions,
+    convert_dataset,
+)
+from composer_bert.data.sources import SOURCE_HELP, open_source
+from composer_bert.errors import cli_entry
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = ConvertOptions()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help=SOURCE_HELP)
+    parser.add_argument("--tokenizer", required=True, help="directory written by data_prep/train_tokenizer.py")
+    parser.add_argument(
+        "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included (default: %(default)s)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (train/, val/, manifest.json)")
+    parser.add_argument(
+        "--workers", type=int, default=defaults.workers, help="tokenizer processes (default: %(default)s)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (after success)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULT_VAL_FRACTION,
+        help="share of documents for val, by hash (default: %(default)s)",
+    )
+    parser.add_argument("--max-documents", type=int, default=None, help="stop after this many documents")
+    parser.add_argument(
+        "--text-field",
+        default="text",
+        help="field holding the text in jsonl, parquet, c4, openwebtext (default: %(default)s)",
+    )
+    ratio = parser.add_mutually_exclusive_group()
+    ratio.add_argument(
+        "--max-token-ratio",
+        type=float,
+        default=DEFAULT_MAX_TOKEN_RATIO,
+        help="drop documents with more tokens per character than this (default: %(default)s)",
+    )
+    ratio.add_argument("--no-ratio-filter", action="store_true", help="keep documents whatever their token ratio")
+    parser.add_argument(
+        "--min-tokens",
+        type=int,
+        default=DEFAULT_MIN_TOKENS,
+        help="drop documents with fewer tokens than this (default: %(default)s)",
+    )
+    parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicates (after normalization)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    options = ConvertOptions(
+        seq_len=args.seq_len,
+        val_fraction=args.val_fraction,
+        max_token_ratio=None if args.no_ratio_filter else args.max_token_ratio,
+        min_tokens=args.min_tokens,
+        dedup=not args.no_dedup,
+        workers=args.workers,
+        max_documents=args.max_documents,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    options.check()  # before opening the source, so bad flags fail fast
+    source = open_source(args.source, text_field=args.text_field, seed=args.seed)
+    manifest = convert_dataset(source, args.tokenizer, args.out, options, overwrite=args.overwrite)
+    splits, filters = manifest["splits"], manifest["filters"]
+    print(
+        f"wrote {args.out}: train {splits['train']['rows']} rows / val {splits['val']['rows']} rows of "
+        f"{manifest['seq_len']} tokens from {manifest['documents_read']} documents (dropped: "
+        f"{filters['ratio_dropped']} token ratio, {filters['too_short_dropped']} too short, "
+        f"{filters['duplicate_dropped']} duplicates)",
+        file=sys.stderr,
+    )
+    if filters["ratio_dropped"] > manifest["documents_read"] / 2:
+        print(
+            f"warning: the token ratio filter dropped {filters['ratio_dropped']} of {manifest['documents_read']} "
+            f"documents; the cutoff {filters['max_token_ratio']} suits ~32k vocabularies, so for a small vocabulary "
+            "pass a higher --max-token-ratio or --no-ratio-filter",
+            file=sys.stderr,
+        )
+    if options.val_fraction > 0 and splits["val"]["rows"] == 0:
+        print("note: the val split is empty; use more documents or a larger --val-fraction", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

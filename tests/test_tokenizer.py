@@ -1,0 +1,178 @@
+"""Tokenizer training: fixed special ids, BERT post-processing, offline AutoTokenizer, the CLI's contract."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from composer_bert.data.sources import limit_documents, open_source
+from composer_bert.data.synthetic import synthetic_documents
+from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_CLI = REPO / "data_prep" / "train_tokenizer.py"
+SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+TEXT_CORPUS = (
+    "The quick brown fox jumps over the lazy dog.\nIt was a sunny day.\n\n"
+    "Café owners in Zürich serve naïve crème brûlée.\n\n"
+    "Tokenizers split words into pieces; pieces become ids, and ids become vectors.\n\n"
+) * 30
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(TRAIN_CLI), *map(str, args), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Non-zero exit, one `error:` line naming the problem, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def load_cli_main():
+    """`main` of data_prep/train_tokenizer.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("train_tokenizer_cli", TRAIN_CLI)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def synthetic_tokenizer_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tok") / "synthetic_wordpiece"
+    save_pretrained_fast(train_tokenizer(synthetic_documents(2000, seed=0), 1000, progress=False), out)
+    return out
+
+
+@pytest.fixture()
+def text_file(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT_CORPUS, encoding="utf-8")
+    return path
+
+
+def test_wordpiece_on_synthetic_loads_offline_with_bert_conventions(synthetic_tokenizer_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(synthetic_tokenizer_dir))
+    assert len(tokenizer) == 1000
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_IDS} == SPECIAL_IDS
+    assert (
+        tokenizer.pad_token,
+        tokenizer.unk_token,
+        tokenizer.cls_token,
+        tokenizer.sep_token,
+        tokenizer.mask_token,
+    ) == (
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    )
+    assert tokenizer.model_max_length == 512
+
+    text = "The Baker from Seellfield has 3 red boats."
+    single = tokenizer(text)["input_ids"]
+    assert single[0] == 2 and single[-1] == 3 and 1 not in single  # [CLS] ... [SEP], nothing unknown
+    assert tokenizer.decode(single, skip_special_tokens=True) == text.lower()
+
+    pair = tokenizer("Who is the baker?", "The baker is Mara.")
+    ids, types = pair["input_ids"], pair["token_type_ids"]
+    assert ids[0] == 2 and ids.count(3) == 2 and ids[-1] == 3
+    first_sep = ids.index(3)
+    assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
+
+
+def test_normalizer_lowercases_and_strips_accents(synthetic_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(synthetic_tokenizer_dir))
+    assert tokenizer.tokenize("BAKER") == tokenizer.tokenize("baker")
+    assert tokenizer.tokenize("Bákér") == tokenizer.tokenize("baker")
+
+
+def test_bpe_on_text_file_round_trips(text_file):
+    source = open_source(f"text:{text_file}")
+    tokenizer = train_tokenizer(source, 300, model="bpe", progress=False)
+    assert [tokenizer.token_to_id(token) for token in SPECIAL_IDS] == [0, 1, 2, 3, 4]
+    text = "The quick brown fox serves crème brûlée."
+    encoding = tokenizer.encode(text)
+    assert encoding.ids[0] == 2 and encoding.ids[-1] == 3
+    decoded = tokenizer.decode(encoding.ids)
+    # BPE with the BERT pre-tokenizer rejoins words with spaces, so compare without whitespace.
+    assert "".join(decoded.split()) == "".join("the quick brown fox serves creme brulee.".split())
+
+
+def test_cli_trains_refuses_to_overwrite_then_replaces(text_file, tmp_path, capsys):
+    train_main = load_cli_main()  # in-process: a subprocess would pay the transformers import again
+    out = tmp_path / "tok"
+    train_main(["--source", f"text:{text_file}", "--vocab-size", "400", "--out", str(out), "--no-progress"])
+    assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
+    assert "from 90 documents" in capsys.readouterr().err  # 3 paragraphs x 30 repetitions
+
+    again = run_cli("--source", f"text:{text_file}", "--vocab-size", 400, "--out", out)
+    assert_clean_error(again, str(out), "--overwrite")
+
+    before = (out / "tokenizer.json").read_bytes()
+    train_main(
+        ["--source", "synthetic:500", "--max-documents", "50", "--vocab-size", "30000", "--model", "bpe",
+         "--out", str(out), "--overwrite", "--no-progress"]
+    )  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert "from 50 documents" in stderr
+    assert "yielded only" in stderr  # 50 documents cannot fill 30000 tokens, and the user is told
+    assert (out / "tokenizer.json").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "tok"]  # no temporary or old dirs left
+
+
+def test_limit_documents_caps_count_and_bytes():
+    documents = ["a" * 100] * 10
+    assert len(list(limit_documents(documents, max_documents=3))) == 3
+    assert len(list(limit_documents(documents, max_bytes=250))) == 3  # stops once 250 bytes have been taken
+    assert len(list(limit_documents(documents))) == 10
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("text:/nonexistent/*.txt", ["no files match"]),
+        ("wikipedia", ["unknown source", "synthetic"]),
+        ("synthetic:zero", ["positive document count"]),
+    ],
+)
+def test_cli_bad_source_is_one_line_and_leaves_nothing(tmp_path, source, words):
+    out = tmp_path / "tok"
+    assert_clean_error(run_cli("--source", source, "--vocab-size", 400, "--out", out), *words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_empty_text_file_is_an_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n\n")
+    out = tmp_path / "tok"
+    assert_clean_error(run_cli("--source", f"text:{empty}", "--vocab-size", 400, "--out", out), "no documents")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
+
+
+def test_cli_refuses_a_tiny_vocabulary(tmp_path):
+    out = tmp_path / "tok"
+    assert_clean_error(run_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
+    assert not out.exists()
