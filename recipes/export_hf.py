@@ -7,7 +7,14 @@ Load it without composer-bert installed:
     AutoModelForMaskedLM.from_pretrained(DIR, trust_remote_code=True)
     pipeline("fill-mask", model=DIR, trust_remote_code=True)
 
-A plain original-BERT config exports as transformers' own BertForMaskedLM (no trust_remote_code needed).
+A GLUE-finetuned classifier (saved by recipes/finetune_glue.py with save_models=true) exports the same way,
+with its task's label names as id2label:
+
+    python recipes/export_hf.py --checkpoint runs/glue/runs/SST-2/seed0.model.pt --out exports/sst2
+    pipeline("text-classification", model=DIR, trust_remote_code=True)
+
+A plain original-BERT config exports as transformers' own BertForMaskedLM / BertForSequenceClassification
+(no trust_remote_code needed).
 """
 
 from __future__ import annotations

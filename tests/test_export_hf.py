@@ -410,6 +410,9 @@ def test_existing_output_needs_overwrite(tmp_path, tokenizer_dir, trained_checkp
     (out / "stale.txt").write_text("from an earlier export")
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out)
+    with pytest.raises(UserError, match="not a previous output"):  # no config.json: never an export, keep it
+        export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
+    (out / "config.json").write_text("{}")
     export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "staging directories were left behind"

@@ -1,11 +1,15 @@
 """End-to-end GLUE finetuning on CPU: a tiny pretrained checkpoint made here, two tiny GLUE-layout tasks,
-two seeds, one epoch; then the reports, the skip-on-rerun logic, MNLI m/mm with start_from_mnli, and the CLI."""
+two seeds, one epoch; then the reports, the skip-on-rerun logic, MNLI m/mm with start_from_mnli, the CLI,
+and a saved SST-2 model exported to Hugging Face."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +20,13 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
-from composer_bert.checkpoint import RunMetadata
+from composer_bert.checkpoint import RunMetadata, load_composer_checkpoint
 from composer_bert.errors import UserError
 from composer_bert.glue import finetune
 from composer_bert.glue.config import load_finetune_config
-from composer_bert.glue.finetune import mnli_weights_path, run_glue
-from composer_bert.models import ComposerMLM, ModelConfig
+from composer_bert.glue.finetune import mnli_weights_path, model_path, run_glue
+from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
+from tests.conftest import run_cli
 
 WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
 RECIPE = Path(__file__).resolve().parent.parent / "yamls/finetune/glue.yaml"
@@ -173,6 +178,8 @@ def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp
     for task in ("SST-2", "STS-B"):
         for seed in (0, 1):
             assert json.loads((save / "runs" / task / f"seed{seed}.json").read_text())["seed"] == seed
+            assert model_path(save, task, seed) == save / "runs" / task / f"seed{seed}.model.pt"
+            assert model_path(save, task, seed).is_file()  # save_models defaults to true
 
     trained = []
 
@@ -184,6 +191,15 @@ def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp
     again = tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]")
     assert trained == [] and again.medians == summary.medians
 
+    # A lost model file re-runs its run, unless models are not kept.
+    model_path(save, "STS-B", 1).unlink()
+    tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]", "save_models=false")
+    assert trained == []
+    with pytest.raises(AssertionError, match="STS-B seed 1"):
+        tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]")
+    assert trained == [("STS-B", 1)]
+    trained.clear()
+
     # A changed hyperparameter for one task re-runs only that task's runs.
     with pytest.raises(AssertionError, match="STS-B seed 0"):
         tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]", "task_overrides.STS-B.lr=1e-4")
@@ -192,9 +208,12 @@ def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp
 
 def test_mnli_trains_once_scores_both_dev_sets_and_seeds_rte(checkpoint, glue_dir, tmp_path):
     save = tmp_path / "glue"
-    summary = tiny_run(checkpoint, glue_dir, save, "tasks=[RTE,MNLI]", "seeds=[3]", "start_from_mnli=[RTE]")
+    summary = tiny_run(
+        checkpoint, glue_dir, save, "tasks=[RTE,MNLI]", "seeds=[3]", "start_from_mnli=[RTE]", "save_models=false"
+    )
     assert list(summary.medians) == ["MNLI-m", "MNLI-mm", "RTE"]
-    assert mnli_weights_path(save, 3).is_file()
+    assert mnli_weights_path(save, 3).is_file()  # RTE starts from it, so it is kept despite save_models=false
+    assert not model_path(save, "RTE", 3).exists()
     mnli_run = json.loads((save / "runs/MNLI/seed3.json").read_text())
     assert set(mnli_run["metrics"]) == {"MNLI-m", "MNLI-mm"}
     assert json.loads((save / "runs/RTE/seed3.json").read_text())["hparams"]["start_from_mnli_seed"] == 3
@@ -244,3 +263,56 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
         capsys.readouterr().err
         == f"error: {bad_line}: expected 4 tab-separated columns, found 2; fix or remove this line\n"
     )
+
+
+# Loads the export in a fresh, offline interpreter with its own module cache; saves logits and id2label.
+HF_LOADER = """
+import sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+export, sentences, results = sys.argv[1], sys.argv[2].split("|"), sys.argv[3]
+tokenizer = AutoTokenizer.from_pretrained(export)
+inputs = dict(tokenizer(sentences, padding=True, return_tensors="pt"))
+model = AutoModelForSequenceClassification.from_pretrained(export, trust_remote_code=True).eval()
+with torch.no_grad():
+    logits = model(**inputs).logits
+torch.save({"inputs": inputs, "logits": logits, "id2label": model.config.id2label}, results)
+"""
+
+
+def test_finetuned_sst2_model_exports_to_transformers(checkpoint, glue_dir, tmp_path):
+    save = tmp_path / "glue"
+    tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2]", "seeds=[0]")
+    model_file = save / "runs/SST-2/seed0.model.pt"
+    metadata = torch.load(model_file, weights_only=True)["state"]["callbacks"]["RunMetadata"]
+    assert metadata["task"] == "SST-2" and metadata["num_labels"] == 2
+    assert metadata["label_names"] == ["negative", "positive"]
+
+    out = tmp_path / "sst2-hf"
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    export = run_cli("recipes/export_hf.py", "--checkpoint", str(model_file), "--out", str(out), env=env)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert export.stdout == f"exported classifier with 2 labels (negative, positive) to {out}\n"
+    assert "auto_map" in json.loads((out / "config.json").read_text())  # crammed config: remote code
+
+    results = tmp_path / "results.pt"
+    sentences = "a good film|the dull movie was boring on the mat"  # unequal lengths: the batch is padded
+    load = subprocess.run(
+        [sys.executable, "-c", HF_LOADER, str(out), sentences, str(results)],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert load.returncode == 0, load.stderr[-3000:]
+    hf = torch.load(results, weights_only=False)
+    assert hf["id2label"] == {0: "negative", 1: "positive"}
+    assert not hf["inputs"]["attention_mask"].all()
+
+    pretrained = load_composer_checkpoint(str(model_file))  # the file still reads as a Composer checkpoint
+    ours = ComposerClassifier(pretrained.model_config, num_labels=2)
+    ours.model.load_state_dict(pretrained.state_dict, strict=True)
+    with torch.no_grad():
+        expected = ours.eval()(hf["inputs"])
+    assert hf["logits"].shape == expected.shape == (2, 2)
+    torch.testing.assert_close(hf["logits"], expected, atol=1e-5, rtol=0)

@@ -85,6 +85,9 @@ class FinetuneConfig:
     # Tasks whose encoder starts from the finetuned MNLI model, e.g. [RTE, MRPC, STS-B] as MosaicBERT does;
     # needs MNLI in `tasks`; listed tasks that are not selected are ignored.
     start_from_mnli: list[str] = field(default_factory=list)
+    # Keep each run's classifier as runs/{task}/seed{n}.model.pt (for recipes/export_hf.py); MNLI's is kept
+    # regardless when start_from_mnli needs it. Off saves disk: a BERT-base file is ~0.4 GB per task x seed.
+    save_models: bool = True
     task_overrides: dict[str, TaskOverrides] = field(default_factory=dict)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     data: GlueDataConfig = field(default_factory=GlueDataConfig)

@@ -5,9 +5,13 @@
 skips runs whose fingerprint still matches and redoes only the rest. Under `composer -n N` every rank
 trains (DDP) and scores the full dev set itself; only rank 0 writes files and prints.
 
-With `start_from_mnli`, MNLI runs first and its finetuned weights are kept in `runs/MNLI/seed{n}.model.pt`;
-seed s of a listed task starts from MNLI seed s (or MNLI's first seed when MNLI did not run seed s),
-taking only the encoder: MNLI's pooler and classifier are discarded.
+With `save_models` (the default), each finished run also leaves its classifier in `runs/{task}/seed{n}.model.pt`:
+a Composer-layout checkpoint with `RunMetadata` (model config, tokenizer) plus the task's label names, so
+`recipes/export_hf.py --checkpoint` turns it into a Hugging Face classifier (see `save_classifier`).
+
+With `start_from_mnli`, MNLI runs first and its model file is kept whatever `save_models` says; seed s of a
+listed task starts from MNLI seed s (or MNLI's first seed when MNLI did not run seed s), taking only the
+encoder: MNLI's pooler and classifier are discarded.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from composer.optim import (
 from composer.utils import dist, reproducibility
 from tqdm.auto import tqdm
 
-from composer_bert.checkpoint import load_pretrained
+from composer_bert.checkpoint import RunMetadata, load_pretrained
 from composer_bert.errors import UserError
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import (
@@ -265,16 +269,44 @@ def _gradient_clipping(max_norm: float | None) -> list[Any]:
     return [GradientClipping(clipping_type="norm", clipping_threshold=max_norm)]
 
 
+def model_path(save_folder: str | Path, task_name: str, seed: int) -> Path:
+    """A finished run's classifier file, next to its result: `runs/{task}/seed{n}.model.pt`."""
+    return run_result_path(save_folder, task_name, seed).with_suffix(".model.pt")
+
+
 def mnli_weights_path(save_folder: str | Path, seed: int) -> Path:
-    return run_result_path(save_folder, "MNLI", seed).with_suffix(".model.pt")
+    return model_path(save_folder, "MNLI", seed)
 
 
-def _save_weights_atomically(model: ComposerClassifier, path: Path) -> None:
+def save_classifier(
+    model: ComposerClassifier, task: GlueTask, model_config: ModelConfig, tokenizer_dir: str | Path | None, path: Path
+) -> None:
+    """Write the classifier atomically in the layout Composer checkpoints have, so one file is enough to export it.
+
+    `{"state": {"model": {"model.bert.*", "model.pooler.*", "model.classifier.*"}, "callbacks": {"RunMetadata":
+    {model_config, tokenizer_files, task, num_labels, label_names}}}}`: `load_composer_checkpoint` reads it like
+    a pretraining checkpoint (ignoring the extra keys) and `export_checkpoint` turns label_names (empty for
+    regression) into config.json's id2label. Everything in it loads with `torch.load(weights_only=True)`.
+    """
+    metadata = RunMetadata(model_config, tokenizer_dir).state_dict()
+    metadata.update(task=task.name, num_labels=task.num_labels, label_names=list(task.label_names))
+    weights = {key: value.detach().cpu() for key, value in model.model.state_dict(prefix="model.").items()}
+    checkpoint = {"state": {"model": weights, "callbacks": {RunMetadata.__qualname__: metadata}}}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
-    torch.save({key: value.cpu() for key, value in model.model.state_dict().items()}, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_classifier_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a file `save_classifier` wrote (keys `model.*`); a bare state dict from older versions too."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint["state"]["model"] if "state" in checkpoint else checkpoint
 
 
 def _on_rank_zero(decide: Callable[[], T]) -> T:
@@ -294,7 +326,7 @@ class Plan:
     hparams: TaskHparams
     fingerprint: str
     start_from_mnli_seed: int | None
-    keeps_weights: bool  # an MNLI run whose weights later tasks start from
+    keeps_weights: bool  # writes its model file: save_models, or an MNLI run that later tasks start from
     finished: RunResult | None = None
 
 
@@ -307,7 +339,8 @@ class GlueRunner:
     def __init__(self, cfg: FinetuneConfig):
         self.cfg = cfg
         self.pretrained = load_pretrained(cfg.checkpoint)
-        self.tokenizer = load_tokenizer(cfg.tokenizer or self.pretrained.tokenizer_dir)
+        self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
+        self.tokenizer = load_tokenizer(self.tokenizer_dir)
         self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self._check_tokenizer()
@@ -366,7 +399,7 @@ class GlueRunner:
                     mnli_seed = seed if seed in mnli_seeds else mnli_seeds[0]
                 mnli_fingerprint = None if mnli_seed is None else mnli_fingerprints[mnli_seed]
                 fingerprint = self._fingerprint(task, seed, hparams, mnli_fingerprint)
-                keeps_weights = task.name == "MNLI" and bool(cfg.mnli_starts())
+                keeps_weights = cfg.save_models or (task.name == "MNLI" and bool(cfg.mnli_starts()))
                 plan = Plan(task, seed, hparams, fingerprint, mnli_seed, keeps_weights)
                 plan.finished = _on_rank_zero(lambda plan=plan: self.stored_result(plan))
                 if task.name == "MNLI":
@@ -385,8 +418,8 @@ class GlueRunner:
                 "%s seed %d: configuration changed since %s was written; running again", plan.task.name, plan.seed, path
             )
             return None
-        if plan.keeps_weights and not mnli_weights_path(self.cfg.save_folder, plan.seed).is_file():
-            log.info("MNLI seed %d: finished, but later tasks need its weights; running again", plan.seed)
+        if plan.keeps_weights and not model_path(self.cfg.save_folder, plan.task.name, plan.seed).is_file():
+            log.info("%s seed %d: finished, but its model file is missing; running again", plan.task.name, plan.seed)
             return None
         return stored
 
@@ -414,11 +447,7 @@ class GlueRunner:
         task, seed = plan.task, plan.seed
         init_state = self.pretrained.state_dict
         if plan.start_from_mnli_seed is not None:
-            init_state = torch.load(
-                mnli_weights_path(self.cfg.save_folder, plan.start_from_mnli_seed),
-                map_location="cpu",
-                weights_only=True,
-            )
+            init_state = load_classifier_weights(mnli_weights_path(self.cfg.save_folder, plan.start_from_mnli_seed))
         source = "" if plan.start_from_mnli_seed is None else f" from MNLI seed {plan.start_from_mnli_seed}"
         log.info(
             "%s seed %d: finetuning on %d examples for %d epochs%s",
@@ -436,8 +465,9 @@ class GlueRunner:
         hparams["start_from_mnli_seed"] = plan.start_from_mnli_seed
         result = RunResult(task.name, seed, plan.fingerprint, scores, time.perf_counter() - started, hparams)
         if dist.get_global_rank() == 0:
-            if plan.keeps_weights:
-                _save_weights_atomically(model, mnli_weights_path(self.cfg.save_folder, seed))
+            if plan.keeps_weights:  # before the result: a result on disk means its model file is there too
+                model_file = model_path(self.cfg.save_folder, task.name, seed)
+                save_classifier(model, task, self.model_config, self.tokenizer_dir, model_file)
             path = write_run_result(self.cfg.save_folder, result)
             log.info("%s seed %d: %s -> %s", task.name, seed, json.dumps(scores), path)
         del model

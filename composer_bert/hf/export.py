@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from composer_bert.checkpoint import Pretrained, load_composer_checkpoint
+from composer_bert.checkpoint import Pretrained, RunMetadata, _fetch, load_composer_checkpoint
 from composer_bert.data.packing import atomic_output_dir
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
@@ -34,6 +34,7 @@ AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_composer_bert.ComposerBertForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_composer_bert.ComposerBertForSequenceClassification",
 }
+EXPORT_MARKER = "config.json"  # every export has one; --overwrite replaces only a directory that does
 MLM_KEY_PREFIXES = ("bert.", "head.")  # what `Pretrained.state_dict` holds: keys of `ComposerMLM.model`
 _FROM_IMPORT_HEADER = re.compile(r"^(\s*from\s+)(\.*[\w.]*)(\s+import\b)")
 
@@ -52,7 +53,7 @@ def export_mlm(
     from composer_bert.models.bert import BertForMaskedLM
 
     state = _module_state(model_or_state, BertForMaskedLM(model_config))
-    with atomic_output_dir(out_dir, overwrite) as staging:
+    with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
         _save_model(state, model_config, None, None, staging)
         _save_tokenizer(tokenizer_dir, model_config, staging)
     return Path(out_dir)
@@ -77,7 +78,7 @@ def export_classifier(
     if label_names is not None and len(label_names) != num_labels:
         raise UserError(f"{len(label_names)} label names for {num_labels} labels; pass one name per label")
     state = _module_state(composer_classifier_or_state, BertForSequenceClassification(model_config, num_labels))
-    with atomic_output_dir(out_dir, overwrite) as staging:
+    with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
         _save_model(state, model_config, num_labels, label_names, staging)
         _save_tokenizer(tokenizer_dir, model_config, staging)
     return Path(out_dir)
@@ -88,13 +89,16 @@ def export_checkpoint(
 ) -> tuple[Path, str]:
     """Export a Composer checkpoint; a classifier (it has `classifier.weight`) exports as one, else the MLM.
 
-    Returns the output directory and what was exported ("masked LM" or "classifier with N labels").
+    A GLUE model file (`runs/{task}/seed{n}.model.pt`) is a classifier checkpoint whose label names become
+    config.json's id2label. Returns the output directory and what was exported ("masked LM" or
+    "classifier with N labels", naming them when known).
     """
     if Path(checkpoint).is_dir():
         raise UserError(f"checkpoint '{checkpoint}' is a directory; pass a Composer .pt file from a save_folder")
     if not overwrite and Path(out_dir).exists():  # checked again on rename; this one fails before any heavy work
         raise UserError(f"output '{out_dir}' already exists; pass --overwrite to replace it or choose another --out")
-    pretrained = load_composer_checkpoint(checkpoint)
+    local = _fetch(checkpoint)  # once: the weights and the label names below are read from the same file
+    pretrained = load_composer_checkpoint(str(local))
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else pretrained.tokenizer_dir
     if tokenizer_dir is None:
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer; pass --tokenizer DIR")
@@ -102,8 +106,21 @@ def export_checkpoint(
     if "classifier.weight" not in state:
         return export_mlm(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
     num_labels = state["classifier.weight"].shape[0]
-    path = export_classifier(state, config, num_labels, tokenizer_dir, out_dir, overwrite)
-    return path, f"classifier with {num_labels} label{'s' * (num_labels != 1)}"
+    label_names = _label_names(local)
+    path = export_classifier(state, config, num_labels, tokenizer_dir, out_dir, overwrite, label_names)
+    named = f" ({', '.join(label_names)})" if label_names else ""
+    return path, f"classifier with {num_labels} label{'s' * (num_labels != 1)}{named}"
+
+
+def _label_names(checkpoint: Path) -> list[str] | None:
+    """Class names that a GLUE model file carries in its RunMetadata (see `glue.finetune.save_classifier`).
+
+    `load_composer_checkpoint` keeps only weights, config and tokenizer, so read them here; memory-mapped, so
+    this second read does not load the weights again. None for regression or a checkpoint without names.
+    """
+    checkpoint_dict = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    metadata = checkpoint_dict["state"]["callbacks"][RunMetadata.__qualname__]
+    return [str(name) for name in metadata.get("label_names", [])] or None
 
 
 def _module_state(source: nn.Module | Mapping[str, Tensor], target: nn.Module) -> dict[str, Tensor]:
