@@ -3,35 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
+
+SHUFFLE_ALGOS = ["py1e", "py1br", "py1b", "py1s", "py2s", "naive"]
+
+
+def choice(default: Any, choices: list[Any]) -> Any:
+    """A field whose value `load_config` checks against `choices` (kept local: importing config.py would cycle)."""
+    return field(default=default, metadata={"choices": choices})
 
 
 @dataclass
 class StreamConfig:
-    """One StreamingDataset stream; `proportion` mixes several (None = by size)."""
+    """One shard root of a mixture (holding train/, val/ and manifest.json); `proportion`: its share (None: by size)."""
 
-    local: Optional[str] = None
-    remote: Optional[str] = None
-    proportion: Optional[float] = None
+    local: str | None = None
+    remote: str | None = None
+    proportion: float | None = None
 
 
 @dataclass
 class DataConfig:
-    """Shard root (`local` and/or `remote`, holding train/, val/ and manifest.json) or several `streams`."""
+    """Shard root (`local` and/or `remote`, holding train/, val/ and manifest.json) or several `streams`.
 
-    local: Optional[str] = None
-    remote: Optional[str] = None
+    `remote` (s3://, gs://, a path, ...) is streamed into `local`; with remote only, into a temp dir named
+    after the remote. Order and masks are a function of the seed, so resumption and rank count don't change them.
+    """
+
+    local: str | None = None
+    remote: str | None = None
     streams: dict[str, StreamConfig] = field(default_factory=dict)
     train_split: str = "train"
-    eval_split: Optional[str] = "val"
+    eval_split: str | None = "val"
     shuffle: bool = True
-    shuffle_seed: Optional[int] = None
-    shuffle_algo: str = "py1e"
-    num_canonical_nodes: Optional[int] = None
+    shuffle_seed: int | None = None  # None: the run's seed
+    shuffle_algo: str = choice("py1e", SHUFFLE_ALGOS)
+    shuffle_block_size: int | None = None  # None: streaming's default
+    num_canonical_nodes: int | None = None  # None: the first run's node count (kept on resume); sets the sample order
+    predownload: int | None = None  # samples to fetch ahead per worker; None: 8 x device batch
+    cache_limit: str | None = None  # e.g. "50gb": evict shards of a remote dataset beyond this
+    download_timeout: float = 60.0
     mlm_probability: float = 0.15
-    mask_token_prob: float = 0.8
-    random_token_prob: float = 0.1
+    mask_token_prob: float = 0.8  # of the masked positions: replaced by [MASK]
+    random_token_prob: float = 0.1  # of the masked positions: replaced by a random non-special token; rest kept
     num_workers: int = 1
-    prefetch_factor: Optional[int] = 2
+    prefetch_factor: int | None = 2
     persistent_workers: bool = True
     pin_memory: bool = True
