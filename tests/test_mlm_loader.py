@@ -22,6 +22,7 @@ from composer_bert.data.config import DataConfig, StreamConfig
 from composer_bert.data.loader import build_mlm_dataloader, build_mlm_dataspec, read_data_manifest, shard_roots
 from composer_bert.data.manifest import MANIFEST_NAME, write_manifest
 from composer_bert.data.masking import IGNORE_INDEX, MLMMasker
+from composer_bert.data.mlm_dataset import MappedShard
 from composer_bert.errors import UserError
 
 SEQ_LEN = 32
@@ -78,8 +79,8 @@ def originals(batch: dict[str, torch.Tensor]) -> np.ndarray:
 class SampleIds:
     """Which sample (row index of the written data) each row of a batch is."""
 
-    def __init__(self, rows: np.ndarray, first_id: int = 0) -> None:
-        self.by_bytes = {row.astype(np.int64).tobytes(): first_id + i for i, row in enumerate(rows)}
+    def __init__(self, rows: np.ndarray) -> None:
+        self.by_bytes = {row.astype(np.int64).tobytes(): i for i, row in enumerate(rows)}
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> list[int]:
         return [self.by_bytes[row.tobytes()] for row in originals(batch)]
@@ -107,7 +108,7 @@ def expected_masking(rows: np.ndarray, sample_ids: list[int], epoch: int) -> tup
 
 
 def test_batches_are_model_ready_and_count_tokens(shards):
-    root, train, _ = shards
+    root = shards[0]
     spec = build_mlm_dataspec(config(root), split="train", device_batch_size=BATCH, seed=SEED, vocab_size=VOCAB)
     batch = next(iter(spec.dataloader))
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
@@ -124,13 +125,16 @@ def test_an_epoch_yields_every_row_once_masked_by_seed_epoch_and_sample_id(shard
     root, train, _ = shards
     ids_of = SampleIds(train)
     loader = loader_for(config(root), drop_last=False)
+    orders = []
     for epoch in range(2):
         batches = take(loader)
         sample_ids = [i for batch in batches for i in ids_of(batch)]
-        assert sorted(sample_ids) == list(range(TRAIN_ROWS)) and sample_ids != list(range(TRAIN_ROWS))
+        assert sorted(sample_ids) == list(range(TRAIN_ROWS))
         input_ids, labels = expected_masking(train, sample_ids, epoch)
         assert np.array_equal(torch.cat([b["input_ids"] for b in batches]).numpy(), input_ids)
         assert np.array_equal(torch.cat([b["labels"] for b in batches]).numpy(), labels)
+        orders.append(sample_ids)
+    assert list(range(TRAIN_ROWS)) != orders[0] != orders[1]  # shuffled, and reshuffled each epoch
 
 
 def test_eval_split_is_in_order_with_the_same_masks_every_pass(shards):
@@ -200,9 +204,14 @@ def test_state_of_a_two_rank_run_resumes_on_one_rank(shards, tmp_path):
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         command = [sys.executable, __file__, str(root), str(tmp_path), str(checkpoint_step)]
         ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for process in ranks:
-        output, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, output[-3000:]
+    try:
+        for process in ranks:
+            output, _ = process.communicate(timeout=240)
+            assert process.returncode == 0, output[-3000:]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
 
     # Global batch j of the 2-rank run = rank 0's batch j + rank 1's batch j (8 each).
     per_rank = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
@@ -299,6 +308,17 @@ def test_vocabularies_beyond_int16_keep_their_ids(tmp_path):
     loader = build_mlm_dataloader(config(root), split="train", device_batch_size=BATCH, seed=SEED, vocab_size=vocab)
     ids_of = SampleIds(rows)  # raises KeyError if any id came back truncated
     assert sorted(i for batch in take(loader) for i in ids_of(batch)) == list(range(len(rows)))
+
+
+def test_a_shard_is_memory_mapped_only_when_its_records_are_one_size(tmp_path):
+    rows = random_rows(5, seed=6)
+    for name, lengths in (("equal", [SEQ_LEN] * 5), ("ragged", [SEQ_LEN, 8, SEQ_LEN, SEQ_LEN, SEQ_LEN])):
+        with MDSWriter(out=str(tmp_path / name), columns={"input_ids": "ndarray:uint16"}) as writer:
+            for row, length in zip(rows, lengths, strict=True):
+                writer.write({"input_ids": row[:length]})
+    mapped = MappedShard.open(str(tmp_path / "equal" / "shard.00000.mds"), np.dtype(np.uint16), SEQ_LEN)
+    assert np.array_equal(mapped.rows(np.array([4, 0, 2])), rows[[4, 0, 2]])
+    assert MappedShard.open(str(tmp_path / "ragged" / "shard.00000.mds"), np.dtype(np.uint16), SEQ_LEN) is None
 
 
 def test_streams_mix_shard_roots_that_agree(shards, tmp_path):

@@ -33,26 +33,38 @@ MAX_MAPPED_SHARDS = 256  # per process; bounds open file handles when a dataset 
 
 
 class MappedShard:
-    """Syscall-free reads of one MDS shard file: sample i's tokens are the last `row_bytes` bytes of its record.
+    """Syscall-free reads of one MDS shard file whose records all have one size (rows of one length and dtype).
 
     MDS raw file layout: [num_samples: u32][offsets: u32 x (num_samples + 1)][records], and an `ndarray`
-    column keeps its values at the end of the record, so with a lone `input_ids` column the tail is the row.
+    column keeps its values at the end of the record, so with a lone `input_ids` column a record's tail is
+    its row. Equal-size records make the rows one strided [num_samples, row_bytes] view: a batch is a
+    single gather.
     """
 
-    def __init__(self, path: str, dtype: np.dtype, row_len: int) -> None:
-        with open(path, "rb") as file:
-            self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        self._bytes = np.frombuffer(self._map, dtype=np.uint8)
-        num_samples = int(self._bytes[:4].view(np.uint32)[0])
-        self._record_ends = self._bytes[8 : 8 + 4 * num_samples].view(np.uint32).astype(np.int64)
+    def __init__(self, rows: np.ndarray, dtype: np.dtype) -> None:
+        self._rows = rows
         self.dtype = dtype
-        self.row_len = row_len
-        self._byte_offsets = np.arange(-row_len * dtype.itemsize, 0, dtype=np.int64)
+
+    @classmethod
+    def open(cls, path: str, dtype: np.dtype, row_len: int) -> MappedShard | None:
+        """Map the shard file; None unless its records have one size that holds a row (else not one row each)."""
+        with open(path, "rb") as file:
+            buffer = np.frombuffer(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
+        num_samples = int(buffer[:4].view(np.uint32)[0])
+        bounds = buffer[4 : 8 + 4 * num_samples].view(np.uint32).astype(np.int64)  # record i: bounds[i]..bounds[i+1]
+        record_sizes = np.diff(bounds)
+        row_bytes = row_len * dtype.itemsize
+        if num_samples == 0 or np.any(record_sizes != record_sizes[0]) or record_sizes[0] < row_bytes:
+            return None
+        first_row = buffer[bounds[1] - row_bytes :]
+        rows = np.lib.stride_tricks.as_strided(
+            first_row, shape=(num_samples, row_bytes), strides=(int(record_sizes[0]), 1), writeable=False
+        )
+        return cls(rows, dtype)
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
-        """[len(indices), row_len] copy of the rows at these shard-relative indices (one numpy gather)."""
-        byte_index = self._record_ends[indices][:, None] + self._byte_offsets
-        return self._bytes[byte_index].view(self.dtype)
+        """[len(indices), row_len] copy of the rows at these shard-relative indices."""
+        return self._rows[indices].view(self.dtype)
 
 
 class MLMStreamingDataset(StreamingDataset):
@@ -142,7 +154,7 @@ class MLMStreamingDataset(StreamingDataset):
         return mapped.rows(sample_ids - self._first_sample_of_shard[shard_id])
 
     def _map_shard(self, shard_id: int, index: int, row: np.ndarray) -> None:
-        """Map the shard if it is an uncompressed MDS file of one `input_ids` column whose map reproduces `row`.
+        """Map the shard if it is an MDS file of one `input_ids` column of equal rows whose map reproduces `row`.
 
         Never with a cache_limit: evicted shards would stay on disk while mapped.
         """
@@ -151,8 +163,8 @@ class MLMStreamingDataset(StreamingDataset):
         if not self.cache_limit and row.ndim == 1 and getattr(shard, "column_names", None) == ["input_ids"]:
             path = os.path.join(shard.dirname, shard.split, shard.raw_data.basename)
             if os.path.isfile(path):
-                mapped = MappedShard(path, row.dtype, len(row))
-                if not np.array_equal(mapped.rows(np.array([index]))[0], row):
+                mapped = MappedShard.open(path, row.dtype, len(row))
+                if mapped is not None and not np.array_equal(mapped.rows(np.array([index]))[0], row):
                     mapped = None
         self._mapped_shards[shard_id] = mapped
         if len(self._mapped_shards) > MAX_MAPPED_SHARDS:
