@@ -54,7 +54,7 @@ def _fetch(path: str) -> Path:
     if "://" not in path:
         local = Path(path)
         if not local.is_file():
-            raise UserError(f"checkpoint '{path}' does not exist; pass a Composer .pt from a pretraining save_folder")
+            raise UserError(f"checkpoint '{path}' does not exist; pass a .pt from a pretraining save_folder or a GLUE runs/TASK/seedN.model.pt")
         return local
     from composer.utils import get_file
 
@@ -67,7 +67,7 @@ def _fetch(path: str) -> Path:
 
 
 def load_composer_checkpoint(path: str) -> Pretrained:
-    """Read a pretraining `.pt` written by `recipes/pretrain.py`: weights, model config and tokenizer."""
+    """Read a `.pt` written by `recipes/pretrain.py` (or a finetuned GLUE model file): weights, model config, tokenizer."""
     local = _fetch(path)
     try:
         checkpoint = torch.load(local, map_location="cpu", weights_only=False)
@@ -76,7 +76,7 @@ def load_composer_checkpoint(path: str) -> Pretrained:
     state = checkpoint.get("state", {}) if isinstance(checkpoint, dict) else {}
     metadata = state.get("callbacks", {}).get(RunMetadata.__qualname__)
     if metadata is None or "model" not in state:
-        raise UserError(f"'{path}' has no composer-bert run metadata; use a checkpoint saved by recipes/pretrain.py")
+        raise UserError(f"'{path}' has no composer-bert run metadata; use a checkpoint saved by recipes/pretrain.py or recipes/finetune_glue.py")
     model_state = {k.removeprefix("model."): v for k, v in state["model"].items() if k.startswith("model.")}
     tokenizer_dir = None
     if metadata["tokenizer_files"]:
