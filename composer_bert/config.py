@@ -34,7 +34,7 @@ def choice(default: Any, choices: list[Any], help: str = "") -> Any:
 
 @dataclass
 class OptimizerConfig:
-    """AdamW as Cramming and MosaicBERT use it; weight decay skips norms, biases and embeddings."""
+    """AdamW as Cramming and MosaicBERT use it; weight decay skips norms and biases unless `decay_norm_and_bias`."""
 
     name: str = choice("decoupled_adamw", ["adamw", "decoupled_adamw"])
     lr: float = 1e-3

@@ -1,4 +1,5 @@
-"""AdamW with weight decay only on matmul weights: norms, biases and embeddings are not decayed."""
+"""AdamW with weight decay on weight matrices only (embeddings and the tied decoder included); norms, biases and
+scalars are not decayed, as in Cramming and original BERT."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from composer_bert.config import OptimizerConfig
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
-    """Two groups: decayed (2-D weights outside embeddings) and not decayed (everything else)."""
+    """Two groups: decayed (tensors of 2+ dims) and not decayed (norms, biases, scalars), unless `decay_all`."""
     decayed, plain = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
-        is_matrix = param.ndim >= 2 and "embed" not in name
+        is_matrix = param.ndim >= 2
         (decayed if decay_all or is_matrix else plain).append(param)
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 

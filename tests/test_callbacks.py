@@ -109,9 +109,9 @@ def test_device_names_match_the_right_row(device_name, key):
 
 def test_peak_flops_per_precision_are_dense_numbers():
     h100 = "NVIDIA H100 80GB HBM3"
-    assert lookup_peak_flops(h100, "amp_bf16") == pytest.approx(989.5e12)
-    assert lookup_peak_flops(h100, "amp_fp16") == pytest.approx(989.5e12)
-    assert lookup_peak_flops(h100, "fp32") == pytest.approx(494.5e12)  # TF32 matmuls, Composer's GPU default
+    assert lookup_peak_flops(h100, "amp_bf16") == pytest.approx(989.4e12)
+    assert lookup_peak_flops(h100, "amp_fp16") == pytest.approx(989.4e12)
+    assert lookup_peak_flops(h100, "fp32") == pytest.approx(494.7e12)  # TF32 matmuls, Composer's GPU default
     assert lookup_peak_flops(h100, "fp32", tf32_matmul=False) == pytest.approx(67e12)
     assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", "amp_bf16") == pytest.approx(312e12)
     assert lookup_peak_flops("Tesla V100-SXM2-16GB", "fp32") == pytest.approx(15.7e12)  # no TF32 on Volta

@@ -20,6 +20,5 @@ class CallbacksConfig:
 @dataclass
 class LoggersConfig:
     progress_bar: bool = True
-    log_interval: str = "10ba"
     wandb_project: str | None = None
     wandb_entity: str | None = None

@@ -26,7 +26,7 @@ class DevicePeak:
     fp16: float | None
 
 
-_H100_SXM = DevicePeak(fp32=67 * TERA, tf32=494.5 * TERA, bf16=989.5 * TERA, fp16=989.5 * TERA)
+_H100_SXM = DevicePeak(fp32=67 * TERA, tf32=494.7 * TERA, bf16=989.4 * TERA, fp16=989.4 * TERA)
 _H100_NVL = DevicePeak(fp32=60 * TERA, tf32=417.5 * TERA, bf16=835.5 * TERA, fp16=835.5 * TERA)
 
 PEAK_FLOPS: dict[str, DevicePeak] = {
