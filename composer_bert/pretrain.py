@@ -92,8 +92,9 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     if cfg.data.eval_split and eval_rows == 0:
         log.warning("split '%s' of the shards is empty: no evaluation in this run", cfg.data.eval_split)
     elif cfg.data.eval_split:
+        eval_masking = cfg.data.eval_mlm_probability or cfg.data.mlm_probability
         eval_data = build_mlm_dataspec(
-            cfg.data,
+            dataclasses.replace(cfg.data, mlm_probability=eval_masking),
             split=cfg.data.eval_split,
             device_batch_size=cfg.device_eval_batch_size,
             seed=cfg.seed,

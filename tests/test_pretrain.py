@@ -148,3 +148,20 @@ def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards
     assert sorted(expected) == list(range(20))
     assert got == expected
     assert sorted(train_losses(elastic)) == list(range(20))
+
+
+def test_trainer_wiring_follows_the_config(tiny_shards, tmp_path):
+    """The built Trainer masks eval at eval_mlm_probability, train at mlm_probability, with the manifest's vocab."""
+    from composer_bert.config import PretrainConfig, load_config
+    from composer_bert.pretrain import build_trainer
+
+    overrides = tiny_args(tiny_shards, tmp_path / "wired", "data.mlm_probability=0.3", "data.eval_mlm_probability=0.15")
+    cfg = load_config(PretrainConfig, REPO / overrides[0], overrides[1:])
+    trainer = build_trainer(cfg)
+    try:
+        train_masker = trainer.state.train_dataloader.collate_fn.masker
+        eval_masker = trainer.state.evaluators[0].dataloader.dataloader.collate_fn.masker
+        assert (train_masker.mlm_probability, eval_masker.mlm_probability) == (0.3, 0.15)
+        assert trainer.state.model.config.vocab_size == 1024  # vocab_size: null -> the shards' manifest
+    finally:
+        trainer.close()

@@ -44,6 +44,7 @@ class DataConfig:
     cache_limit: str | None = None  # e.g. "50gb": evict shards of a remote dataset beyond this
     download_timeout: float = 60.0
     mlm_probability: float = 0.15
+    eval_mlm_probability: float | None = None  # None: as mlm_probability (MosaicBERT evaluates at 0.15)
     mask_token_prob: float = 0.8  # of the masked positions: replaced by [MASK]
     random_token_prob: float = 0.1  # of the masked positions: replaced by a random non-special token; rest kept
     num_workers: int = 1
