@@ -22,7 +22,7 @@ from composer_bert.callbacks.config import CallbacksConfig, LoggersConfig
 from composer_bert.data.config import DataConfig
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
-from composer_bert.schedulers_config import BatchRampConfig, SchedulerConfig
+from composer_bert.schedulers_config import BatchRampConfig, SchedulerConfig, SeqLengthWarmupConfig
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ class PretrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     batch_ramp: BatchRampConfig = field(default_factory=BatchRampConfig)
+    seq_length_warmup: SeqLengthWarmupConfig = field(default_factory=SeqLengthWarmupConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
 

@@ -30,3 +30,13 @@ class BatchRampConfig:
 
     final_global_batch_size: int | None = None
     ramp_fraction: float = 0.6
+
+
+@dataclass
+class SeqLengthWarmupConfig:
+    """Train on row prefixes growing linearly from `min_length` to the full row over the first `fraction` of
+    the run (in multiples of `step`). None = off."""
+
+    fraction: float | None = None
+    min_length: int = 32
+    step: int = 8

@@ -14,6 +14,7 @@ from composer.core import Algorithm, Callback
 from composer.optim import ComposerScheduler
 
 from composer_bert.algorithms.batch_ramp import BatchRamp
+from composer_bert.algorithms.seq_length_warmup import SeqLengthWarmup
 from composer_bert.callbacks.budget import RunProgress, WallClockBudget
 from composer_bert.callbacks.grad_norm import GradNormClip, check_grad_norm_settings
 from composer_bert.callbacks.nan_guard import NaNGuard
@@ -51,6 +52,9 @@ def check_training_controls(cfg: PretrainConfig) -> None:
         parse_budget_seconds(cfg.budget)
     if cfg.batch_ramp.final_global_batch_size is not None:
         _batch_ramp(cfg, RunProgress())
+    warmup = cfg.seq_length_warmup
+    if warmup.fraction is not None:
+        SeqLengthWarmup(RunProgress(), warmup.fraction, warmup.min_length, warmup.step)
 
 
 def _batch_ramp(cfg: PretrainConfig, progress: RunProgress) -> BatchRamp:
@@ -92,6 +96,9 @@ def build_training_controls(cfg: PretrainConfig) -> TrainingControls:
     algorithms: list[Algorithm] = []
     if cfg.batch_ramp.final_global_batch_size is not None:
         algorithms.append(_batch_ramp(cfg, progress))
+    warmup = cfg.seq_length_warmup
+    if warmup.fraction is not None:
+        algorithms.append(SeqLengthWarmup(progress, warmup.fraction, warmup.min_length, warmup.step))
 
     return TrainingControls(
         callbacks=callbacks,

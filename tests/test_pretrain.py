@@ -165,3 +165,28 @@ def test_trainer_wiring_follows_the_config(tiny_shards, tmp_path):
         assert trainer.state.model.config.vocab_size == 1024  # vocab_size: null -> the shards' manifest
     finally:
         trainer.close()
+
+
+def test_sequence_length_warmup_grows_rows_with_progress(tiny_shards, tmp_path):
+    from composer.core import Callback
+
+    from composer_bert.config import PretrainConfig, load_config
+    from composer_bert.pretrain import build_trainer
+
+    class RecordLengths(Callback):
+        def __init__(self) -> None:
+            self.lengths: list[int] = []
+
+        def before_forward(self, state, logger) -> None:
+            self.lengths.append(state.batch["input_ids"].shape[1])
+            assert state.batch["labels"].shape == state.batch["input_ids"].shape
+
+    extra = ("max_duration=8ba", "seq_length_warmup.fraction=0.5", "seq_length_warmup.min_length=16", "autoresume=false")
+    overrides = tiny_args(tiny_shards, tmp_path / "warmup", *extra)
+    trainer = build_trainer(load_config(PretrainConfig, REPO / overrides[0], overrides[1:]))
+    record = RecordLengths()
+    trainer.state.callbacks.append(record)
+    trainer.fit()
+    trainer.close()
+    # p = batch / 8; length = 16 + 48 * p / 0.5, rounded down to a multiple of 8, full from p = 0.5 on.
+    assert record.lengths == [16, 24, 40, 48, 64, 64, 64, 64]
