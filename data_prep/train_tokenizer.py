@@ -13,7 +13,6 @@ import sys
 
 from tqdm import tqdm
 
-from composer_bert.data.packing import atomic_output_dir
 from composer_bert.data.sources import SOURCE_HELP, CountingIterator, limit_documents, open_source
 from composer_bert.data.tokenizer_training import (
     DEFAULT_VOCAB_SIZE,
@@ -23,6 +22,7 @@ from composer_bert.data.tokenizer_training import (
     train_tokenizer,
 )
 from composer_bert.errors import UserError, cli_entry
+from composer_bert.files import atomic_output_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

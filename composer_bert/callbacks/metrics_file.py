@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+
+from composer_bert.files import atomic_file
 
 LOSS_KEY = "loss/train/total"
 EVAL_LOSS_KEY = "metrics/eval/LanguageCrossEntropy"
@@ -54,9 +55,8 @@ class MetricsFile(LoggerDestination):
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["batch"] < batch]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        with atomic_file(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if dist.get_global_rank() != 0 or step is None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from composer_bert.errors import UserError
+from composer_bert.files import atomic_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -34,10 +34,8 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
 
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a manifest."""
-    root = Path(root)
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST_NAME)
+    with atomic_file(Path(root) / MANIFEST_NAME) as tmp:
+        tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
-import shutil
 import signal
 import sys
 from collections import deque
@@ -43,6 +42,7 @@ import composer_bert
 from composer_bert.data.manifest import MANIFEST_NAME, SPECIAL_TOKENS, tokenizer_fingerprint, write_manifest
 from composer_bert.data.sources import DocumentSource, limit_documents
 from composer_bert.errors import UserError
+from composer_bert.files import atomic_output_dir
 
 MIN_SEQ_LEN = 8
 DEFAULT_MIN_TOKENS = 8
@@ -118,45 +118,6 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
         special_ids[role] = token_id
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids)
-
-
-@contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator[Path]:
-    """Yield a temporary directory beside `out` that becomes `out` only if the body succeeds.
-
-    An interrupted or failed run leaves nothing at `out` (and removes its temporary directory);
-    with `overwrite`, an existing `out` is replaced only after success, and only if it is empty or
-    holds `marker` (a file every output of this kind has), so a mistyped --out never deletes
-    unrelated data.
-    """
-    out = Path(os.path.abspath(out))  # lexically normalized, so '.' or 'a/..' get a real name
-    if out.exists():
-        if not overwrite:
-            raise UserError(f"output '{out}' already exists; pass --overwrite to replace it or choose another --out")
-        if not out.is_dir():
-            raise UserError(f"output '{out}' exists and is not a directory; choose another --out")
-        if any(out.iterdir()) and not (out / marker).is_file():
-            raise UserError(
-                f"'{out}' is not a previous output (it has no {marker}); refusing to replace it, choose another --out"
-            )
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as err:
-        raise UserError(f"cannot create output directory '{out}' ({err.strerror}); choose a writable --out") from None
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, out)
 
 
 def normalized_digest(document: str) -> bytes:

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 
 from composer_bert.checkpoint import RunMetadata, load_pretrained
 from composer_bert.errors import UserError
+from composer_bert.files import atomic_file
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import (
     TokenizedSplit,
@@ -292,15 +292,8 @@ def save_classifier(
     metadata.update(task=task.name, num_labels=task.num_labels, label_names=list(task.label_names))
     weights = {key: value.detach().cpu() for key, value in model.model.state_dict(prefix="model.").items()}
     checkpoint = {"state": {"model": weights, "callbacks": {RunMetadata.__qualname__: metadata}}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_file(path) as temporary:
         torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_classifier_weights(path: Path) -> dict[str, torch.Tensor]:

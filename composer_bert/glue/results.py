@@ -16,13 +16,12 @@ How the GLUE average is computed (Cramming's convention, also BERT's table):
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composer_bert.files import atomic_file
 from composer_bert.glue.metrics import METRIC_LABELS
 from composer_bert.glue.tasks import EVAL_SET_ORDER, GLUE_AVERAGE_EVAL_SETS, TASKS, GlueTask
 
@@ -55,16 +54,8 @@ def run_result_path(save_folder: str | Path, task: str, seed: int) -> Path:
 
 def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     """Write via a temporary file and rename, so an interrupted run never leaves a half-written result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def write_run_result(save_folder: str | Path, result: RunResult) -> Path:

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from composer_bert.checkpoint import Pretrained, RunMetadata, _fetch, load_composer_checkpoint
-from composer_bert.data.packing import atomic_output_dir
 from composer_bert.errors import UserError
+from composer_bert.files import atomic_output_dir
 from composer_bert.models.config import ModelConfig
 from composer_bert.version import __version__
 
