@@ -21,15 +21,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from composer_bert.callbacks.config import CallbacksConfig, LoggersConfig
 from composer_bert.data.config import DataConfig
 from composer_bert.errors import UserError
+from composer_bert.fields import choice
 from composer_bert.models.config import ModelConfig
 from composer_bert.schedulers_config import BatchRampConfig, SchedulerConfig, SeqLengthWarmupConfig
 
 T = TypeVar("T")
-
-
-def choice(default: Any, choices: list[Any], help: str = "") -> Any:
-    """A dataclass field whose value must be one of `choices` (checked by `load_config`)."""
-    return field(default=default, metadata={"choices": choices, "help": help})
 
 
 @dataclass

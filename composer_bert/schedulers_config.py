@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def choice(default: Any, choices: list[Any]) -> Any:
-    return field(default=default, metadata={"choices": choices})
+from composer_bert.fields import choice
 
 
 @dataclass

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from composer_bert.fields import choice
 
 SHUFFLE_ALGOS = ["py1e", "py1br", "py1b", "py1s", "py2s", "naive"]
-
-
-def choice(default: Any, choices: list[Any]) -> Any:
-    """A field whose value `load_config` checks against `choices` (kept local: importing config.py would cycle)."""
-    return field(default=default, metadata={"choices": choices})
 
 
 @dataclass

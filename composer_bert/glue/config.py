@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from composer_bert.config import choice, load_config
+from composer_bert.config import load_config
 from composer_bert.errors import UserError
+from composer_bert.fields import choice
 from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 
 
