@@ -74,7 +74,8 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     """Everything a pretraining run needs, wired from the config (rank-aware, resumable by run name)."""
     check_training_controls(cfg)
     reproducibility.seed_all(cfg.seed)
-    dist.initialize_dist(_device(), timeout=cfg.dist_timeout)
+    device = _device()
+    dist.initialize_dist(device, timeout=cfg.dist_timeout)
     manifest = read_data_manifest(cfg.data)
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size)
@@ -131,7 +132,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         loggers=_loggers(cfg),
         progress_bar=False,
         log_to_console=False,
-        precision=cfg.precision if _device().name == "gpu" else "fp32",
+        precision=cfg.precision if device.name == "gpu" else "fp32",
         device_train_microbatch_size=cfg.device_train_microbatch_size,
         save_folder=cfg.save_folder,
         save_filename="ep{epoch}-ba{batch}-rank{rank}.pt",
@@ -142,7 +143,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         seed=cfg.seed,
         compile_config={} if cfg.compile else None,
         dist_timeout=cfg.dist_timeout,
-        device=_device(),
+        device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
 
