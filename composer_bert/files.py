@@ -64,3 +64,23 @@ def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator
         shutil.rmtree(old)
     else:
         os.rename(tmp, out)
+
+
+def ensure_writable_dir(folder: str | Path, key: str) -> None:
+    """Create `folder` (a local path; URIs such as s3://... are left to their uploader) and prove it writable.
+
+    Runs before any training, so a `save_folder` that is, or sits under, a regular file, or that this user
+    cannot write, fails in one line instead of after hours of work.
+    """
+    if "://" in str(folder):
+        return
+    path = Path(folder)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"config key '{key}' is '{folder}', but '{blocker}' is a file; choose another {key}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"config key '{key}' is '{folder}', which cannot be written ({err.strerror}); choose another {key}") from None
