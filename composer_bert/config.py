@@ -1,9 +1,22 @@
-"""The config schema: one set of dataclasses that recipes, the CLI and the tests all load through.
+"""Loading a recipe: YAML onto its schema, `key=value` overrides on top, one validation pass, and the
+top level of a pretraining recipe.
 
-A YAML file is merged onto the schema's defaults, then `key=value` overrides on top. Anything the
-schema does not know, a value of the wrong type, a missing required field or a value outside a
-field's `choices` is a `UserError` naming the key (and the nearest valid key for a typo), raised
-before any heavy work starts.
+Each section's dataclass lives beside the component it configures (torchtitan's way):
+
+| YAML section | dataclass | file |
+|---|---|---|
+| top level (pretraining) | `PretrainConfig` | this file |
+| top level (GLUE) | `FinetuneConfig` | `glue/config.py` |
+| `model:` | `ModelConfig` | `models/config.py` |
+| `data:` | `DataConfig` | `data/config.py` |
+| `optimizer:`, `scheduler:` | `OptimizerConfig`, `SchedulerConfig` | `optim/config.py` |
+| `batch_ramp:`, `seq_length_warmup:` | `BatchRampConfig`, `SeqLengthWarmupConfig` | `algorithms/config.py` |
+| `callbacks:`, `loggers:` | `CallbacksConfig`, `LoggersConfig` | `callbacks/config.py` |
+
+`load_config` rejects an unknown key (naming the nearest valid one), a wrong type or a missing field, then
+runs `schema.validate` once: every key's range and choices, then each section's cross-key `check()`. All of
+it happens before any heavy import, process-group start or data loading, and every problem is one
+`UserError` line naming the key.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,27 +32,15 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from composer_bert.algorithms.config import BatchRampConfig, SeqLengthWarmupConfig
 from composer_bert.callbacks.config import CallbacksConfig, LoggersConfig
 from composer_bert.data.config import DataConfig
 from composer_bert.errors import UserError
-from composer_bert.fields import choice
 from composer_bert.models.config import ModelConfig
-from composer_bert.schedulers_config import BatchRampConfig, SchedulerConfig, SeqLengthWarmupConfig
+from composer_bert.optim.config import OptimizerConfig, SchedulerConfig
+from composer_bert.schema import bounded, choice, key_error, positive, validate
 
 T = TypeVar("T")
-
-
-@dataclass
-class OptimizerConfig:
-    """AdamW as Cramming and MosaicBERT use it; weight decay skips norms and biases unless `decay_norm_and_bias`."""
-
-    name: str = choice("decoupled_adamw", ["adamw", "decoupled_adamw"])
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-12
-    weight_decay: float = 0.01
-    decay_norm_and_bias: bool = False
-    grad_clip_norm: float | None = 0.5
 
 
 @dataclass
@@ -49,18 +51,18 @@ class PretrainConfig:
     seed: int = 17
     save_folder: str = "runs/${run_name}"
     save_interval: str = "1000ba"
-    save_num_checkpoints_to_keep: int = 2
+    save_num_checkpoints_to_keep: int = bounded(2, "a count >= 0, or -1 to keep all", ge=-1)
     autoresume: bool = True
     max_duration: str = MISSING
     budget: str | None = None
     eval_interval: str = "1000ba"
-    eval_subset_num_batches: int = 50
+    eval_subset_num_batches: int = bounded(50, "a positive number of batches, or -1 for the whole split", ge=-1)
     precision: str = choice("amp_bf16", ["fp32", "amp_bf16", "amp_fp16"])
-    global_train_batch_size: int = MISSING
+    global_train_batch_size: int = positive(MISSING, "a positive batch size")
     device_train_microbatch_size: Any = "auto"
-    device_eval_batch_size: int = 64
+    device_eval_batch_size: int = positive(64, "a positive batch size")
     compile: bool = False
-    dist_timeout: float = 600.0
+    dist_timeout: float = positive(600.0, "a positive number of seconds")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -70,17 +72,45 @@ class PretrainConfig:
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
 
+    def check(self) -> None:
+        for key in ("max_duration", "save_interval", "eval_interval"):
+            check_duration(key, getattr(self, key))
+        if self.budget is not None:
+            parse_budget_seconds(self.budget)
+        mb = self.device_train_microbatch_size
+        if not (mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb > 0)):
+            raise UserError(f"config key 'device_train_microbatch_size' is '{mb}'; use a positive integer or 'auto'")
+        final = self.batch_ramp.final_global_batch_size
+        start = self.global_train_batch_size
+        if final is not None and (final < start or final % start):
+            raise key_error(
+                "batch_ramp.final_global_batch_size", final,
+                f"a multiple of global_train_batch_size ({start}), e.g. {start * max(final // start, 2)}",
+            )
 
-_DURATION = re.compile(r"^\d+(\.\d+)?(ba|ep|tok|sp|dur)$")
-_BUDGET = re.compile(r"^\d+(\.\d+)?(s|m|h|d)$")
+    @property
+    def budget_seconds(self) -> float | None:
+        """The wall-clock budget in seconds (validated by `check`), or None without one."""
+        return None if self.budget is None else parse_budget_seconds(self.budget)
+
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?)(ba|ep|tok|sp|dur)$")
+_BUDGET = re.compile(r"^(\d+(\.\d+)?)(s|m|h|d)$")
+
+
+def check_duration(key: str, value: str) -> None:
+    """A positive Composer duration such as 1000ba, 1ep or 10000000tok."""
+    match = _DURATION.match(value)
+    if not match or float(match.group(1)) <= 0:
+        raise key_error(key, value, "a positive Composer duration such as 1000ba, 1ep or 10000000tok")
 
 
 def parse_budget_seconds(budget: str) -> float:
     """'24h' -> 86400.0; accepts s, m, h, d."""
-    if not _BUDGET.match(budget):
-        raise UserError(f"budget '{budget}' is not a wall-clock duration: write e.g. 90s, 30m, 24h or 1.5d")
-    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}[budget[-1]]
-    return float(budget[:-1]) * scale
+    match = _BUDGET.match(budget)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"budget '{budget}' is not a positive wall-clock duration: write e.g. 90s, 30m, 24h or 1.5d")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(3)]
 
 
 def _nearest(name: str, candidates: list[str]) -> str:
@@ -111,49 +141,53 @@ def _explain(err: OmegaConfBaseException, schema: Any) -> str:
     return f"config error at '{key}': {str(err).splitlines()[0]}"
 
 
-def _check_choices(node: Any, prefix: str = "") -> None:
-    for f in fields(node):
-        value = getattr(node, f.name)
-        if is_dataclass(value):
-            _check_choices(value, f"{prefix}{f.name}.")
-        elif "choices" in f.metadata and value not in f.metadata["choices"]:
-            options = ", ".join(map(str, f.metadata["choices"]))
-            raise UserError(f"config key '{prefix}{f.name}' is '{value}'; choose one of: {options}")
-
-
-def _check_pretrain(cfg: PretrainConfig) -> None:
-    for key in ("max_duration", "save_interval", "eval_interval"):
-        value = getattr(cfg, key)
-        if not _DURATION.match(value):
-            raise UserError(f"config key '{key}' is '{value}'; write a Composer duration such as 1000ba, 1ep or 10000000tok")
-    if cfg.budget is not None:
-        parse_budget_seconds(cfg.budget)
-    mb = cfg.device_train_microbatch_size
-    if not (mb == "auto" or (isinstance(mb, int) and mb > 0)):
-        raise UserError(f"config key 'device_train_microbatch_size' is '{mb}'; use a positive integer or 'auto'")
-    if cfg.global_train_batch_size <= 0:
-        raise UserError("config key 'global_train_batch_size' must be positive")
-
-
-def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Merge defaults <- YAML <- `key=value` overrides, validate, and return a schema instance."""
-    base = OmegaConf.structured(schema)
+def _layers(yaml_path: str | Path | None, overrides: list[str] | None) -> list[DictConfig]:
+    """The YAML file and the `key=value` overrides as OmegaConf layers, with one-line errors for bad input."""
     layers: list[DictConfig] = []
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
             raise UserError(f"config file '{path}' does not exist; pass a YAML recipe such as yamls/pretrain/tiny.yaml")
         try:
-            layers.append(OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
         except Exception as err:  # yaml.YAMLError and friends: one line, not a traceback
             raise UserError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise UserError(f"config file '{path}' holds a {type(loaded).__name__.removesuffix('Config').lower()} at its top level; a recipe is a mapping of key: value lines")
+        layers.append(loaded)
     for item in overrides or []:
         if "=" not in item:
             raise UserError(f"override '{item}' is not of the form key=value (e.g. max_duration=100ba)")
     if overrides:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
+    return layers
+
+
+def _migrate(layer: DictConfig, renamed: dict[str, str]) -> DictConfig:
+    """Move keys a schema renamed (its `RENAMED_KEYS`, old -> new dotted key) to their new place, warning once each."""
+    container = OmegaConf.to_container(layer)
+    assert isinstance(container, dict)
+    for old, new in renamed.items():
+        if old not in container or isinstance(container[old], dict):
+            continue
+        value = container.pop(old)
+        section, _, leaf = new.partition(".")
+        target = container.setdefault(section, {}) if leaf else container
+        if leaf and not isinstance(target, dict):
+            raise UserError(f"config key '{section}' is a section; write {new}={value}")
+        target[leaf or new] = value
+        warnings.warn(f"config key '{old}' is now '{new}'; the old name is read until the next release", FutureWarning, stacklevel=3)
+    return OmegaConf.create(container)
+
+
+def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Merge defaults <- YAML <- `key=value` overrides, validate once, and return a schema instance."""
+    layers = _layers(yaml_path, overrides)
+    renamed = getattr(schema, "RENAMED_KEYS", None)
+    if renamed:
+        layers = [_migrate(layer, renamed) for layer in layers]
     try:
-        merged = OmegaConf.merge(base, *layers)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise UserError(f"config key '{missing[0]}' is required; set it in the YAML or as {missing[0]}=VALUE")
@@ -161,9 +195,7 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise UserError(_explain(err, schema())) from None
-    _check_choices(cfg)
-    if isinstance(cfg, PretrainConfig):
-        _check_pretrain(cfg)
+    validate(cfg)
     return cfg  # type: ignore[return-value]
 
 

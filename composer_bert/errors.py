@@ -10,8 +10,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class UserError(Exception):
-    """Bad input from the user: the message names the problem and what to do about it."""
+class UserError(ValueError):
+    """Bad input from the user: the message names the problem and what to do about it (a bad value, hence ValueError)."""
 
 
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:

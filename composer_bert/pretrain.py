@@ -12,7 +12,6 @@ from typing import Any
 
 from composer import Trainer
 from composer.core import Evaluator
-from composer.devices import DeviceCPU, DeviceGPU
 from composer.loggers import LoggerDestination
 from composer.utils import dist, reproducibility
 from omegaconf import OmegaConf
@@ -24,8 +23,9 @@ from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
 from composer_bert.errors import UserError
 from composer_bert.models import ComposerMLM
-from composer_bert.optim import build_optimizer
-from composer_bert.training_controls import build_training_controls, check_training_controls
+from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.run_setup import per_device_batch, pick_device
+from composer_bert.training_controls import build_training_controls
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,6 @@ class PretrainResult:
     save_folder: str
 
 
-def _device():
-    import torch
-
-    return DeviceGPU() if torch.cuda.is_available() else DeviceCPU()
-
-
 def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
     loggers: list[LoggerDestination] = [MetricsFile(cfg.save_folder)]
     if cfg.loggers.progress_bar:
@@ -63,18 +57,10 @@ def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
     return loggers
 
 
-def _per_device(global_batch: int, what: str) -> int:
-    world = dist.get_world_size()
-    if global_batch % world:
-        raise UserError(f"{what} {global_batch} is not divisible by the {world} processes; pick a multiple of {world}")
-    return global_batch // world
-
-
 def build_trainer(cfg: PretrainConfig) -> Trainer:
-    """Everything a pretraining run needs, wired from the config (rank-aware, resumable by run name)."""
-    check_training_controls(cfg)
+    """Everything a pretraining run needs, wired from a validated config (rank-aware, resumable by run name)."""
     reproducibility.seed_all(cfg.seed)
-    device = _device()
+    device = pick_device()
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
     manifest = read_data_manifest(cfg.data)
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
@@ -84,7 +70,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
             f"shards have seq_len {manifest['seq_len']} but model.max_position_embeddings is "
             f"{model_cfg.max_position_embeddings}; raise model.max_position_embeddings"
         )
-    device_batch = _per_device(cfg.global_train_batch_size, "global_train_batch_size")
+    device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     train_data = build_mlm_dataspec(
         cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
     )

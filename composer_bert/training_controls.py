@@ -1,4 +1,4 @@
-"""Everything that steers a pretraining run besides model, data and optimizer, built from one config.
+"""Everything that steers a pretraining run besides model, data and optimizer, built from one validated config.
 
 The trainer calls `build_training_controls(cfg)` and passes the result's callbacks, algorithms and
 schedulers to Composer's Trainer (with `step_schedulers_every_batch=True`). With `budget` set, give the
@@ -15,13 +15,13 @@ from composer.optim import ComposerScheduler
 
 from composer_bert.algorithms.batch_ramp import BatchRamp
 from composer_bert.algorithms.seq_length_warmup import SeqLengthWarmup
-from composer_bert.callbacks.budget import RunProgress, WallClockBudget
-from composer_bert.callbacks.grad_norm import GradNormClip, check_grad_norm_settings
+from composer_bert.callbacks.budget import WallClockBudget
+from composer_bert.callbacks.grad_norm import GradNormClip
 from composer_bert.callbacks.nan_guard import NaNGuard
-from composer_bert.callbacks.peak_flops import resolve_peak_flops
-from composer_bert.config import PretrainConfig, parse_budget_seconds
-from composer_bert.errors import UserError
-from composer_bert.schedulers import build_scheduler, check_scheduler_config
+from composer_bert.config import PretrainConfig
+from composer_bert.optim.schedulers import build_scheduler
+from composer_bert.peak_flops import resolve_peak_flops
+from composer_bert.run_progress import RunProgress
 
 
 @dataclass
@@ -35,37 +35,6 @@ class TrainingControls:
     progress: RunProgress
 
 
-def check_training_controls(cfg: PretrainConfig) -> None:
-    """Raise a UserError for settings `build_training_controls` would reject, without building anything."""
-    check_scheduler_config(cfg.scheduler)
-    if cfg.callbacks.speed_monitor_window < 1:
-        raise UserError(
-            f"config key 'callbacks.speed_monitor_window' is {cfg.callbacks.speed_monitor_window}; use >= 1 batches"
-        )
-    if cfg.callbacks.peak_flops is not None and cfg.callbacks.peak_flops <= 0:
-        raise UserError(
-            f"config key 'callbacks.peak_flops' is {cfg.callbacks.peak_flops}; "
-            "give the device's dense peak FLOP/s, e.g. 312e12"
-        )
-    check_grad_norm_settings(cfg.optimizer.grad_clip_norm, cfg.callbacks.grad_norm_interval)
-    if cfg.budget is not None:
-        parse_budget_seconds(cfg.budget)
-    if cfg.batch_ramp.final_global_batch_size is not None:
-        _batch_ramp(cfg, RunProgress())
-    warmup = cfg.seq_length_warmup
-    if warmup.fraction is not None:
-        SeqLengthWarmup(RunProgress(), warmup.fraction, warmup.min_length, warmup.step)
-
-
-def _batch_ramp(cfg: PretrainConfig, progress: RunProgress) -> BatchRamp:
-    return BatchRamp(
-        start_batch_size=cfg.global_train_batch_size,
-        final_batch_size=cfg.batch_ramp.final_global_batch_size,
-        ramp_fraction=cfg.batch_ramp.ramp_fraction,
-        progress=progress,
-    )
-
-
 def build_training_controls(cfg: PretrainConfig) -> TrainingControls:
     """Callbacks, algorithms and the LR schedule for `cfg`, in the order they must run.
 
@@ -73,8 +42,7 @@ def build_training_controls(cfg: PretrainConfig) -> TrainingControls:
     BATCH_CHECKPOINT before the checkpoint saver, which Composer appends last), then the NaN guard (checks
     the loss before clipping touches the gradients), then gradient norm and clipping.
     """
-    check_training_controls(cfg)
-    budget = WallClockBudget(parse_budget_seconds(cfg.budget)) if cfg.budget is not None else None
+    budget = WallClockBudget(cfg.budget_seconds) if cfg.budget_seconds is not None else None
     progress = RunProgress(budget)
 
     callbacks: list[Callback] = []
@@ -95,7 +63,9 @@ def build_training_controls(cfg: PretrainConfig) -> TrainingControls:
 
     algorithms: list[Algorithm] = []
     if cfg.batch_ramp.final_global_batch_size is not None:
-        algorithms.append(_batch_ramp(cfg, progress))
+        algorithms.append(
+            BatchRamp(cfg.global_train_batch_size, cfg.batch_ramp.final_global_batch_size, cfg.batch_ramp.ramp_fraction, progress)
+        )
     warmup = cfg.seq_length_warmup
     if warmup.fraction is not None:
         algorithms.append(SeqLengthWarmup(progress, warmup.fraction, warmup.min_length, warmup.step))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from composer_bert.config import load_config
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.glue.config import load_finetune_config
+from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.finetune import run_glue
 
 
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> None:
             f"first argument '{argv[0]}' is not a YAML recipe; "
             "usage: recipes/finetune_glue.py RECIPE.yaml checkpoint=PATH key=value ..."
         )
-    cfg = load_finetune_config(argv[0], argv[1:])
+    cfg = load_config(FinetuneConfig, argv[0], argv[1:])
     _show_progress_lines()
     run_glue(cfg)
 

@@ -14,9 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from composer_bert.algorithms.batch_ramp import EFFECTIVE_BATCH_KEY, BatchRamp
-from composer_bert.callbacks.budget import RunProgress
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
+from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
+from composer_bert.run_progress import RunProgress
 
 
 def data(num_batches: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,12 +60,16 @@ def test_window_size_grows_linearly_then_holds():
 
 
 def test_bad_ramp_settings_name_the_key():
+    def load(final: int, fraction: float) -> None:
+        overrides = ["run_name=t", "max_duration=6ba", "global_train_batch_size=128"]
+        load_config(PretrainConfig, overrides=[*overrides, f"batch_ramp.final_global_batch_size={final}", f"batch_ramp.ramp_fraction={fraction}"])
+
     with pytest.raises(UserError, match="final_global_batch_size"):
-        BatchRamp(128, 1000, 0.5, RunProgress())
+        load(1000, 0.5)
     with pytest.raises(UserError, match="final_global_batch_size"):
-        BatchRamp(128, 64, 0.5, RunProgress())
+        load(64, 0.5)
     with pytest.raises(UserError, match="ramp_fraction"):
-        BatchRamp(128, 256, 0.0, RunProgress())
+        load(256, 0.0)
 
 
 def test_k_accumulated_batches_make_the_same_update_as_one_k_times_bigger_batch():

@@ -11,8 +11,10 @@ from composer.models import ComposerClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from composer_bert.callbacks.budget import FRACTION_KEY, RunProgress, WallClockBudget
+from composer_bert.callbacks.budget import FRACTION_KEY, WallClockBudget
+from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
+from composer_bert.run_progress import RunProgress
 
 BATCH = 4
 TRAIN_COST = {Event.AFTER_DATALOADER: 0.5, Event.AFTER_FORWARD: 1.0}  # 1.5 fake seconds per batch, all counted
@@ -135,4 +137,4 @@ def test_state_dict_round_trip_and_progress_source():
     copy.load_state_dict(budget.state_dict())
     assert copy.elapsed_seconds() == pytest.approx(25.0) and copy.elapsed_fraction() == pytest.approx(0.25)
     with pytest.raises(UserError, match="budget"):
-        WallClockBudget(0.0)
+        load_config(PretrainConfig, overrides=["run_name=t", "max_duration=6ba", "global_train_batch_size=8", "budget=0h"])

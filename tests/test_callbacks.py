@@ -16,13 +16,13 @@ from composer.models import ComposerClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from composer_bert.algorithms import BatchRamp
+from composer_bert.algorithms.batch_ramp import BatchRamp
 from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
 from composer_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
-from composer_bert.callbacks.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
 from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
+from composer_bert.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
 from composer_bert.training_controls import build_training_controls
 
 BATCH = 4
@@ -192,9 +192,9 @@ def test_grad_norm_interval_and_per_layer_norms_without_clipping():
 
 def test_grad_norm_rejects_bad_settings():
     with pytest.raises(UserError, match="optimizer.grad_clip_norm"):
-        GradNormClip(max_norm=0.0)
+        pretrain_config("optimizer.grad_clip_norm=0.0")
     with pytest.raises(UserError, match="callbacks.grad_norm_interval"):
-        GradNormClip(max_norm=1.0, log_interval=-1)
+        pretrain_config("optimizer.grad_clip_norm=1.0", "callbacks.grad_norm_interval=-1")
 
 
 # -- NaN guard ----------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from sklearn import metrics as skm
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from composer_bert.config import load_config
 from composer_bert.errors import UserError
 from composer_bert.glue import metrics
-from composer_bert.glue.config import load_finetune_config
+from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.data import (
     PadToLongest,
     load_examples,
@@ -363,16 +364,16 @@ def test_summary_takes_median_over_seeds_and_marks_partial():
 
 
 def test_config_overrides_are_typed_and_validated():
-    cfg = load_finetune_config(
+    cfg = load_config(FinetuneConfig,
         "yamls/finetune/glue.yaml", ["checkpoint=x.pt", "task_overrides.rte.lr=1e-5", "start_from_mnli=[RTE,stsb]"]
     )
     assert cfg.hparams_for(get_task("RTE")).lr == 1e-5 and cfg.hparams_for(get_task("QQP")).lr == 4e-5
     assert cfg.selected_tasks()[0].name == "MNLI" and cfg.mnli_starts() == {"RTE", "STS-B"}
     with pytest.raises(UserError, match="did you mean 'STS-B'"):
-        load_finetune_config(None, ["checkpoint=x", "tasks=[stsbb]"])
-    with pytest.raises(UserError, match="task_overrides.RTE.batch_size' is 0"):
-        load_finetune_config(None, ["checkpoint=x", "task_overrides.RTE.batch_size=0"])
+        load_config(FinetuneConfig, None, ["checkpoint=x", "tasks=[stsbb]"])
+    with pytest.raises(UserError, match="task_overrides.RTE.global_train_batch_size' is 0"):
+        load_config(FinetuneConfig, None, ["checkpoint=x", "task_overrides.RTE.global_train_batch_size=0"])
     with pytest.raises(UserError, match="MNLI is not in tasks"):
-        load_finetune_config(None, ["checkpoint=x", "tasks=[RTE]", "start_from_mnli=[RTE]"])
+        load_config(FinetuneConfig, None, ["checkpoint=x", "tasks=[RTE]", "start_from_mnli=[RTE]"])
     with pytest.raises(UserError, match="unknown config key 'task_overrides.RTE.learning_rate'"):
-        load_finetune_config(None, ["checkpoint=x", "task_overrides.RTE.learning_rate=1"])
+        load_config(FinetuneConfig, None, ["checkpoint=x", "task_overrides.RTE.learning_rate=1"])

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
 from composer_bert.checkpoint import RunMetadata, load_composer_checkpoint
+from composer_bert.config import load_config
 from composer_bert.errors import UserError
 from composer_bert.glue import finetune
-from composer_bert.glue.config import load_finetune_config
+from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.finetune import mnli_weights_path, model_path, run_glue
 from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
 from tests.conftest import run_cli
@@ -140,7 +141,7 @@ def glue_dir(tmp_path_factory) -> Path:
 
 
 def tiny_run(checkpoint: Path, glue_dir: Path, save_folder: Path, *overrides: str):
-    cfg = load_finetune_config(
+    cfg = load_config(FinetuneConfig,
         str(RECIPE),
         [
             f"checkpoint={checkpoint}",
@@ -149,7 +150,7 @@ def tiny_run(checkpoint: Path, glue_dir: Path, save_folder: Path, *overrides: st
             f"data.path={glue_dir}",
             "epochs=1",
             "max_seq_length=32",
-            "eval_batch_size=16",
+            "device_eval_batch_size=16",
             "progress_bar=false",
             *overrides,
         ],

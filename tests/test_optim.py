@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from composer_bert.config import OptimizerConfig
 from composer_bert.models import ComposerMLM
 from composer_bert.models.config import ModelConfig
-from composer_bert.optim import build_optimizer, parameter_groups
+from composer_bert.optim.config import OptimizerConfig
+from composer_bert.optim.optimizer import build_optimizer, parameter_groups
 
 
 def tiny_model() -> ComposerMLM:

@@ -11,10 +11,12 @@ from composer.models import ComposerClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from composer_bert.callbacks.budget import RunProgress, WallClockBudget
+from composer_bert.callbacks.budget import WallClockBudget
+from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
-from composer_bert.schedulers import ProgressScheduler, build_scheduler, schedule_shape
-from composer_bert.schedulers_config import SchedulerConfig
+from composer_bert.optim.config import SchedulerConfig
+from composer_bert.optim.schedulers import ProgressScheduler, build_scheduler, schedule_shape
+from composer_bert.run_progress import RunProgress
 
 # (name, overrides, [(p, multiplier), ...]) with the config defaults unless overridden.
 KEY_VALUES = [
@@ -59,8 +61,9 @@ def test_every_configurable_schedule_has_a_shape():
     ],
 )
 def test_bad_schedule_settings_name_the_key(overrides, key):
+    base = ["run_name=t", "max_duration=6ba", "global_train_batch_size=8"]
     with pytest.raises(UserError, match=key):
-        schedule_shape(SchedulerConfig(**overrides))
+        load_config(PretrainConfig, overrides=[*base, *(f"scheduler.{k}={v}" for k, v in overrides.items())])
 
 
 def test_progress_follows_the_budget_when_there_is_one():

@@ -39,6 +39,7 @@ class BatchRamp(Algorithm):
     checkpoint holds one extra copy of the gradients. A window still open when training ends is dropped.
     Under fp16, a batch whose gradients overflow is dropped from its window, as GradScaler drops its step.
     Single device and DDP only: under FSDP each rank would hold gradient shards the checkpoint cannot hold.
+    Arguments come from a validated `BatchRampConfig` (`algorithms/config.py` and `PretrainConfig.check`).
     """
 
     def __init__(
@@ -48,14 +49,6 @@ class BatchRamp(Algorithm):
         ramp_fraction: float,
         progress: Callable[[State], float],
     ):
-        if final_batch_size < start_batch_size or final_batch_size % start_batch_size:
-            example = start_batch_size * max(final_batch_size // start_batch_size, 2)
-            raise UserError(
-                f"batch_ramp.final_global_batch_size ({final_batch_size}) must be a multiple of "
-                f"global_train_batch_size ({start_batch_size}), e.g. {example}"
-            )
-        if not 0.0 < ramp_fraction <= 1.0:
-            raise UserError(f"batch_ramp.ramp_fraction is {ramp_fraction}; use a fraction of the budget in (0, 1]")
         self.start_batch_size = start_batch_size
         self.final_batch_size = final_batch_size
         self.ramp_fraction = ramp_fraction

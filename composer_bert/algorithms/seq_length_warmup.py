@@ -13,17 +13,14 @@ from collections.abc import Callable
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from composer_bert.errors import UserError
-
 
 class SeqLengthWarmup(Algorithm):
-    """Cut every sequence-shaped tensor of the batch to the current length before the forward pass."""
+    """Cut every sequence-shaped tensor of the batch to the current length before the forward pass.
+
+    Arguments come from a validated `SeqLengthWarmupConfig` (`algorithms/config.py`).
+    """
 
     def __init__(self, progress: Callable[[State], float], fraction: float, min_length: int, step: int = 8):
-        if not 0.0 < fraction <= 1.0:
-            raise UserError(f"seq_length_warmup.fraction is {fraction}; use a fraction of the run in (0, 1]")
-        if min_length < 2 or step < 1:
-            raise UserError("seq_length_warmup needs min_length >= 2 and step >= 1")
         self.progress, self.fraction, self.min_length, self.step = progress, fraction, min_length, step
 
     def length_at(self, p: float, full_length: int) -> int:

@@ -19,8 +19,6 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from composer_bert.errors import UserError
-
 log = logging.getLogger(__name__)
 
 FRACTION_KEY = "time/budget_elapsed_fraction"
@@ -39,8 +37,6 @@ class WallClockBudget(Callback):
     """
 
     def __init__(self, budget_seconds: float, clock: Callable[[], float] = time.monotonic):
-        if budget_seconds <= 0:
-            raise UserError(f"budget is {budget_seconds} seconds; give a positive wall-clock budget such as 24h")
         self.budget_seconds = float(budget_seconds)
         self._clock = clock  # seconds, monotonic; tests pass a fake one
         self._train_seconds = 0.0  # agreed across ranks at the last BATCH_END (plus closed segments since)
@@ -132,21 +128,3 @@ class WallClockBudget(Callback):
         self._train_seconds = float(state["train_seconds"])
         self._fraction = self._train_seconds / self.budget_seconds
         self._running_since = None
-
-
-class RunProgress:
-    """The elapsed fraction p in [0, 1] of the run, which budget-aware schedules and the batch ramp follow.
-
-    With a wall-clock budget it is the budget's `elapsed_fraction()`; otherwise Composer's elapsed duration
-    (`state.get_elapsed_duration()`), i.e. progress in the unit of `max_duration` (batches, tokens, ...).
-    Both are derived from checkpointed state, so p continues where it left off after a resume.
-    """
-
-    def __init__(self, budget: WallClockBudget | None = None):
-        self.budget = budget
-
-    def __call__(self, state: State) -> float:
-        if self.budget is not None:
-            return self.budget.elapsed_fraction()
-        elapsed = state.get_elapsed_duration()
-        return 0.0 if elapsed is None else min(max(float(elapsed.value), 0.0), 1.0)

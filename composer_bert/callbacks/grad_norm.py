@@ -16,8 +16,6 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from composer_bert.errors import UserError
-
 GLOBAL_NORM_KEY = "l2_norm/grad/global"
 LAYER_NORM_KEY = "l2_norm/grad/layer_{}"
 
@@ -42,18 +40,6 @@ def _fsdp_root(model: torch.nn.Module) -> FullyShardedDataParallel | None:
     return None
 
 
-def check_grad_norm_settings(max_norm: float | None, log_interval: int) -> None:
-    """Raise a UserError naming the config key of a clipping norm or logging interval that makes no sense."""
-    if max_norm is not None and max_norm <= 0:
-        raise UserError(
-            f"optimizer.grad_clip_norm is {max_norm}; use a positive norm such as 0.5, or null for no clipping"
-        )
-    if log_interval < 0:
-        raise UserError(
-            f"callbacks.grad_norm_interval is {log_interval}; use a number of batches >= 1, or 0 for no logging"
-        )
-
-
 class GradNormClip(Callback):
     """Measure the global gradient norm, log it every `log_interval` batches, and clip to `max_norm`.
 
@@ -67,11 +53,11 @@ class GradNormClip(Callback):
     `log_interval` batches (every `log_interval` batches without a ramp); 0 turns logging off.
 
     Under FSDP (v1) the root module's own `clip_grad_norm_` computes the norm across shards; per-layer norms
-    are then skipped because each rank holds only shards of the layers.
+    are then skipped because each rank holds only shards of the layers. Arguments come from validated configs
+    (`optimizer.grad_clip_norm`, `callbacks.grad_norm_interval`).
     """
 
     def __init__(self, max_norm: float | None, log_interval: int = 10, per_layer: bool = False):
-        check_grad_norm_settings(max_norm, log_interval)
         self.max_norm = max_norm
         self.log_interval = log_interval
         self.per_layer = per_layer

@@ -33,17 +33,17 @@ import torch
 from composer import Trainer
 from composer.core import Callback, State
 from composer.core.precision import get_precision_context
-from composer.devices import Device, DeviceCPU, DeviceGPU
+from composer.devices import Device
 from composer.loggers import Logger
 from composer.optim import (
     ComposerScheduler,
     CosineAnnealingScheduler,
     CosineAnnealingWithWarmupScheduler,
-    DecoupledAdamW,
 )
 from composer.utils import dist, reproducibility
 from tqdm.auto import tqdm
 
+from composer_bert.callbacks.grad_norm import GradNormClip
 from composer_bert.checkpoint import RunMetadata, load_pretrained
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_file
@@ -68,14 +68,11 @@ from composer_bert.glue.results import (
 )
 from composer_bert.glue.tasks import TASKS, TRAIN_SPLIT, GlueTask
 from composer_bert.models import ComposerClassifier, ModelConfig
-from composer_bert.optim import parameter_groups
+from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.run_setup import per_device_batch, pick_device
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _device() -> Device:
-    return DeviceGPU() if torch.cuda.is_available() else DeviceCPU()
 
 
 def resolve_precision(name: str) -> str:
@@ -144,23 +141,6 @@ def prepare_task_data(task: GlueTask, cfg: FinetuneConfig, tokenizer: Any, max_s
     return TaskData(train, evals)
 
 
-def build_optimizer(cfg: FinetuneConfig, hparams: TaskHparams, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW (torch or Composer's decoupled form); norms, biases and embeddings are never decayed."""
-    groups = parameter_groups(model, hparams.weight_decay, decay_all=False)
-    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
-    optimizer_class = DecoupledAdamW if cfg.optimizer == "decoupled_adamw" else torch.optim.AdamW
-    return optimizer_class(groups, lr=hparams.lr, betas=betas, eps=cfg.eps, weight_decay=hparams.weight_decay)
-
-
-def _per_device(batch_size: int) -> int:
-    world = dist.get_world_size()
-    if batch_size % world:
-        raise UserError(
-            f"batch_size {batch_size} is not divisible by the {world} processes; pick a multiple of {world}"
-        )
-    return batch_size // world
-
-
 @torch.no_grad()
 def evaluate(
     model: ComposerClassifier,
@@ -200,7 +180,7 @@ def train_and_evaluate(
     model = ComposerClassifier(model_config, task.num_labels)
     model.load_encoder_state_dict(init_state)
     precision = resolve_precision(cfg.precision)
-    device_batch = _per_device(hparams.batch_size)
+    device_batch = per_device_batch(hparams.global_train_batch_size, "global_train_batch_size")
     loader = train_dataloader(data.train, device_batch, seed, pad_token_id, cfg.num_workers)
     total_batches = len(loader) * hparams.epochs
     show_progress = cfg.progress_bar and dist.get_global_rank() == 0
@@ -209,13 +189,17 @@ def train_and_evaluate(
         model=model,
         train_dataloader=loader,
         max_duration=f"{hparams.epochs}ep",
-        optimizers=build_optimizer(cfg, hparams, model),
+        optimizers=build_optimizer(
+            dataclasses.replace(cfg.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay), model
+        ),
         schedulers=cosine_with_warmup(hparams.warmup_fraction, total_batches),
         step_schedulers_every_batch=True,
-        algorithms=_gradient_clipping(cfg.grad_clip_norm),
-        callbacks=[RunProgressBar(f"{task.name} seed {seed}", total_batches)] if show_progress else [],
+        callbacks=[
+            *([GradNormClip(cfg.optimizer.grad_clip_norm, log_interval=0)] if cfg.optimizer.grad_clip_norm else []),
+            *([RunProgressBar(f"{task.name} seed {seed}", total_batches)] if show_progress else []),
+        ],
         precision=precision,
-        device=_device(),
+        device=pick_device(),
         device_train_microbatch_size=device_batch,
         progress_bar=False,
         log_to_console=False,
@@ -224,7 +208,7 @@ def train_and_evaluate(
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
     trainer.fit()
-    scores = evaluate(model, task, data.evals, trainer.state.device, precision, cfg.eval_batch_size, pad_token_id)
+    scores = evaluate(model, task, data.evals, trainer.state.device, precision, cfg.device_eval_batch_size, pad_token_id)
     trainer.close()
     return scores, model
 
@@ -259,14 +243,6 @@ class RunProgressBar(Callback):
     def fit_end(self, state: State, logger: Logger) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _gradient_clipping(max_norm: float | None) -> list[Any]:
-    if max_norm is None:
-        return []
-    from composer.algorithms import GradientClipping
-
-    return [GradientClipping(clipping_type="norm", clipping_threshold=max_norm)]
 
 
 def model_path(save_folder: str | Path, task_name: str, seed: int) -> Path:
@@ -369,7 +345,7 @@ class GlueRunner:
                 "task": task.name,
                 "seed": seed,
                 "hparams": {key: value for key, value in dataclasses.asdict(hparams).items() if key != "seeds"},
-                "optimizer": [cfg.optimizer, list(cfg.betas), cfg.eps, cfg.grad_clip_norm],
+                "optimizer": dataclasses.asdict(cfg.optimizer),
                 "precision": resolve_precision(cfg.precision),
                 "dropout": dataclasses.asdict(cfg.dropout),
                 "data": dataclasses.asdict(cfg.data),
@@ -478,7 +454,7 @@ def _release_memory() -> None:
 
 def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     """Finetune and score every selected task x seed (reusing finished runs); rank 0 writes and prints the summary."""
-    dist.initialize_dist(_device(), timeout=cfg.dist_timeout)
+    dist.initialize_dist(pick_device(), timeout=cfg.dist_timeout)
     runs = GlueRunner(cfg).run_all()
     summary = summarize(runs, cfg.checkpoint)
     if dist.get_global_rank() == 0:

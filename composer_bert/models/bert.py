@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from composer_bert.models.config import ModelConfig, check_model_config
+from composer_bert.errors import UserError
+from composer_bert.models.config import ModelConfig
 from composer_bert.models.layers import (
     AttentionInputs,
     Block,
@@ -18,6 +19,7 @@ from composer_bert.models.layers import (
     build_norm,
 )
 from composer_bert.models.padding import Unpadded, repad, unpad, unpadded_layout
+from composer_bert.schema import validate
 
 IGNORE_INDEX = -100  # label of positions the MLM loss skips
 
@@ -51,7 +53,9 @@ class BertEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        check_model_config(cfg)
+        if cfg.vocab_size is None:
+            raise UserError("model.vocab_size is None: the trainer fills it from the shard manifest before building")
+        validate(cfg, "model.")  # configs from checkpoints and exports did not pass through load_config
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = build_norm(cfg, cfg.hidden_size) if cfg.final_norm else nn.Identity()

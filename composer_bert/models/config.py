@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from composer_bert.fields import choice
+from composer_bert.errors import UserError
+from composer_bert.schema import bounded, choice, key_error, positive, probability
 
 
 @dataclass
@@ -16,18 +17,18 @@ class ModelConfig:
     3072 with GLU) is therefore intermediate_size 1536 here. LayerNorm biases follow `linear_bias`.
     """
 
-    vocab_size: int | None = 32768  # None: take it from the shards' manifest
-    hidden_size: int = 768
-    num_layers: int = 16
-    num_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2  # 0: no token type embeddings (token_type_ids are then ignored)
-    pad_token_id: int = 0
+    vocab_size: int | None = positive(32768)  # None: take it from the shards' manifest
+    hidden_size: int = positive(768)
+    num_layers: int = positive(16)
+    num_heads: int = positive(12)
+    intermediate_size: int = positive(1536)
+    max_position_embeddings: int = positive(512)
+    type_vocab_size: int = bounded(2, "0 (off) or more", ge=0)  # 0: no token type embeddings (token_type_ids are then ignored)
+    pad_token_id: int = bounded(0, "a token id >= 0", ge=0)
     norm_placement: str = choice("pre", ["pre", "post"])
     final_norm: bool = True  # a norm after the last block; pre-norm models need it
     norm_type: str = choice("layernorm", ["layernorm", "rmsnorm"])
-    norm_eps: float = 1e-12
+    norm_eps: float = positive(1e-12)
     embedding_norm: bool = True
     ffn_type: str = choice("geglu", ["gelu", "geglu", "swiglu"])
     qkv_bias: bool = False
@@ -35,14 +36,29 @@ class ModelConfig:
     decoder_bias: bool = True
     position_embedding: str = choice("sinusoidal", ["learned", "sinusoidal", "rotary", "alibi"])
     tie_embeddings: bool = True
-    pad_vocab_multiple: int = 64  # embedding/decoder rows rounded up so the decoder matmul is aligned
+    # embedding/decoder rows rounded up to a multiple of this, so the decoder matmul is aligned
+    pad_vocab_multiple: int = bounded(64, "a multiple >= 1", ge=1)
     sparse_prediction: bool = True  # the MLM head runs only on masked positions
     head_transform: bool = True  # BERT's dense + GELU + norm before the decoder
-    init_std: float = 0.02
-    embedding_dropout: float = 0.0
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    classifier_dropout: float = 0.1
+    init_std: float = positive(0.02, "a positive standard deviation such as 0.02")
+    embedding_dropout: float = probability(0.0)
+    hidden_dropout: float = probability(0.0)
+    attention_dropout: float = probability(0.0)
+    classifier_dropout: float = probability(0.1)
+
+    def check(self) -> None:
+        """Shapes no model can be built from (run by `schema.validate` after each key's own range)."""
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                f"config key 'model.num_heads' is {self.num_heads}, but model.hidden_size {self.hidden_size} is not "
+                f"divisible by it; pick a divisor (e.g. {max(self.hidden_size // 64, 1)} heads of 64)"
+            )
+        if self.position_embedding == "rotary" and self.head_dim % 2:
+            raise key_error(
+                "model.num_heads", self.num_heads, f"a head count that gives rotary an even head dimension (now {self.head_dim})"
+            )
+        if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
+            raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
 
     @property
     def head_dim(self) -> int:
@@ -50,15 +66,4 @@ class ModelConfig:
 
     @property
     def padded_vocab_size(self) -> int:
-        multiple = max(self.pad_vocab_multiple, 1)
-        return -(-self.vocab_size // multiple) * multiple
-
-
-def check_model_config(cfg: ModelConfig) -> None:
-    """Raise ValueError for shapes no model can be built from (the schema checks names and choices)."""
-    if cfg.vocab_size is None:
-        raise ValueError("model.vocab_size is None: the trainer fills it from the shard manifest before building")
-    if cfg.hidden_size % cfg.num_heads:
-        raise ValueError(f"model.hidden_size {cfg.hidden_size} is not divisible by model.num_heads {cfg.num_heads}")
-    if cfg.position_embedding == "rotary" and cfg.head_dim % 2:
-        raise ValueError(f"rotary positions need an even head dimension, got {cfg.head_dim}")
+        return -(-self.vocab_size // self.pad_vocab_multiple) * self.pad_vocab_multiple

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from composer.optim import DecoupledAdamW
 
-from composer_bert.config import OptimizerConfig
+from composer_bert.optim.config import OptimizerConfig
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:

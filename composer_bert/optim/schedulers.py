@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 from composer.core import State
 
-from composer_bert.errors import UserError
-from composer_bert.schedulers_config import SchedulerConfig
+from composer_bert.optim.config import SchedulerConfig
 
 Shape = Callable[[float], float]
 
@@ -68,26 +67,8 @@ def constant(p: float, warmup_fraction: float) -> float:
     return p / warmup_fraction if p < warmup_fraction else 1.0
 
 
-def check_scheduler_config(cfg: SchedulerConfig) -> None:
-    """Raise a UserError naming the `scheduler.*` key that makes no schedule."""
-    for key in ("warmup_fraction", "peak_fraction", "decay_fraction"):
-        value = getattr(cfg, key)
-        if not 0.0 <= value <= 1.0:
-            raise UserError(f"config key 'scheduler.{key}' is {value}; use a fraction of the budget between 0 and 1")
-    for key in ("start_factor", "final_factor"):
-        value = getattr(cfg, key)
-        if value < 0:
-            raise UserError(f"config key 'scheduler.{key}' is {value}; use a learning-rate multiplier >= 0")
-    if cfg.name == "wsd" and cfg.warmup_fraction + cfg.decay_fraction > 1.0:
-        raise UserError(
-            f"scheduler.warmup_fraction ({cfg.warmup_fraction}) + scheduler.decay_fraction ({cfg.decay_fraction}) "
-            "exceed 1 for the wsd schedule; shorten one of them"
-        )
-
-
 def schedule_shape(cfg: SchedulerConfig) -> Shape:
-    """The multiplier-of-p function `cfg` describes (validated first)."""
-    check_scheduler_config(cfg)
+    """The multiplier-of-p function `cfg` describes (validated by the config schema, `optim/config.py`)."""
     shapes: dict[str, Shape] = {
         "triangle": functools.partial(
             triangle, start_factor=cfg.start_factor, peak_fraction=cfg.peak_fraction, final_factor=cfg.final_factor
@@ -100,8 +81,6 @@ def schedule_shape(cfg: SchedulerConfig) -> Shape:
         ),
         "constant": functools.partial(constant, warmup_fraction=cfg.warmup_fraction),
     }
-    if cfg.name not in shapes:
-        raise UserError(f"config key 'scheduler.name' is '{cfg.name}'; choose one of: {', '.join(shapes)}")
     return shapes[cfg.name]
 
 

@@ -1,0 +1,24 @@
+"""What pretraining and GLUE finetuning set up the same way before Composer's Trainer: the device and the
+split of a global batch across ranks. (The optimizer is `optim/optimizer.py`'s `build_optimizer` and gradient
+clipping is `callbacks/grad_norm.py`'s `GradNormClip`, for both.)"""
+
+from __future__ import annotations
+
+import torch
+from composer.devices import Device, DeviceCPU, DeviceGPU
+from composer.utils import dist
+
+from composer_bert.errors import UserError
+
+
+def pick_device() -> Device:
+    """The GPU when there is one (one per rank under the launcher), else the CPU."""
+    return DeviceGPU() if torch.cuda.is_available() else DeviceCPU()
+
+
+def per_device_batch(global_batch: int, key: str) -> int:
+    """This rank's share of a global batch; config key `key` must divide evenly across ranks."""
+    world = dist.get_world_size()
+    if global_batch % world:
+        raise UserError(f"{key} {global_batch} is not divisible by the {world} processes; pick a multiple of {world}")
+    return global_batch // world
