@@ -4,6 +4,8 @@ tokenization and padding, metric formulas against scikit-learn/scipy, and the GL
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from composer_bert.glue.data import (
 )
 from composer_bert.glue.results import RunResult, format_console, format_markdown, glue_average, summarize
 from composer_bert.glue.tasks import TASKS, TRAIN_SPLIT, get_task
+from tests.conftest import REPO
 
 SENTENCES = [
     "the movie was great and fun",
@@ -376,3 +379,18 @@ def test_config_overrides_are_typed_and_validated():
         load_finetune_config(None, ["checkpoint=x", "tasks=[RTE]", "start_from_mnli=[RTE]"])
     with pytest.raises(UserError, match="unknown config key 'task_overrides.RTE.learning_rate'"):
         load_finetune_config(None, ["checkpoint=x", "task_overrides.RTE.learning_rate=1"])
+
+
+def test_finetune_config_loads_without_torch_or_composer():
+    """`composer_bert.glue` resolves its names lazily: reading a recipe must not import the training stack."""
+    probe = (
+        "import sys; from composer_bert.glue.config import load_finetune_config; "
+        "load_finetune_config('yamls/finetune/glue.yaml', ['checkpoint=x.pt']); "
+        "import composer_bert.glue as glue; assert glue.load_finetune_config is load_finetune_config; "
+        "print(sorted(m for m in ('torch', 'composer', 'transformers') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout == "[]\n"
