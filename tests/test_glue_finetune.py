@@ -267,6 +267,23 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
     )
 
 
+def test_save_folder_under_a_file_stops_the_cli_before_any_training(checkpoint, glue_dir, tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    save = blocker / "glue"
+    expected = f"error: config key 'save_folder' is '{save}', but '{blocker}' is a file; choose another save_folder\n"
+    args = [str(RECIPE), "tasks=[SST-2]", "seeds=[0]", "data.source=glue_dir", f"save_folder={save}", "epochs=1"]
+    done = run_cli(str(RECIPE_CLI), *args, f"checkpoint={checkpoint}", f"data.path={glue_dir}", timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr == expected
+    assert done.stdout == ""  # not even the "[glue] SST-2 seed 0: finetuning ..." line: nothing trained
+    assert blocker.read_text() == "not a folder"
+    # Checked before the checkpoint or any data is read: with neither there, the save folder is still what fails.
+    missing = tmp_path / "missing"
+    done = run_cli(str(RECIPE_CLI), *args, f"checkpoint={missing}.pt", f"data.path={missing}", timeout=300)
+    assert (done.returncode, done.stderr, done.stdout) == (2, expected, "")
+
+
 def test_progress_bar_names_the_run_and_shows_its_loss(checkpoint, glue_dir, tmp_path, capsys):
     tiny_run(checkpoint, glue_dir, tmp_path / "glue", "tasks=[SST-2]", "seeds=[0]", "progress_bar=true")
     bars = capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Finetune a pretrained encoder on GLUE: plan the task x seed runs, resume them, train what is left, report.
 
-`run_glue` walks the selected tasks and seeds. Each finished run
+`run_glue` first proves `save_folder` writable, then walks the selected tasks and seeds. Each finished run
 leaves `{save_folder}/runs/{task}/seed{n}.json` (written atomically, with a fingerprint of everything that
 shaped it), so a rerun in the same save folder skips runs whose fingerprint still matches and redoes only
 the rest. One run's training and scoring is `train.py`'s job. Under `composer -n N` every rank trains (DDP)
@@ -30,6 +30,7 @@ from composer.utils import dist
 
 from composer_bert.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
 from composer_bert.errors import UserError
+from composer_bert.files import ensure_writable_dir
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
 from composer_bert.glue.results import (
@@ -71,6 +72,22 @@ def _on_rank_zero(decide: Callable[[], T]) -> T:
     if dist.get_world_size() > 1:
         dist.broadcast_object_list(answer, src=0)
     return answer[0]
+
+
+def _save_folder_problem(save_folder: str) -> str | None:
+    try:
+        ensure_writable_dir(save_folder, "save_folder")
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def check_save_folder(save_folder: str) -> None:
+    """Rank 0 proves `save_folder` writable before any data or model load; every rank stops on its answer,
+    so a bad folder costs seconds, not the finished runs."""
+    problem = _on_rank_zero(lambda: _save_folder_problem(save_folder))
+    if problem is not None:
+        raise UserError(problem)
 
 
 @dataclass
@@ -222,6 +239,7 @@ class GlueRunner:
 def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     """Finetune and score every selected task x seed (reusing finished runs); rank 0 writes and prints the summary."""
     dist.initialize_dist(run_device(), timeout=cfg.dist_timeout)
+    check_save_folder(cfg.save_folder)
     runs = GlueRunner(cfg).run_all()
     summary = summarize(runs, cfg.checkpoint)
     if dist.get_global_rank() == 0:
