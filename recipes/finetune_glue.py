@@ -18,7 +18,7 @@ import sys
 from composer_bert.config import load_config
 from composer_bert.errors import UserError, cli_entry
 from composer_bert.glue.config import FinetuneConfig
-from composer_bert.glue.finetune import run_glue
+from composer_bert.glue.runner import run_glue
 
 
 def _show_progress_lines() -> None:

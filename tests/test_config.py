@@ -150,6 +150,7 @@ def test_loading_a_config_imports_nothing_heavy():
         "from composer_bert.glue.config import FinetuneConfig; "
         "load_config(PretrainConfig, 'yamls/pretrain/tiny.yaml'); "
         "load_config(FinetuneConfig, 'yamls/finetune/glue.yaml', ['checkpoint=x']); "
+        "import composer_bert.glue as glue; assert glue.FinetuneConfig is FinetuneConfig; "
         "heavy = sorted(m for m in ('torch', 'composer', 'transformers', 'streaming') if m in sys.modules); "
         "print(','.join(heavy))"
     )

@@ -30,9 +30,10 @@ from transformers import (
     pipeline,
 )
 
-from composer_bert.checkpoint import RunMetadata, load_pretrained
+from composer_bert.checkpoint import RunMetadata
 from composer_bert.errors import UserError
-from composer_bert.hf.export import export_checkpoint, export_classifier, export_mlm, load_exported
+from composer_bert.hf.export import export_checkpoint, export_classifier, export_mlm
+from composer_bert.hf.load import load_exported, load_pretrained
 from composer_bert.models.bert import BertForMaskedLM as OurBertForMaskedLM
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
 from composer_bert.models.config import ModelConfig
@@ -353,6 +354,23 @@ def test_load_exported_round_trips_remote_code_export(mlm_export, trained_checkp
     assert pretrained.state_dict.keys() == expected.keys()
     for key, tensor in expected.items():
         torch.testing.assert_close(pretrained.state_dict[key], tensor, atol=0, rtol=0, msg=key)
+
+
+def test_checkpoint_format_does_not_import_the_hf_package():
+    """`composer_bert.checkpoint` owns the .pt format; `hf` reads it, never the reverse (no import cycle)."""
+    probe = (
+        "import sys, composer_bert.checkpoint; "
+        "print(sorted(m for m in sys.modules if m.startswith('composer_bert.hf')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout == "[]\n"
+
+
+def test_pretraining_checkpoint_reads_as_no_classifier(trained_checkpoint):
+    pretrained = load_pretrained(str(trained_checkpoint[0]))  # a file, not a directory: Composer's format
+    assert pretrained.model_config == CRAMMED and pretrained.classifier is None
+    assert pretrained.state_dict.keys() == trained_checkpoint[1].model.state_dict().keys()
 
 
 def test_load_exported_round_trips_plain_bert_export(tokenizer_dir, batch, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -20,12 +21,13 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
-from composer_bert.checkpoint import RunMetadata, load_composer_checkpoint
+from composer_bert.checkpoint import ClassifierInfo, RunMetadata, load_composer_checkpoint
 from composer_bert.config import load_config
 from composer_bert.errors import UserError
-from composer_bert.glue import finetune
+from composer_bert.glue import runner, train
 from composer_bert.glue.config import FinetuneConfig
-from composer_bert.glue.finetune import mnli_weights_path, model_path, run_glue
+from composer_bert.glue.results import mnli_weights_path, model_path
+from composer_bert.glue.runner import run_glue
 from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
 from tests.conftest import run_cli
 
@@ -188,7 +190,7 @@ def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp
         trained.append((task.name, seed))
         raise AssertionError(f"{task.name} seed {seed} was finished and should have been skipped")
 
-    monkeypatch.setattr(finetune, "train_and_evaluate", no_training)
+    monkeypatch.setattr(runner, "train_and_evaluate", no_training)
     again = tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2,STSB]", "seeds=[0,1]")
     assert trained == [] and again.medians == summary.medians
 
@@ -231,9 +233,9 @@ def test_tokenizer_without_cls_and_segments_is_refused(checkpoint, glue_dir, tmp
 
 
 def test_warmup_is_counted_in_batches():
-    scheduler = finetune.cosine_with_warmup(0.1, total_batches=250)
+    scheduler = train.cosine_with_warmup(0.1, total_batches=250)
     assert isinstance(scheduler, CosineAnnealingWithWarmupScheduler) and scheduler.t_warmup == "25ba"
-    assert isinstance(finetune.cosine_with_warmup(0.1, total_batches=5), CosineAnnealingScheduler)
+    assert isinstance(train.cosine_with_warmup(0.1, total_batches=5), CosineAnnealingScheduler)
 
 
 def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_path, capsys, monkeypatch):
@@ -245,7 +247,7 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
     shutil.copytree(glue_dir / "SST-2", tmp_path / "SST-2")
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE/train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbroken\n")
-    monkeypatch.setattr(finetune, "train_and_evaluate", lambda *args, **kwargs: pytest.fail("trained despite bad data"))
+    monkeypatch.setattr(runner, "train_and_evaluate", lambda *args, **kwargs: pytest.fail("trained despite bad data"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(
             [
@@ -264,6 +266,30 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
         capsys.readouterr().err
         == f"error: {bad_line}: expected 4 tab-separated columns, found 2; fix or remove this line\n"
     )
+
+
+def test_save_folder_under_a_file_stops_the_cli_before_any_training(checkpoint, glue_dir, tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    save = blocker / "glue"
+    expected = f"error: config key 'save_folder' is '{save}', but '{blocker}' is a file; choose another save_folder\n"
+    args = [str(RECIPE), "tasks=[SST-2]", "seeds=[0]", "data.source=glue_dir", f"save_folder={save}", "epochs=1"]
+    done = run_cli(str(RECIPE_CLI), *args, f"checkpoint={checkpoint}", f"data.path={glue_dir}", timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr == expected
+    assert done.stdout == ""  # not even the "[glue] SST-2 seed 0: finetuning ..." line: nothing trained
+    assert blocker.read_text() == "not a folder"
+    # Checked before the checkpoint or any data is read: with neither there, the save folder is still what fails.
+    missing = tmp_path / "missing"
+    done = run_cli(str(RECIPE_CLI), *args, f"checkpoint={missing}.pt", f"data.path={missing}", timeout=300)
+    assert (done.returncode, done.stderr, done.stdout) == (2, expected, "")
+
+
+def test_progress_bar_names_the_run_and_shows_its_loss(checkpoint, glue_dir, tmp_path, capsys):
+    tiny_run(checkpoint, glue_dir, tmp_path / "glue", "tasks=[SST-2]", "seeds=[0]", "progress_bar=true")
+    bars = capsys.readouterr().err
+    # 64 training examples in batches of 16 for one epoch: one bar of 4 batches, its final loss in the postfix.
+    assert re.search(r"SST-2 seed 0: 100%\|.*\| 4/4 \[.*, loss=\d+\.\d{4}\]", bars), bars
 
 
 # Loads the export in a fresh, offline interpreter with its own module cache; saves logits and id2label.
@@ -311,6 +337,7 @@ def test_finetuned_sst2_model_exports_to_transformers(checkpoint, glue_dir, tmp_
     assert not hf["inputs"]["attention_mask"].all()
 
     pretrained = load_composer_checkpoint(str(model_file))  # the file still reads as a Composer checkpoint
+    assert pretrained.classifier == ClassifierInfo("SST-2", 2, ("negative", "positive"))
     ours = ComposerClassifier(pretrained.model_config, num_labels=2)
     ours.model.load_state_dict(pretrained.state_dict, strict=True)
     with torch.no_grad():

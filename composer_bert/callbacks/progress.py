@@ -1,15 +1,22 @@
-"""Composer's progress bar, showing loss, tokens/s and MFU under short names (so they fit 120 columns)."""
+"""Training progress bars: pretraining's (Composer's bar, one per run) and GLUE's (one per task x seed run).
+
+Both show the training loss under the same short name, read from what Composer already computed for the
+batch (`loss/train/total`, summed over loss terms and averaged over ranks), so they never disagree.
+"""
 
 from __future__ import annotations
 
-from composer.core import State
-from composer.loggers import ProgressBarLogger
+from composer.core import Callback, State
+from composer.loggers import Logger, ProgressBarLogger
+from tqdm.auto import tqdm
 
-SHOWN = {"loss/train/total": "loss", "throughput/tokens_per_sec": "tok/s", "throughput/device/mfu": "mfu"}
+TOTAL_LOSS = "loss/train/total"
+SHOWN = {TOTAL_LOSS: "loss", "throughput/tokens_per_sec": "tok/s", "throughput/device/mfu": "mfu"}
 
 
 class TrainProgressBar(ProgressBarLogger):
-    """The train bar's postfix is `loss=…, tok/s=…, mfu=…`; evaluation bars are Composer's own."""
+    """Composer's progress bar, with the train bar's postfix `loss=…, tok/s=…, mfu=…` (so it fits 120 columns);
+    evaluation bars are Composer's own."""
 
     def _build_pbar(self, state: State, is_train: bool):
         pbar = super()._build_pbar(state, is_train)
@@ -24,3 +31,27 @@ class TrainProgressBar(ProgressBarLogger):
         shown = {short: metrics[name] for name, short in SHOWN.items() if name in metrics}
         if shown:
             self.log_to_pbar(shown)
+
+
+class RunProgressBar(Callback):
+    """One tqdm bar for a whole finetuning run (all its epochs, which Composer's bar would split), labelled
+    with task and seed, showing the latest training loss."""
+
+    def __init__(self, label: str, total_batches: int):
+        self.label = label
+        self.total_batches = total_batches
+        self.bar: tqdm | None = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.bar = tqdm(total=self.total_batches, desc=self.label, unit="ba", dynamic_ncols=True, mininterval=1.0)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        assert self.bar is not None
+        self.bar.update(1)
+        loss = state.total_loss_dict.get(TOTAL_LOSS)
+        if loss is not None and (self.bar.n % 10 == 0 or self.bar.n == self.total_batches):
+            self.bar.set_postfix({SHOWN[TOTAL_LOSS]: f"{loss:.4f}"}, refresh=False)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self.bar is not None:
+            self.bar.close()

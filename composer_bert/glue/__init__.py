@@ -1,5 +1,30 @@
-"""GLUE finetuning and evaluation: task table, data readers, metrics, the per-task trainer and the report.
+"""GLUE finetuning and evaluation: task table (`tasks`), config schema (`config`), data readers (`data`),
+metrics (`metrics`), one run (`train`), planning, resume and the entry point `run_glue` (`runner`), reports
+(`results`).
 
-Nothing heavy is imported here, so loading `glue.config` stays free of torch and Composer. Import from the
-modules (`glue.finetune.run_glue`, `glue.results.glue_average`, ...).
+Names resolve on first use, so importing `composer_bert.glue.config` (every finetuning config load does)
+does not pull in torch and Composer.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "TASKS": "tasks",
+    "GlueTask": "tasks",
+    "get_task": "tasks",
+    "FinetuneConfig": "config",
+    "GlueSummary": "results",
+    "glue_average": "results",
+    "summarize": "results",
+    "run_glue": "runner",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'composer_bert.glue' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"composer_bert.glue.{_HOME[name]}"), name)

@@ -1,4 +1,5 @@
-"""GLUE examples from any of three sources, checked row by row, tokenized, and batched with dynamic padding.
+"""GLUE examples from any of three sources, checked row by row, tokenized (with the checked pretraining
+tokenizer), and batched with dynamic padding.
 
 Sources (`data.source`):
   hf        `datasets.load_dataset("nyu-mll/glue", config)`; `data.path` is an optional cache dir.
@@ -191,6 +192,43 @@ def load_examples(task: GlueTask, split: EvalSet, source: str, path: str | None)
     if source == "jsonl":
         return read_jsonl(task, Path(path) / task.hf_config / f"{split.hf_split}.jsonl")
     raise UserError(f"data.source '{source}' is not one of hf, glue_dir, jsonl")
+
+
+def load_tokenizer(tokenizer_dir: str | Path | None) -> Any:
+    """The pretraining tokenizer, from local files only (a `tokenizer.json` is enough)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if tokenizer_dir is None:
+        raise UserError("the checkpoint carries no tokenizer; pass tokenizer=DIR (the folder with tokenizer.json)")
+    folder = Path(tokenizer_dir)
+    if not folder.is_dir():
+        raise UserError(f"tokenizer folder '{folder}' does not exist; pass tokenizer=DIR with a tokenizer.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        if not (folder / "tokenizer.json").is_file():
+            raise UserError(
+                f"no usable tokenizer in '{folder}'; it needs tokenizer.json (or a full HF tokenizer)"
+            ) from None
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"the tokenizer in '{folder}' has no padding token; GLUE batches need one ([PAD])")
+    return tokenizer
+
+
+def check_tokenizer(tokenizer: Any, vocab_size: int | None) -> None:
+    """The tokenizer fits the model and builds the inputs a BERT classifier reads."""
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}; "
+            "pass the tokenizer the checkpoint was pretrained with"
+        )
+    # The classifier reads position 0 and pairs need segment ids: both come from the post-processor.
+    pair = tokenizer("a", "b", return_token_type_ids=True)
+    if tokenizer.cls_token_id is None or pair["input_ids"][0] != tokenizer.cls_token_id:
+        raise UserError("the tokenizer does not start sequences with [CLS]; use a BERT-style post-processor")
+    if 1 not in pair["token_type_ids"]:
+        raise UserError("the tokenizer gives sentence pairs no segment ids; use a BERT-style post-processor")
 
 
 class TokenizedSplit(Dataset):

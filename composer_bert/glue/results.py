@@ -1,4 +1,5 @@
-"""Per-run result files, the median over seeds, the GLUE average, and the reports (JSON, markdown, console).
+"""The save folder's layout (each run's result and model file), per-run result files, the median over seeds,
+the GLUE average, and the reports (JSON, markdown, console).
 
 How the GLUE average is computed (Cramming's convention, also BERT's table):
   * Each run (task x seed) is scored on the task's dev set(s); metrics are x100.
@@ -50,6 +51,15 @@ class RunResult:
 
 def run_result_path(save_folder: str | Path, task: str, seed: int) -> Path:
     return Path(save_folder) / "runs" / task / f"seed{seed}.json"
+
+
+def model_path(save_folder: str | Path, task_name: str, seed: int) -> Path:
+    """A finished run's classifier file, next to its result: `runs/{task}/seed{n}.model.pt`."""
+    return run_result_path(save_folder, task_name, seed).with_suffix(".model.pt")
+
+
+def mnli_weights_path(save_folder: str | Path, seed: int) -> Path:
+    return model_path(save_folder, "MNLI", seed)
 
 
 def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:

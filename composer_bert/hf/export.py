@@ -1,4 +1,4 @@
-"""Export to a Hugging Face directory that `transformers` loads without composer-bert, and read one back.
+"""Export to a Hugging Face directory that `transformers` loads without composer-bert (read back by `hf.load`).
 
 A plain original-BERT config exports as `transformers`' own `BertForMaskedLM` /
 `BertForSequenceClassification` (no remote code). Every other config exports as remote code: our model
@@ -17,16 +17,14 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from composer_bert.checkpoint import Pretrained, RunMetadata, _fetch, load_composer_checkpoint
+from composer_bert.checkpoint import load_composer_checkpoint
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_output_dir
 from composer_bert.models.config import ModelConfig
 from composer_bert.version import __version__
 
-REMOTE_MODEL_TYPE = "composer_bert"
 # The two modules `transformers` imports from an export; everything they import from us is copied with them.
 REMOTE_ENTRY_MODULES = ("composer_bert.hf.configuration_composer_bert", "composer_bert.hf.modeling_composer_bert")
 AUTO_MAP = {
@@ -35,7 +33,6 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_composer_bert.ComposerBertForSequenceClassification",
 }
 EXPORT_MARKER = "config.json"  # every export has one; --overwrite replaces only a directory that does
-MLM_KEY_PREFIXES = ("bert.", "head.")  # what `Pretrained.state_dict` holds: keys of `ComposerMLM.model`
 _FROM_IMPORT_HEADER = re.compile(r"^(\s*from\s+)(\.*[\w.]*)(\s+import\b)")
 
 
@@ -97,8 +94,7 @@ def export_checkpoint(
         raise UserError(f"checkpoint '{checkpoint}' is a directory; pass a Composer .pt file from a save_folder")
     if not overwrite and Path(out_dir).exists():  # checked again on rename; this one fails before any heavy work
         raise UserError(f"output '{out_dir}' already exists; pass --overwrite to replace it or choose another --out")
-    local = _fetch(checkpoint)  # once: the weights and the label names below are read from the same file
-    pretrained = load_composer_checkpoint(str(local))
+    pretrained = load_composer_checkpoint(checkpoint)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else pretrained.tokenizer_dir
     if tokenizer_dir is None:
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer; pass --tokenizer DIR")
@@ -106,21 +102,11 @@ def export_checkpoint(
     if "classifier.weight" not in state:
         return export_mlm(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
     num_labels = state["classifier.weight"].shape[0]
-    label_names = _label_names(local)
+    info = pretrained.classifier  # a GLUE model file names its task's labels; None for regression
+    label_names = list(info.label_names) if info is not None and info.label_names else None
     path = export_classifier(state, config, num_labels, tokenizer_dir, out_dir, overwrite, label_names)
     named = f" ({', '.join(label_names)})" if label_names else ""
     return path, f"classifier with {num_labels} label{'s' * (num_labels != 1)}{named}"
-
-
-def _label_names(checkpoint: Path) -> list[str] | None:
-    """Class names that a GLUE model file carries in its RunMetadata (see `glue.finetune.save_classifier`).
-
-    `load_composer_checkpoint` keeps only weights, config and tokenizer, so read them here; memory-mapped, so
-    this second read does not load the weights again. None for regression or a checkpoint without names.
-    """
-    checkpoint_dict = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    metadata = checkpoint_dict["state"]["callbacks"][RunMetadata.__qualname__]
-    return [str(name) for name in metadata.get("label_names", [])] or None
 
 
 def _module_state(source: nn.Module | Mapping[str, Tensor], target: nn.Module) -> dict[str, Tensor]:
@@ -312,76 +298,3 @@ def _relative_source(module: str) -> tuple[str, list[str]]:
 
 def _is_ours(module: str) -> bool:
     return module == "composer_bert" or module.startswith("composer_bert.")
-
-
-# ---------------------------------------------------------------------------------------------- reading back
-
-
-def load_exported(path: str | Path) -> Pretrained:
-    """An exported (or any transformers BERT) directory as `Pretrained`: encoder and MLM head weights only.
-
-    Keys follow `ComposerMLM.model` (`bert.*`, plus `head.*` when the export has an MLM head); a classifier
-    export's pooler and classifier are left out, as finetuning starts a fresh head.
-    """
-    directory = Path(path)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"'{directory}' has no config.json; pass a directory written by recipes/export_hf.py")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"'{config_path}' is not valid JSON ({err}); re-export the model") from None
-    model_type = config.get("model_type")
-    if model_type == REMOTE_MODEL_TYPE:
-        model_config, state = _read_remote_export(directory, config)
-    elif model_type == "bert":
-        model_config, state = _read_bert_export(directory)
-    else:
-        raise UserError(f"'{directory}' holds a '{model_type}' model; only composer_bert and bert directories load")
-    state = {key: value for key, value in state.items() if key.startswith(MLM_KEY_PREFIXES)}
-    return Pretrained(model_config, state, directory)
-
-
-def _read_remote_export(directory: Path, config: dict) -> tuple[ModelConfig, dict[str, Tensor]]:
-    known = {field.name for field in dataclasses.fields(ModelConfig)}
-    model_config = ModelConfig(**{key: value for key, value in config.items() if key in known})
-    state = {key.removeprefix("model."): value for key, value in _read_weights(directory).items()}
-    has_mlm_head = any(key.startswith("head.") for key in state)
-    if has_mlm_head and model_config.tie_embeddings:  # save_pretrained stores the tied decoder weight once
-        state.setdefault("head.decoder.weight", state["bert.embeddings.tokens.weight"])
-    return model_config, state
-
-
-def _read_bert_export(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
-    from transformers import BertConfig
-
-    from composer_bert.models.hf_bert import model_config_from_hf, state_dict_from_hf_bert
-
-    try:
-        model_config = model_config_from_hf(BertConfig.from_pretrained(str(directory)))
-    except ValueError as err:
-        raise UserError(f"'{directory}': {str(err).splitlines()[0]}") from None
-    hf_state = {
-        key: value for key, value in _read_weights(directory).items() if not key.startswith("cls.seq_relationship.")
-    }
-    try:
-        return model_config, state_dict_from_hf_bert(hf_state, model_config)
-    except (ValueError, KeyError) as err:
-        raise UserError(f"'{directory}' is not a BERT checkpoint this package reads: {err}") from None
-
-
-def _read_weights(directory: Path) -> dict[str, Tensor]:
-    """All tensors of a `save_pretrained` directory: one or sharded safetensors, or a pytorch_model.bin."""
-    from safetensors.torch import load_file
-
-    index = directory / "model.safetensors.index.json"
-    if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors")
-    if index.is_file():
-        state: dict[str, Tensor] = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(load_file(directory / shard))
-        return state
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise UserError(f"'{directory}' has no model.safetensors or pytorch_model.bin; re-export the model")
