@@ -180,6 +180,15 @@ def _migrate(layer: DictConfig, renamed: dict[str, str]) -> DictConfig:
     return OmegaConf.create(container)
 
 
+def split_recipe_argv(argv: list[str], usage: str) -> tuple[str, list[str]] | None:
+    """A recipe script's arguments as (YAML path, `key=value` overrides); None when asked for help."""
+    if not argv or argv[0] in ("-h", "--help"):
+        return None
+    if not argv[0].endswith((".yaml", ".yml")):
+        raise UserError(f"first argument '{argv[0]}' is not a YAML recipe; usage: {usage}")
+    return argv[0], argv[1:]
+
+
 def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Merge defaults <- YAML <- `key=value` overrides, validate once, and return a schema instance."""
     layers = _layers(yaml_path, overrides)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from composer_bert.config import load_config
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.config import load_config, split_recipe_argv
+from composer_bert.errors import cli_entry
 from composer_bert.glue.config import FinetuneConfig
-from composer_bert.glue.runner import run_glue
 
 
 def _show_progress_lines() -> None:
@@ -32,15 +31,13 @@ def _show_progress_lines() -> None:
 
 @cli_entry
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
+    recipe = split_recipe_argv(argv, "recipes/finetune_glue.py RECIPE.yaml checkpoint=PATH key=value ...")
+    if recipe is None:
         print(__doc__)
         return
-    if not argv[0].endswith((".yaml", ".yml")):
-        raise UserError(
-            f"first argument '{argv[0]}' is not a YAML recipe; "
-            "usage: recipes/finetune_glue.py RECIPE.yaml checkpoint=PATH key=value ..."
-        )
-    cfg = load_config(FinetuneConfig, argv[0], argv[1:])
+    cfg = load_config(FinetuneConfig, *recipe)
+    from composer_bert.glue.runner import run_glue  # torch and Composer load after the config is valid
+
     _show_progress_lines()
     run_glue(cfg)
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import sys
 
-from composer_bert.config import PretrainConfig, load_config
-from composer_bert.errors import UserError, cli_entry
-from composer_bert.pretrain import format_result, run_pretraining
+from composer_bert.config import PretrainConfig, load_config, split_recipe_argv
+from composer_bert.errors import cli_entry
 
 
 @cli_entry
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
+    recipe = split_recipe_argv(argv, "recipes/pretrain.py RECIPE.yaml key=value ...")
+    if recipe is None:
         print(__doc__)
         return
-    if not argv[0].endswith((".yaml", ".yml")):
-        raise UserError(f"first argument '{argv[0]}' is not a YAML recipe; usage: recipes/pretrain.py RECIPE.yaml key=value ...")
-    cfg = load_config(PretrainConfig, argv[0], argv[1:])
+    cfg = load_config(PretrainConfig, *recipe)
+    from composer_bert.pretrain import format_result, run_pretraining  # torch and Composer load after validation
+
     result = run_pretraining(cfg)
     if result is not None:
         print(format_result(result), flush=True)

@@ -8,8 +8,7 @@ does not pull in torch and Composer.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from composer_bert.lazy import lazy_attributes
 
 _HOME = {
     "TASKS": "tasks",
@@ -23,8 +22,4 @@ _HOME = {
 }
 __all__ = list(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'composer_bert.glue' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"composer_bert.glue.{_HOME[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -6,8 +6,7 @@ pull in torch, Composer and transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from composer_bert.lazy import lazy_attributes
 
 _HOME = {
     "ModelConfig": "config",
@@ -27,8 +26,4 @@ _HOME = {
 }
 __all__ = list(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'composer_bert.models' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"composer_bert.models.{_HOME[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOME)
