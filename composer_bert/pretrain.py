@@ -22,9 +22,11 @@ from composer_bert.checkpoint import RunMetadata
 from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
 from composer_bert.errors import UserError
+from composer_bert.files import atomic_file, ensure_writable_dir
 from composer_bert.models import ComposerMLM
 from composer_bert.optim.optimizer import build_optimizer
-from composer_bert.run_setup import per_device_batch, pick_device
+from composer_bert.resume import LATEST_FILENAME, SAVE_FILENAME, on_rank_zero, prepare_autoresume
+from composer_bert.run_setup import microbatch_size, per_device_batch, pick_device
 from composer_bert.training_controls import build_training_controls
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     reproducibility.seed_all(cfg.seed)
     device = pick_device()
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
+    on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
     manifest = read_data_manifest(cfg.data)
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size)
@@ -70,6 +73,8 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
             f"shards have seq_len {manifest['seq_len']} but model.max_position_embeddings is "
             f"{model_cfg.max_position_embeddings}; raise model.max_position_embeddings"
         )
+    if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused
+        on_rank_zero(prepare_autoresume, cfg.save_folder, dataclasses.asdict(model_cfg))
     device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     train_data = build_mlm_dataspec(
         cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
@@ -97,12 +102,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     tokenizer_dir = manifest["tokenizer"].get("path")
     metadata = RunMetadata(model_cfg, tokenizer_dir if tokenizer_dir and Path(tokenizer_dir).is_dir() else None)
 
-    if dist.get_global_rank() == 0:
-        Path(cfg.save_folder).mkdir(parents=True, exist_ok=True)
-        resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
-        (Path(cfg.save_folder) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-
-    return Trainer(
+    trainer = Trainer(
         run_name=cfg.run_name,
         model=model,
         train_dataloader=train_data,
@@ -119,9 +119,10 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         progress_bar=False,
         log_to_console=False,
         precision=cfg.precision if device.name == "gpu" else "fp32",
-        device_train_microbatch_size=cfg.device_train_microbatch_size,
+        device_train_microbatch_size=microbatch_size(cfg.device_train_microbatch_size, device, device_batch),
         save_folder=cfg.save_folder,
-        save_filename="ep{epoch}-ba{batch}-rank{rank}.pt",
+        save_filename=SAVE_FILENAME,
+        save_latest_filename=LATEST_FILENAME,
         save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=not cfg.autoresume,
@@ -132,6 +133,11 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
+    if dist.get_global_rank() == 0:  # only once the run starts (checkpoint loaded): a failed rerun keeps the old one
+        resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
+        with atomic_file(Path(cfg.save_folder) / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(resolved))
+    return trainer
 
 
 def _last(rows: list[dict[str, Any]], key: str) -> float | None:
