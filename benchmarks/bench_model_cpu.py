@@ -1,9 +1,16 @@
-"""CPU training throughput: our crammed BERT vs transformers' BertForMaskedLM of the same size.
+"""CPU training throughput of our BERT vs transformers' BertForMaskedLM of the same size, two ways.
 
 Same shape (4 layers x 256 hidden, 4 heads, seq 128, batch 32, fp32, vocab 32768), same AdamW, same
-15%-masked batch; steps of the two models interleaved so machine load hits both alike. "FFN 1024" is
-the up-projection width for both: GELU 256 -> 1024 -> 256 for HF; GEGLU 256 -> 2x512 -> 512 -> 256 for
-ours, which is how Cramming's crammed BERT relates to BERT-base (intermed_size 3072 in both).
+15%-masked batch; steps of the three models interleaved so machine load hits all alike. Two ratios:
+
+- same math: ours configured as original BERT (post-norm, learned positions, GELU, biases, dense MLM
+  head with its transform: `hf_bert.model_config_from_hf` of the HF config) vs `BertForMaskedLM`. The
+  two compute the same function (the equivalence tests prove equal logits); the ratio is implementation.
+- architecture: our crammed recipe vs the same `BertForMaskedLM`. This ratio also reflects Cramming's
+  changes (sparse prediction: the head runs on the 15% masked positions only; no head transform; no
+  biases; pre-norm GEGLU), not implementation alone. "FFN 1024" is the up-projection width for both:
+  GELU 256 -> 1024 -> 256 for HF; GEGLU 256 -> 2x512 -> 512 -> 256 for ours, which is how Cramming's
+  crammed BERT relates to BERT-base (intermed_size 3072 in both).
 
     python benchmarks/bench_model_cpu.py [--steps 5]
 """
@@ -19,6 +26,7 @@ import transformers
 
 from composer_bert.models.composer_model import ComposerMLM
 from composer_bert.models.config import ModelConfig
+from composer_bert.models.hf_bert import model_config_from_hf
 
 VOCAB, HIDDEN, LAYERS, HEADS, FFN, SEQ, BATCH = 32768, 256, 4, 4, 1024, 128, 32
 MASK_ID = 4
@@ -47,7 +55,7 @@ def ours() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
     return model, lambda batch: model.loss(model(batch), batch)
 
 
-def hugging_face() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
+def hf_config() -> transformers.BertConfig:
     config = transformers.BertConfig(
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
@@ -59,7 +67,16 @@ def hugging_face() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
         attention_probs_dropout_prob=0.0,
     )
     config._attn_implementation = "sdpa"
-    model = transformers.BertForMaskedLM(config)
+    return config
+
+
+def ours_as_original_bert() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
+    model = ComposerMLM(model_config_from_hf(hf_config()))
+    return model, lambda batch: model.loss(model(batch), batch)
+
+
+def hugging_face() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
+    model = transformers.BertForMaskedLM(hf_config())
     return model, lambda batch: model(**batch).loss
 
 
@@ -71,7 +88,11 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     batch = masked_batch()
-    runs = {"ours (crammed)": ours(), "transformers BERT": hugging_face()}
+    runs = {
+        "ours (original BERT)": ours_as_original_bert(),
+        "ours (crammed)": ours(),
+        "transformers BERT": hugging_face(),
+    }
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in runs.items()}
     seconds = dict.fromkeys(runs, 0.0)
     for step in range(args.warmup + args.steps):
@@ -84,12 +105,13 @@ def main() -> None:
             if step >= args.warmup:
                 seconds[name] += time.perf_counter() - start
     tokens = BATCH * SEQ * args.steps
-    print(f"{'model':<20} {'params':>12} {'tokens/s':>10} {'s/step':>8}")
+    print(f"{'model':<22} {'params':>12} {'tokens/s':>10} {'s/step':>8}")
     for name, (model, _) in runs.items():
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:<20} {params:>12,} {tokens / seconds[name]:>10,.0f} {seconds[name] / args.steps:>8.2f}")
-    ratio = seconds["transformers BERT"] / seconds["ours (crammed)"]
-    print(f"ours / transformers tokens/s: {ratio:.2f}x (target >= 1.5x)")
+        print(f"{name:<22} {params:>12,} {tokens / seconds[name]:>10,.0f} {seconds[name] / args.steps:>8.2f}")
+    hf = seconds["transformers BERT"]
+    print(f"same math     (ours as original BERT / transformers BERT): {hf / seconds['ours (original BERT)']:.2f}x tokens/s")
+    print(f"architecture  (ours crammed / transformers BERT, includes Cramming's changes): {hf / seconds['ours (crammed)']:.2f}x tokens/s")
 
 
 if __name__ == "__main__":
