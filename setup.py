@@ -23,7 +23,7 @@ install_requires = [
 ]
 
 extras = {
-    "test": ["pytest>=8", "ruff==0.17.6", "scipy", "scikit-learn"],
+    "test": ["pytest>=8", "pytest-timeout>=2.1", "ruff==0.17.6", "scipy", "scikit-learn"],
     "wandb": ["wandb>=0.17"],
     "flash": ["flash-attn>=2.5"],
 }

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from composer_bert.errors import UserError
 
+_ADVICE = {
+    errno.ENOSPC: "free some space there",
+    errno.EDQUOT: "free some space there (a disk quota is full)",
+    errno.EFBIG: "raise the file size limit (ulimit -f)",
+}
+
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` that replaces `path` only if the body succeeds."""
+    """Yield a temporary path beside `path` that replaces `path` only if the body succeeds.
+
+    The result gets the mode of the file it replaces, or for a new file the mode a plain `open` would
+    give (0666 less the umask, e.g. 0644), not tempfile's owner-only 0600: shards, manifests and results
+    are meant to be read by others.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = _new_file_beside(path)
     try:
-        yield Path(temporary)
+        mode = _mode_for(path, temporary)
+        yield temporary
+        os.chmod(temporary, mode)  # the body may have put another file there (e.g. a library's own rename)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path, temporary: Path) -> int:
+    """The mode of the file being replaced, else that of the fresh temporary (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return stat.S_IMODE(os.stat(temporary).st_mode)
+
+
+def _new_file_beside(path: Path) -> Path:
+    """Create an empty file with a fresh hidden name in `path`'s directory, mode 0666 less the umask."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # 48 random bits: practically never
+            continue
+        return candidate
 
 
 @contextmanager
@@ -64,6 +97,17 @@ def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator
         shutil.rmtree(old)
     else:
         os.rename(tmp, out)
+
+
+@contextmanager
+def write_errors(what: str) -> Iterator[None]:
+    """Turn an OSError while writing `what` (a full disk, a quota, a read-only or failing device) into one line."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        advice = _ADVICE.get(err.errno, "check that it is writable")
+        raise UserError(f"cannot write {what} ({reason}); {advice} or choose another --out") from None
 
 
 def ensure_writable_dir(folder: str | Path, key: str) -> None:

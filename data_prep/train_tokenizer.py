@@ -22,7 +22,7 @@ from composer_bert.data.tokenizer_training import (
     train_tokenizer,
 )
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.files import atomic_output_dir
+from composer_bert.files import atomic_output_dir, write_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,11 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     source = open_source(args.source, text_field=args.text_field, seed=args.seed)
     documents = CountingIterator(limit_documents(source, args.max_documents, args.max_bytes))
     progress = tqdm(documents, desc="reading documents", unit="doc", unit_scale=True, disable=args.no_progress)
-    with atomic_output_dir(args.out, args.overwrite, marker="tokenizer.json") as tmp:
+    with atomic_output_dir(args.out, args.overwrite, marker="tokenizer.json") as tmp, progress:  # closed on Ctrl-C too
         tokenizer = train_tokenizer(progress, args.vocab_size, args.model, progress=not args.no_progress)
         if documents.count == 0:
             raise UserError(f"source '{args.source}' has no documents; check the files or the --text-field")
-        save_pretrained_fast(tokenizer, tmp)
+        with write_errors(f"the tokenizer to '{args.out}'"):
+            save_pretrained_fast(tokenizer, tmp)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     print(
         f"wrote {args.out}: {args.model} tokenizer, vocab_size {vocab_size}, from {documents.count} documents",

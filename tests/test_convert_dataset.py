@@ -287,6 +287,54 @@ def test_interrupted_run_leaves_no_output_and_keeps_the_old_one(tokenizer_dir, t
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+COMPOSER_FIRST_SCRIPT = """
+import sys
+from pathlib import Path
+
+import composer  # noqa: F401  installs SIGTERM/SIGINT handlers that forked pool workers inherit
+
+from composer_bert.data import packing
+from composer_bert.data.packing import ConvertOptions, convert_dataset
+from composer_bert.data.sources import DocumentSource, open_source
+from composer_bert.data.synthetic import synthetic_documents
+
+
+class Interrupted(DocumentSource):
+    def __iter__(self):
+        yield from synthetic_documents(300, seed=0)
+        raise KeyboardInterrupt
+
+
+tokenizer, out, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+packing._CHUNK_CHARS = 4096  # many tasks in flight when the pool shuts down
+for i in range(rounds):
+    options = ConvertOptions(workers=2, progress=False, seq_len=64)
+    convert_dataset(open_source("synthetic:400"), tokenizer, out / f"done{i}", options)
+    try:
+        convert_dataset(Interrupted("interrupted", "synthetic"), tokenizer, out / f"cut{i}", options)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise SystemExit("the interrupted conversion finished")
+    print(f"round {i} ok", flush=True)
+"""
+
+
+def test_pool_shuts_down_after_importing_composer_finished_or_interrupted(tokenizer_dir, tmp_path):
+    """Composer's SIGTERM handler used to reach the workers, and Pool.terminate could then hang forever."""
+    rounds = 15  # it used to hang within a few rounds
+    result = subprocess.run(
+        [sys.executable, "-c", COMPOSER_FIRST_SCRIPT, str(tokenizer_dir), str(tmp_path), str(rounds)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,  # a hang fails here, with the rounds that passed in the output
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == f"round {rounds - 1} ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"done{i}" for i in range(rounds))
+
+
 def test_overwrite_replaces_after_success(tokenizer_dir, tmp_path):
     convert_dataset(open_source("synthetic:200"), tokenizer_dir, tmp_path / "out", options(seq_len=64))
     with pytest.raises(UserError, match="--overwrite"):

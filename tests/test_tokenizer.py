@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from composer_bert.data.sources import limit_documents, open_source
@@ -176,3 +182,58 @@ def test_cli_refuses_a_tiny_vocabulary(tmp_path):
     out = tmp_path / "tok"
     assert_clean_error(run_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
     assert not out.exists()
+
+
+def write_many_word_corpus(path: Path, distinct_words: int = 300_000, words: int = 1_000_000) -> Path:
+    """~8 MB of random words: read in seconds, but WordPiece then computes merges for many seconds more."""
+    rng = np.random.default_rng(0)
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+    lengths = rng.integers(3, 12, size=distinct_words)
+    vocabulary = [
+        w.tobytes() for w in np.split(letters[rng.integers(0, 26, size=lengths.sum())], lengths.cumsum()[:-1])
+    ]
+    text = [vocabulary[i] for i in rng.integers(0, distinct_words, size=words)]
+    path.write_bytes(b"".join(b" ".join(text[i : i + 50]) + b".\n\n" for i in range(0, words, 50)))
+    return path
+
+
+def _pump(stream, chunks: queue.Queue[bytes]) -> None:
+    while chunk := stream.read1(4096):
+        chunks.put(chunk)
+    chunks.put(b"")
+
+
+@pytest.mark.parametrize("phase", ["reading", "computing"])
+def test_ctrl_c_stops_training_promptly_and_leaves_nothing(tmp_path, phase):
+    """Ctrl-C while documents are read, and once the Rust trainer computes merges without returning to Python."""
+    corpus = write_many_word_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "tok"
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN_CLI), "--source", f"text:{corpus}", "--vocab-size", "32768", "--out", str(out)],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    chunks: queue.Queue[bytes] = queue.Queue()  # stderr as it comes, then b"" at its end
+    threading.Thread(target=_pump, args=(process.stderr, chunks), daemon=True).start()
+    stderr = b""
+    # The progress bar is drawn as documents are read, and ends its line once the last one is.
+    started_phase = re.compile(rb"reading documents" if phase == "reading" else rb"reading documents[^\n]*\n")
+    try:
+        deadline = time.monotonic() + 120
+        while not started_phase.search(stderr):
+            stderr += chunks.get(timeout=max(0.0, deadline - time.monotonic()))
+        time.sleep(0.5)
+        assert process.poll() is None, f"training ended before the interrupt: the corpus is too small for {phase}"
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        returncode = process.wait(timeout=60)
+        elapsed = time.monotonic() - interrupted
+    finally:
+        process.kill()
+        process.wait()
+    stderr += b"".join(iter(lambda: chunks.get(timeout=10), b""))
+    lines = stderr.decode().splitlines()
+    assert returncode == 130 and lines[-1] == "interrupted", stderr.decode()[-2000:]
+    assert "panicked" not in stderr.decode() and "Traceback" not in stderr.decode()
+    assert elapsed < 5, f"Ctrl-C took {elapsed:.1f} s to stop training"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]

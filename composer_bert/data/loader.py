@@ -16,16 +16,17 @@ from typing import Any
 
 import torch
 from composer.core import DataSpec
+from composer.utils import dist
 from streaming import Stream
 from streaming.base.storage import CloudDownloader
 
 from composer_bert.data.config import DataConfig
-from composer_bert.data.manifest import MANIFEST_NAME, check_compatible, read_manifest
+from composer_bert.data.manifest import MANIFEST_NAME, check_compatible, check_loader_fields, read_manifest
 from composer_bert.data.masking import MLMMasker, check_masking_probabilities
 from composer_bert.data.mlm_dataset import MLMCollator, MLMDataLoader, MLMStreamingDataset
+from composer_bert.data.shard_checks import INDEX_NAME, check_split_shards
 from composer_bert.errors import UserError
 
-INDEX_NAME = "index.json"  # StreamingDataset's per-split index
 _MUST_AGREE = (("tokenizer", "sha256"), ("tokenizer", "vocab_size"), ("tokenizer", "special_tokens"), ("seq_len",))
 
 
@@ -98,15 +99,7 @@ def _root_manifest(root: ShardRoot, timeout: float) -> dict[str, Any]:
         )
     _fetch_manifest(root, timeout)
     manifest = read_manifest(root.local)
-    for path in _MUST_AGREE:
-        node: Any = manifest
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                raise UserError(
-                    f"{MANIFEST_NAME} in '{root.local}' lacks '{'.'.join(path)}'; "
-                    "rebuild the shards with data_prep/convert_dataset.py"
-                )
-            node = node[key]
+    check_loader_fields(manifest, os.path.join(root.local, MANIFEST_NAME))
     return manifest
 
 
@@ -132,12 +125,19 @@ def read_data_manifest(cfg: DataConfig) -> dict[str, Any]:
 
 
 def _check_split_present(root: ShardRoot, split: str) -> None:
-    """A local-only root must hold the split; a remote one is checked by StreamingDataset when it fetches the index."""
-    if root.remote is None and not os.path.isfile(os.path.join(root.local, split, INDEX_NAME)):
-        raise UserError(
-            f"{root.name}.local '{root.local}' has no '{split}' split ({split}/{INDEX_NAME}); "
-            "rebuild the shards or fix data.train_split/data.eval_split"
-        )
+    """A local-only root must hold the split, and every shard file of it whole; of a remote root, what is cached.
+
+    Missing pieces of a remote root are StreamingDataset's to fetch (and to report when the remote lacks them).
+    """
+    split_dir = os.path.join(root.local, split)
+    if not os.path.isfile(os.path.join(split_dir, INDEX_NAME)):
+        if root.remote is None:
+            raise UserError(
+                f"{root.name}.local '{root.local}' has no '{split}' split ({split}/{INDEX_NAME}); "
+                "rebuild the shards or fix data.train_split/data.eval_split"
+            )
+        return
+    check_split_shards(split_dir, local_only=root.remote is None)
 
 
 def build_mlm_dataset(
@@ -235,6 +235,8 @@ def build_mlm_dataloader(
         shuffle=(cfg.shuffle and is_train) if shuffle is None else shuffle,
         remask_each_epoch=is_train,
     )
+    if drop_last:
+        _check_one_global_batch(dataset, split, device_batch_size)
     workers = cfg.num_workers
     return MLMDataLoader(
         dataset,
@@ -246,6 +248,19 @@ def build_mlm_dataloader(
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         persistent_workers=cfg.persistent_workers and workers > 0,
     )
+
+
+def _check_one_global_batch(dataset: MLMStreamingDataset, split: str, device_batch_size: int) -> None:
+    """Refuse a split with fewer rows than one global batch: with drop_last every epoch would be empty, forever."""
+    world = dist.get_world_size()
+    global_batch = device_batch_size * world
+    if dataset.epoch_size < global_batch:
+        raise UserError(
+            f"the '{split}' split has {dataset.epoch_size} rows per epoch, fewer than one global batch of "
+            f"{global_batch} ({device_batch_size} per device x {world} devices), so no batch could be drawn; "
+            f"lower the global batch size (global_train_batch_size) to at most {dataset.epoch_size}, "
+            "or build more data with data_prep/convert_dataset.py"
+        )
 
 
 def num_tokens_in_batch(batch: dict[str, torch.Tensor]) -> int:

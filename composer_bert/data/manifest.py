@@ -21,6 +21,7 @@ from composer_bert.files import atomic_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
@@ -39,17 +40,51 @@ def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """Read `ROOT/manifest.json`; a missing or unreadable one is a UserError."""
+    """Read `ROOT/manifest.json`; a missing, unreadable or malformed one is a UserError naming it."""
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"no {MANIFEST_NAME} in '{root}'; build shards with data_prep/convert_dataset.py")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes())
+    except OSError as err:
+        raise UserError(f"cannot read '{path}' ({err.strerror}); check the file's permissions") from None
     except json.JSONDecodeError as err:
-        raise UserError(f"'{path}' is not valid JSON ({err.msg}); rebuild the shards with --overwrite") from None
+        raise UserError(f"'{path}' is not valid JSON ({err.msg}); {REBUILD} (--overwrite)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"'{path}' is not UTF-8 text; {REBUILD} (--overwrite)") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"'{path}' holds a JSON {type(manifest).__name__}, not an object; {REBUILD} (--overwrite)")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"'{path}' has format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}; rebuild the shards")
+        raise UserError(f"'{path}' has format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}; {REBUILD}")
     return manifest
+
+
+def check_loader_fields(manifest: dict[str, Any], path: str | Path) -> None:
+    """Refuse a manifest whose fields the loader relies on are missing or of the wrong type."""
+    tokenizer = manifest.get("tokenizer")
+    problem = None
+    if not isinstance(tokenizer, dict):
+        problem = "no 'tokenizer' object"
+    elif not isinstance(tokenizer.get("sha256"), str):
+        problem = "no 'tokenizer.sha256' string"
+    elif not _positive_int(tokenizer.get("vocab_size")):
+        problem = "no positive integer 'tokenizer.vocab_size'"
+    elif not isinstance(specials := tokenizer.get("special_tokens"), dict) or not all(
+        isinstance(name, str) and _int(token_id) and token_id >= 0 for name, token_id in specials.items()
+    ):
+        problem = "no 'tokenizer.special_tokens' object of token ids"
+    elif not _positive_int(manifest.get("seq_len")):
+        problem = "no positive integer 'seq_len'"
+    if problem:
+        raise UserError(f"'{path}' has {problem}; {REBUILD}")
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return _int(value) and value > 0
 
 
 def check_compatible(manifest: dict[str, Any], vocab_size: int, tokenizer_sha256: str | None = None, where: str = "") -> None:

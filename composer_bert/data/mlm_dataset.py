@@ -28,6 +28,8 @@ from streaming.base.dataset import _Iterator, _ShardState
 from torch.utils.data import DataLoader
 
 from composer_bert.data.masking import MLMMasker
+from composer_bert.data.shard_checks import check_shard_file, shard_file
+from composer_bert.errors import UserError
 
 MAX_MAPPED_SHARDS = 256  # per process; bounds open file handles when a dataset has thousands of shards
 
@@ -146,12 +148,23 @@ class MLMStreamingDataset(StreamingDataset):
     def _shard_rows(self, shard_id: int, sample_ids: np.ndarray) -> np.ndarray:
         if shard_id not in self._mapped_shards:
             # StreamingDataset's reader first: it downloads the shard if needed, and checks the map against it.
-            first_row = self.get_item(int(sample_ids[0]))["input_ids"]
+            try:
+                first_row = self.get_item(int(sample_ids[0]))["input_ids"]
+            except Exception:
+                self._check_shard(shard_id)  # a damaged file is the likely cause: name it
+                raise
+            self._check_shard(shard_id)  # e.g. downloaded since the loader checked what was on disk
             self._map_shard(shard_id, int(sample_ids[0]) - self._first_sample_of_shard[shard_id], first_row)
         mapped = self._mapped_shards[shard_id]
         if mapped is None:
             return np.stack([self.get_item(int(sample_id))["input_ids"] for sample_id in sample_ids])
         return mapped.rows(sample_ids - self._first_sample_of_shard[shard_id])
+
+    def _check_shard(self, shard_id: int) -> None:
+        """UserError naming the shard's file if it is not what the index says (not with a cache_limit: evictions race)."""
+        if not self.cache_limit:
+            shard = self.shards[shard_id]
+            check_shard_file(os.path.join(shard.dirname, shard.split), shard_file(shard))
 
     def _map_shard(self, shard_id: int, index: int, row: np.ndarray) -> None:
         """Map the shard if it is an MDS file of one `input_ids` column of equal rows whose map reproduces `row`.
@@ -227,5 +240,15 @@ class MLMDataLoader(DataLoader):
         self.pin_memory_batches = pin_memory_batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[override]
-        for compact in super().__iter__():
-            yield model_batch(compact, self.pin_memory_batches)
+        try:
+            for compact in super().__iter__():
+                yield model_batch(compact, self.pin_memory_batches)
+        except UserError as err:
+            raise UserError(_worker_message(str(err))) from None
+
+
+def _worker_message(message: str) -> str:
+    """The one-line message of a UserError raised in a DataLoader worker (torch re-raises it with a traceback)."""
+    prefix = f"{UserError.__module__}.{UserError.__qualname__}: "
+    last = message.rstrip().splitlines()[-1] if message.strip() else message
+    return last[len(prefix) :] if last.startswith(prefix) else message

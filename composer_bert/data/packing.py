@@ -1,7 +1,7 @@
 """Documents -> filtered, de-duplicated, split, packed rows of token ids in MDS shards (the converter).
 
-Pipeline, in document order: worker processes tokenize ordered chunks of documents (fast
-tokenizer, no special tokens) and hash each normalized document; the main process then applies
+Pipeline, in document order: worker processes (encoding.py) tokenize ordered chunks of documents
+(fast tokenizer, no special tokens) and hash each normalized document; the main process then applies
 the Cramming filters (tokens/characters ratio, minimum length, exact de-duplication), assigns each
 kept document to train or val by its hash, and packs each split into rows::
 
@@ -20,13 +20,10 @@ one 16-byte digest per kept document (~100 bytes each in Python): cap huge sourc
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
-import signal
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -39,17 +36,18 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import composer_bert
+from composer_bert.data.encoding import DIGEST_BYTES as _DIGEST_BYTES
+from composer_bert.data.encoding import EncodedChunk, encode_chunk, encoder_pool
 from composer_bert.data.manifest import MANIFEST_NAME, SPECIAL_TOKENS, tokenizer_fingerprint, write_manifest
 from composer_bert.data.sources import DocumentSource, limit_documents
 from composer_bert.errors import UserError
-from composer_bert.files import atomic_output_dir
+from composer_bert.files import atomic_output_dir, write_errors
 
 MIN_SEQ_LEN = 8
 DEFAULT_MIN_TOKENS = 8
 DEFAULT_MAX_TOKEN_RATIO = 0.25
 DEFAULT_VAL_FRACTION = 0.01
 _CHUNK_CHARS = 1 << 16  # characters per worker task: amortizes pickling, yet many tasks keep all workers busy
-_DIGEST_BYTES = 16
 _SPLITS = ("train", "val")
 
 
@@ -120,51 +118,6 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
     return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids)
 
 
-def normalized_digest(document: str) -> bytes:
-    """16-byte blake2b of the document lowercased with whitespace runs collapsed (dedup and split key)."""
-    return hashlib.blake2b(" ".join(document.lower().split()).encode("utf-8"), digest_size=_DIGEST_BYTES).digest()
-
-
-@dataclass
-class EncodedChunk:
-    """One chunk of documents after tokenization, in document order (what a worker sends back)."""
-
-    tokens_with_sep: np.ndarray  # each document's ids followed by [SEP], concatenated
-    token_counts: np.ndarray  # tokens per document, [SEP] not counted
-    char_counts: np.ndarray
-    digests: bytes  # _DIGEST_BYTES per document
-
-
-_worker_tokenizer: Tokenizer | None = None
-_worker_sep_id = 0
-_worker_dtype = np.dtype(np.uint16)
-
-
-def _init_worker(tokenizer_json: str, sep_id: int, dtype: str) -> None:
-    global _worker_tokenizer, _worker_sep_id, _worker_dtype
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: no worker tracebacks
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker; the pool is the parallelism
-    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
-    _worker_sep_id = sep_id
-    _worker_dtype = np.dtype(dtype)
-
-
-def encode_chunk(documents: list[str]) -> EncodedChunk:
-    """Tokenize (no special tokens), append [SEP] to each document, and hash its normalized text."""
-    assert _worker_tokenizer is not None, "encode_chunk runs in a worker set up by _init_worker"
-    encode = getattr(_worker_tokenizer, "encode_batch_fast", _worker_tokenizer.encode_batch)  # _fast skips offsets
-    flat: list[int] = []
-    counts = np.empty(len(documents), dtype=np.int64)
-    for i, encoding in enumerate(encode(documents, add_special_tokens=False)):
-        ids = encoding.ids
-        counts[i] = len(ids)
-        flat += ids
-        flat.append(_worker_sep_id)
-    chars = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
-    digests = b"".join(normalized_digest(doc) for doc in documents)
-    return EncodedChunk(np.array(flat, dtype=_worker_dtype), counts, chars, digests)
-
-
 def _chunks(documents: Iterable[str]) -> Iterator[list[str]]:
     chunk: list[str] = []
     chars = 0
@@ -176,13 +129,6 @@ def _chunks(documents: Iterable[str]) -> Iterator[list[str]]:
             chunk, chars = [], 0
     if chunk:
         yield chunk
-
-
-def _encoder_pool(info: TokenizerInfo, workers: int) -> multiprocessing.pool.Pool:
-    """Worker processes that each hold the tokenizer; start them before any writer threads exist."""
-    start_method = "fork" if sys.platform == "linux" else "spawn"
-    init_args = (info.tokenizer.to_str(), info.special_ids["sep"], info.dtype.str)
-    return multiprocessing.get_context(start_method).Pool(workers, _init_worker, init_args)
 
 
 def _encoded_chunks(pool: multiprocessing.pool.Pool, documents: Iterable[str], workers: int) -> Iterator[EncodedChunk]:
@@ -223,8 +169,10 @@ def row_mds_writer(out: Path, dtype: np.dtype) -> Any:
 class _RowWriter:
     """Packs one split's token stream into [CLS]-led rows of seq_len and writes them to MDS."""
 
-    def __init__(self, out: Path, seq_len: int, cls_id: int, dtype: np.dtype) -> None:
-        self.writer = row_mds_writer(out, dtype)
+    def __init__(self, out: Path, seq_len: int, cls_id: int, dtype: np.dtype, what: str) -> None:
+        self.what = what  # names the output in a write error (a full disk): the final --out, not the staging dir
+        with write_errors(what):
+            self.writer = row_mds_writer(out, dtype)
         self.body = seq_len - 1  # tokens after [CLS]
         self.seq_len = seq_len
         self.cls_id = cls_id
@@ -241,12 +189,14 @@ class _RowWriter:
         rows[:, 0] = self.cls_id
         rows[:, 1:] = buffer[: num_rows * self.body].reshape(num_rows, self.body)
         self.carry = buffer[num_rows * self.body :].copy()
-        for row in rows:
-            self.writer.write({"input_ids": row})
+        with write_errors(self.what):
+            for row in rows:
+                self.writer.write({"input_ids": row})
         self.rows += num_rows
 
     def finish(self) -> dict[str, int]:
-        self.writer.finish()
+        with write_errors(self.what):
+            self.writer.finish()
         return {"rows": self.rows, "tokens": self.rows * self.seq_len, "documents": self.documents}
 
 
@@ -309,9 +259,14 @@ def convert_dataset(
         raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
     documents = itertools.chain([first], documents)
     counts = _FilterCounts()
-    with atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp, _encoder_pool(info, options.workers) as pool:
+    with (
+        atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp,
+        encoder_pool(info.tokenizer, info.special_ids["sep"], info.dtype, options.workers) as pool,
+    ):
+        what = f"shards to '{os.path.abspath(out)}'"
         writers = {
-            split: _RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype) for split in _SPLITS
+            split: _RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what)
+            for split in _SPLITS
         }
         with _progress_bars(options.progress) as on_chunk:
             _pack(_encoded_chunks(pool, documents, options.workers), writers, options, counts, on_chunk)
@@ -344,7 +299,8 @@ def convert_dataset(
             "seed": options.seed,
             "package_version": composer_bert.__version__,
         }
-        write_manifest(tmp, manifest)
+        with write_errors(what):
+            write_manifest(tmp, manifest)
     return manifest
 
 

@@ -60,7 +60,7 @@ class DocumentSource:
         if self.scheme in HF_DATASETS:
             return _hf_documents(self.scheme, self.text_field)
         readers = {"text": self._text_documents, "jsonl": self._jsonl_documents, "parquet": self._parquet_documents}
-        return (doc for path in self.files for doc in readers[self.scheme](path))
+        return (doc for path in self.files for doc in _reading(path, readers[self.scheme](path)))
 
     def _decode(self, data: bytes) -> str:
         """UTF-8 decode; each invalid byte sequence becomes one U+FFFD and is counted."""
@@ -118,6 +118,17 @@ class DocumentSource:
                 text = self._decode(value) if isinstance(value, bytes) else value
                 if isinstance(text, str) and text.strip():
                     yield text
+
+
+def _reading(path: Path, documents: Iterator[str]) -> Iterator[str]:
+    """`documents`, with an OS error reading `path` (permissions, a file gone since the glob, I/O) as one line."""
+    try:
+        yield from documents
+    except OSError as err:
+        reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"cannot read '{path}' ({reason}); fix the file or its permissions, or leave it out of the glob"
+        ) from None
 
 
 def _end_of_last_blank_line(data: bytes, start: int) -> int:

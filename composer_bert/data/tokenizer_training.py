@@ -9,7 +9,11 @@ package trains: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. The post-processor wra
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -23,6 +27,8 @@ MODEL_MAX_LENGTH = 512
 MIN_VOCAB_SIZE = 64  # the special tokens plus a basic alphabet
 # Order fixes the ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
 SPECIAL_TOKEN_ORDER = ("pad", "unk", "cls", "sep", "mask")
+_STOP_TIMEOUT_S = 10.0  # at most, for the trainer to stop pulling documents after Ctrl-C (it takes milliseconds)
+_QUIET_S = 0.2  # no pull for this long: the trainer has stopped pulling
 _BPE_WORD_END = "</w>"  # marks word ends so BPE tokens decode back to words with spaces between them
 
 
@@ -67,7 +73,7 @@ def train_tokenizer(
     """
     check_vocab_size(vocab_size)
     tokenizer, trainer = _untrained(model, vocab_size, progress)
-    tokenizer.train_from_iterator(documents, trainer=trainer)
+    _train_interruptibly(tokenizer, trainer, documents)
     for expected_id, token in enumerate(special_token_strings()):
         if tokenizer.token_to_id(token) != expected_id:  # the trainer puts specials first; guard the contract
             raise RuntimeError(
@@ -82,6 +88,66 @@ def train_tokenizer(
     return tokenizer
 
 
+class _Feed(Iterator[str]):
+    """The documents as the trainer pulls them; after `stop()` every pull fails. `last_pull`: when it last pulled."""
+
+    def __init__(self, documents: Iterable[str]) -> None:
+        self._documents = iter(documents)
+        self._stopped = False
+        self.last_pull = float("-inf")
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def __next__(self) -> str:
+        self.last_pull = time.monotonic()
+        if self._stopped:
+            raise _TrainingStopped
+        return next(self._documents)
+
+
+class _TrainingStopped(Exception):
+    """Ends the trainer's reading of documents after an interrupt."""
+
+
+def _train_interruptibly(tokenizer: Tokenizer, trainer: trainers.Trainer, documents: Iterable[str]) -> None:
+    """`train_from_iterator` in a daemon thread, waited for so that Ctrl-C interrupts the wait at once.
+
+    The Rust trainer runs with the GIL released and, once the documents are read, does not come back to
+    the interpreter until it is done, so run in the main thread it would hold off Ctrl-C for the rest of
+    training (minutes on a large corpus): Python runs signal handlers in the main thread only. On an
+    interrupt, the trainer's threads are stopped from pulling more documents and waited for until they
+    have stopped calling into Python (an interpreter shutting down under them makes them panic); what
+    is left of training is pure Rust, which ends with the process. (In-process, it runs on in the
+    background until it is done.) The wait is on an Event: Thread.join interrupted by Ctrl-C can mark a
+    running thread as finished.
+    """
+    feed = _Feed(documents)
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            tokenizer.train_from_iterator(feed, trainer=trainer)
+        except BaseException as err:  # handed to the waiting thread, which raises it
+            failure.append(err)
+        finally:
+            done.set()
+
+    threading.Thread(target=train, name="tokenizer-trainer", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except BaseException:
+        feed.stop()
+        give_up = time.monotonic() + _STOP_TIMEOUT_S
+        while time.monotonic() - feed.last_pull < _QUIET_S and time.monotonic() < give_up and not done.is_set():
+            done.wait(_QUIET_S / 4)
+        raise
+    if failure:
+        raise failure[0]
+
+
 def save_pretrained_fast(tokenizer: Tokenizer, out_dir: str | Path) -> None:
     """Save as a `transformers.PreTrainedTokenizerFast` directory that `AutoTokenizer` loads offline."""
     from transformers import PreTrainedTokenizerFast  # heavy import, only needed here
@@ -91,4 +157,12 @@ def save_pretrained_fast(tokenizer: Tokenizer, out_dir: str | Path) -> None:
         model_max_length=MODEL_MAX_LENGTH,
         **{f"{role}_token": token for role, token in SPECIAL_TOKENS.items()},
     )
-    wrapped.save_pretrained(str(out_dir))
+    try:
+        wrapped.save_pretrained(str(out_dir))
+    except OSError:
+        raise
+    except Exception as err:  # the Rust tokenizer reports a failed write as a bare Exception "... (os error N)"
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from err

@@ -1,0 +1,116 @@
+"""The converter's tokenizing worker processes: each holds the tokenizer and encodes chunks of documents.
+
+`encode_chunk` runs in the workers of `encoder_pool`; the pool shuts down cleanly whatever the main
+process imported (see `_init_worker`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import multiprocessing.pool
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+DIGEST_BYTES = 16
+
+
+def normalized_digest(document: str) -> bytes:
+    """16-byte blake2b of the document lowercased with whitespace runs collapsed (dedup and split key)."""
+    return hashlib.blake2b(" ".join(document.lower().split()).encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+
+
+@dataclass
+class EncodedChunk:
+    """One chunk of documents after tokenization, in document order (what a worker sends back)."""
+
+    tokens_with_sep: np.ndarray  # each document's ids followed by [SEP], concatenated
+    token_counts: np.ndarray  # tokens per document, [SEP] not counted
+    char_counts: np.ndarray
+    digests: bytes  # DIGEST_BYTES per document
+
+
+_worker_tokenizer: Tokenizer | None = None
+_worker_sep_id = 0
+_worker_dtype = np.dtype(np.uint16)
+_POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _init_worker(tokenizer_json: str, sep_id: int, dtype: str) -> None:
+    """Set up a worker: its signal handling first, then the tokenizer.
+
+    A forked worker inherits the parent's Python signal handlers; Composer's (installed when `composer` is
+    imported) turn SIGTERM into SystemExit, so `Pool.terminate` could leave a worker unwinding while it holds
+    the task queue's lock, and the pool's shutdown then waits forever. Here SIGTERM kills outright, as the pool
+    expects, and Ctrl-C is the main process's to handle (no worker tracebacks). The parent forks with both
+    signals blocked (`encoder_pool`), so one sent before this point waits for the default action.
+    """
+    global _worker_tokenizer, _worker_sep_id, _worker_dtype
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker; the pool is the parallelism
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+    _worker_sep_id = sep_id
+    _worker_dtype = np.dtype(dtype)
+
+
+def encode_chunk(documents: list[str]) -> EncodedChunk:
+    """Tokenize (no special tokens), append [SEP] to each document, and hash its normalized text."""
+    assert _worker_tokenizer is not None, "encode_chunk runs in a worker set up by _init_worker"
+    encode = getattr(_worker_tokenizer, "encode_batch_fast", _worker_tokenizer.encode_batch)  # _fast skips offsets
+    flat: list[int] = []
+    counts = np.empty(len(documents), dtype=np.int64)
+    for i, encoding in enumerate(encode(documents, add_special_tokens=False)):
+        ids = encoding.ids
+        counts[i] = len(ids)
+        flat += ids
+        flat.append(_worker_sep_id)
+    chars = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
+    digests = b"".join(normalized_digest(doc) for doc in documents)
+    return EncodedChunk(np.array(flat, dtype=_worker_dtype), counts, chars, digests)
+
+
+@contextmanager
+def encoder_pool(
+    tokenizer: Tokenizer, sep_id: int, dtype: np.dtype, workers: int
+) -> Iterator[multiprocessing.pool.Pool]:
+    """Worker processes that each hold the tokenizer; start them before any writer threads exist.
+
+    On success the pool is closed and joined (every task is done by then); on any exception or interrupt
+    its workers are terminated, which `_init_worker` makes a plain kill whatever the parent imported.
+    """
+    start_method = "fork" if sys.platform == "linux" else "spawn"
+    init_args = (tokenizer.to_str(), sep_id, dtype.str)
+    with _signals_blocked(_POOL_SIGNALS):  # the workers, and the pool's threads that fork replacements, inherit it
+        pool = multiprocessing.get_context(start_method).Pool(workers, _init_worker, init_args)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+@contextmanager
+def _signals_blocked(signals: set[signal.Signals]) -> Iterator[None]:
+    """Hold `signals` pending in this thread (and in what it forks or starts meanwhile); deliver them after."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: workers are spawned, nothing is inherited
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,136 @@
+"""Cheap checks that a split's shard files are whole, so a damaged one fails in one line before training reads it.
+
+StreamingDataset trusts `index.json` and the shard files: a truncated or overwritten shard surfaces as an
+IndexError or a dtype error deep inside a DataLoader worker, or as silently wrong rows. Here every local
+shard is checked against its index entry without reading its data: the file size, and for MDS shards the
+header (sample count, first and last record offsets). That catches truncation and a damaged header; a
+corrupted byte inside the data is left to hashes, which our shards do not carry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from composer_bert.errors import UserError
+
+INDEX_NAME = "index.json"  # StreamingDataset's per-split index
+INDEX_VERSION = 2
+REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """What a split's index says about one shard: its file (or compressed file), size and sample count."""
+
+    basename: str
+    size: int
+    samples: int
+    is_mds: bool
+    zip_basename: str | None = None
+    zip_size: int | None = None
+
+
+def _file_info(entry: Any) -> tuple[str, int] | None:
+    if not isinstance(entry, dict):
+        return None
+    basename, size = entry.get("basename"), entry.get("bytes")
+    if not isinstance(basename, str) or not basename or not isinstance(size, int) or size < 0:
+        return None
+    return basename, size
+
+
+def read_split_index(split_dir: str) -> list[ShardFile]:
+    """The shards `split_dir/index.json` lists; a missing field or unreadable index is a UserError naming it."""
+    path = os.path.join(split_dir, INDEX_NAME)
+    try:
+        with open(path, "rb") as file:
+            index = json.loads(file.read())
+    except OSError as err:
+        raise UserError(f"cannot read '{path}' ({err.strerror}); check the file, or {REBUILD}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"'{path}' is not valid JSON; {REBUILD}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise UserError(f"'{path}' is not a streaming index (no list of shards); {REBUILD}")
+    if index.get("version") != INDEX_VERSION:
+        raise UserError(f"'{path}' has version {index.get('version')!r}, expected {INDEX_VERSION}; {REBUILD}")
+    shards = []
+    for number, entry in enumerate(index["shards"]):
+        raw = _file_info(entry.get("raw_data")) if isinstance(entry, dict) else None
+        samples = entry.get("samples") if isinstance(entry, dict) else None
+        zipped = _file_info(entry.get("zip_data")) if isinstance(entry, dict) and entry.get("zip_data") else None
+        if raw is None or not isinstance(samples, int) or samples < 0:
+            raise UserError(f"'{path}' has a malformed entry for shard {number}; {REBUILD}")
+        shards.append(ShardFile(raw[0], raw[1], samples, entry.get("format") == "mds", *(zipped or (None, None))))
+    return shards
+
+
+def shard_file(reader: Any) -> ShardFile:
+    """The ShardFile of one of StreamingDataset's shard readers."""
+    from streaming.base.format.mds.reader import MDSReader  # imports torch: only when a dataset exists anyway
+
+    zipped = reader.zip_data
+    return ShardFile(
+        reader.raw_data.basename,
+        reader.raw_data.bytes,
+        reader.samples,
+        isinstance(reader, MDSReader),
+        zipped.basename if zipped else None,
+        zipped.bytes if zipped else None,
+    )
+
+
+def check_shard_file(split_dir: str, shard: ShardFile) -> bool:
+    """Check the shard's file in `split_dir` (raw, else compressed) against its index entry; False if neither exists.
+
+    Raises a UserError naming the file when its size differs from the index's or its MDS header does not
+    describe `shard.samples` records ending at the end of the file.
+    """
+    path = os.path.join(split_dir, shard.basename)
+    if not os.path.isfile(path):
+        if shard.zip_basename is None or not os.path.isfile(os.path.join(split_dir, shard.zip_basename)):
+            return False
+        path, expected_size = os.path.join(split_dir, shard.zip_basename), shard.zip_size
+        _check_size(path, expected_size)
+        return True
+    _check_size(path, shard.size)
+    if shard.is_mds:
+        _check_mds_header(path, shard)
+    return True
+
+
+def _check_size(path: str, expected: int | None) -> None:
+    size = os.path.getsize(path)
+    if size != expected:
+        what = "truncated" if expected is not None and size < expected else "not the file it lists"
+        raise UserError(f"shard '{path}' has {size} bytes but its {INDEX_NAME} says {expected} ({what}); {REBUILD}")
+
+
+def _check_mds_header(path: str, shard: ShardFile) -> None:
+    """MDS layout: [num_samples u32][offsets u32 x (num_samples + 1)][config][records]; offsets end at the file end."""
+    header_end = 4 * (shard.samples + 2)
+    try:
+        with open(path, "rb") as file:
+            num_samples, first_offset = struct.unpack("<II", file.read(8))
+            file.seek(4 + 4 * shard.samples)
+            (last_offset,) = struct.unpack("<I", file.read(4))
+    except (OSError, struct.error) as err:
+        reason = err.strerror if isinstance(err, OSError) else "too short for its header"
+        raise UserError(f"cannot read shard '{path}' ({reason}); {REBUILD}") from None
+    if num_samples != shard.samples:
+        problem = f"its header says {num_samples} samples, its {INDEX_NAME} {shard.samples}"
+    elif not header_end <= first_offset <= last_offset or last_offset != shard.size:
+        problem = "its header's record offsets do not fit the file"
+    else:
+        return
+    raise UserError(f"shard '{path}' is damaged ({problem}); {REBUILD}")
+
+
+def check_split_shards(split_dir: str, local_only: bool) -> None:
+    """Check every shard of a split that is on disk; with `local_only` (no remote to fetch from), all must be."""
+    for shard in read_split_index(split_dir):
+        if not check_shard_file(split_dir, shard) and local_only:
+            raise UserError(f"shard '{os.path.join(split_dir, shard.basename)}' is missing; {REBUILD}")
