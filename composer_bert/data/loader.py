@@ -22,10 +22,11 @@ from streaming.base.storage import CloudDownloader
 
 from composer_bert.data.config import DataConfig
 from composer_bert.data.manifest import MANIFEST_NAME, check_compatible, check_loader_fields, read_manifest
-from composer_bert.data.masking import MLMMasker, check_masking_probabilities
+from composer_bert.data.masking import MLMMasker
 from composer_bert.data.mlm_dataset import MLMCollator, MLMDataLoader, MLMStreamingDataset
 from composer_bert.data.shard_checks import INDEX_NAME, check_split_shards
 from composer_bert.errors import UserError
+from composer_bert.schema import validate
 
 _MUST_AGREE = (("tokenizer", "sha256"), ("tokenizer", "vocab_size"), ("tokenizer", "special_tokens"), ("seq_len",))
 
@@ -46,9 +47,7 @@ def _cache_dir_for(remote: str) -> str:
 
 
 def shard_roots(cfg: DataConfig) -> list[ShardRoot]:
-    """The roots the config names: data.local/remote, or each of data.streams."""
-    if cfg.streams and (cfg.local or cfg.remote):
-        raise UserError("set either data.local/data.remote or data.streams, not both")
+    """The roots a validated config names: data.local/remote, or each of data.streams."""
     if cfg.streams:
         named = [(f"data.streams.{name}", s.local, s.remote, s.proportion) for name, s in cfg.streams.items()]
     elif cfg.local or cfg.remote:
@@ -58,19 +57,10 @@ def shard_roots(cfg: DataConfig) -> list[ShardRoot]:
             "no shards configured; set data.local (a shard root from data_prep/convert_dataset.py), "
             "data.remote or data.streams"
         )
-    roots = []
-    for name, local, remote, proportion in named:
-        if not local and not remote:
-            raise UserError(f"{name} has neither local nor remote; set {name}.local or {name}.remote to a shard root")
-        if proportion is not None and proportion <= 0:
-            raise UserError(f"{name}.proportion is {proportion}; make it positive or leave it unset")
-        roots.append(ShardRoot(name, local or _cache_dir_for(remote), remote or None, proportion))
-    with_proportion = [root.proportion is not None for root in roots]
-    if any(with_proportion) and not all(with_proportion):
-        raise UserError(
-            "some data.streams have a proportion and some don't; give every stream one, or none (mix by size)"
-        )
-    return roots
+    return [
+        ShardRoot(name, local or _cache_dir_for(remote), remote or None, proportion)
+        for name, local, remote, proportion in named
+    ]
 
 
 def _fetch_manifest(root: ShardRoot, timeout: float) -> None:
@@ -215,9 +205,7 @@ def build_mlm_dataloader(
         raise UserError("no data split given; set data.train_split / data.eval_split")
     if device_batch_size <= 0:
         raise UserError(f"device batch size is {device_batch_size}; it must be positive")
-    if cfg.num_workers < 0:
-        raise UserError(f"data.num_workers is {cfg.num_workers}; use 0 (load in the training process) or more")
-    check_masking_probabilities(cfg.mlm_probability, cfg.mask_token_prob, cfg.random_token_prob)
+    validate(cfg, "data.")  # the config schema's rules, for callers that build a DataConfig themselves
     manifest = read_data_manifest(cfg)
     where = ", ".join(root.local for root in shard_roots(cfg))
     check_compatible(

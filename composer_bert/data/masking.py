@@ -13,7 +13,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from composer_bert.data.config import DataConfig
 from composer_bert.errors import UserError
+from composer_bert.schema import validate
 
 IGNORE_INDEX = -100  # label at unmasked positions: ignored by torch's cross-entropy
 MAX_SEQ_LEN = 1 << 16  # positions take the low bits of a 32-bit rank; the high 16+ bits stay random
@@ -196,14 +198,6 @@ class MLMMasker:
 
 
 def check_masking_probabilities(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:
-    """Refuse probabilities that cannot describe BERT masking, naming the `data.` key to fix."""
-    if not 0.0 < mlm_probability <= 1.0:
-        raise UserError(f"data.mlm_probability is {mlm_probability}; it must be in (0, 1], e.g. 0.15")
-    for key, value in (("mask_token_prob", mask_token_prob), ("random_token_prob", random_token_prob)):
-        if not 0.0 <= value <= 1.0:
-            raise UserError(f"data.{key} is {value}; it must be in [0, 1]")
-    if mask_token_prob + random_token_prob > 1.0 + 1e-9:
-        raise UserError(
-            f"data.mask_token_prob + data.random_token_prob is {mask_token_prob + random_token_prob}; "
-            "they share the masked positions, so their sum must be at most 1 (e.g. 0.8 and 0.1)"
-        )
+    """Refuse probabilities that cannot describe BERT masking: the `data:` section's own rules (`DataConfig`)."""
+    config = DataConfig(mlm_probability=mlm_probability, mask_token_prob=mask_token_prob, random_token_prob=random_token_prob)
+    validate(config, "data.")
