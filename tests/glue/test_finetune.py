@@ -32,8 +32,8 @@ from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
 from tests.conftest import run_cli
 
 WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
-RECIPE = Path(__file__).resolve().parent.parent / "yamls/finetune/glue.yaml"
-RECIPE_CLI = Path(__file__).resolve().parent.parent / "recipes/finetune_glue.py"
+RECIPE = Path(__file__).resolve().parents[2] / "yamls/finetune/glue.yaml"
+RECIPE_CLI = Path(__file__).resolve().parents[2] / "recipes/finetune_glue.py"
 
 
 def sentence(rng: random.Random) -> str:

@@ -20,7 +20,7 @@ from composer_bert.data.sources import limit_documents, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_CLI = REPO / "data_prep" / "train_tokenizer.py"
 SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
 TEXT_CORPUS = (

@@ -22,7 +22,7 @@ from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONVERT = [sys.executable, str(REPO / "data_prep" / "convert_dataset.py"), "--no-progress"]
 TRAIN_TOKENIZER = [sys.executable, str(REPO / "data_prep" / "train_tokenizer.py"), "--no-progress"]
 # In a fresh mount namespace ($0 = size, $1 = mount point): mount a tmpfs, run the command, list what it left.

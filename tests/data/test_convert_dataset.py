@@ -20,7 +20,7 @@ from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
 CLS, SEP = 2, 3
 HIGH_RATIO_DOC = " ".join("7 3 9 1 4 8 2 6".split() * 6)  # one token per 2 characters
