@@ -1,27 +1,14 @@
-"""Session fixtures shared by the end-to-end tests: a tokenizer and shards built by our own CLIs."""
+"""Session fixtures shared by the end-to-end tests: a tokenizer and shards built by our own CLIs.
+
+Shared helper functions live in `tests/helpers.py`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run a repo script with this interpreter; return the CompletedProcess (never raises on exit code)."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from composer_bert.config import PretrainConfig, load_config, parse_budget_secon
 from composer_bert.errors import UserError
 from composer_bert.glue.config import FinetuneConfig
 from composer_bert.optim.config import OptimizerConfig
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 RECIPES = sorted((REPO / "yamls" / "pretrain").glob("*.yaml"))
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, free_port, run_cli
 
 PROBED_RECIPE = """
 import hashlib, json, os, runpy, signal, sys
@@ -102,12 +101,6 @@ def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
     assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def recorded_batches(record_dir: Path) -> dict[int, list[str]]:
     """Global batch index -> sorted row digests, merged over every rank's record file."""
     batches: dict[int, list[str]] = {}
@@ -135,7 +128,7 @@ def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards
     elastic_record.mkdir()
     env = {**os.environ, "REPO": str(REPO), "RECORD_DIR": str(elastic_record)}
     composer = str(Path(sys.executable).parent / "composer")
-    launch = [composer, "-n", "2", "--master_port", str(_free_port()), str(script)]
+    launch = [composer, "-n", "2", "--master_port", str(free_port()), str(script)]
     args = tiny_args(tiny_shards, elastic, "max_duration=10ba", *common)
     ran = subprocess.run([*launch, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]

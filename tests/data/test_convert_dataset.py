@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from composer_bert.data.sources import DocumentSource, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
+from tests.helpers import assert_one_error_line, load_script_main
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
@@ -113,14 +113,6 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
-def load_cli_main():
-    """`main` of data_prep/convert_dataset.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("convert_dataset_cli", CONVERT_CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def options(**overrides) -> ConvertOptions:
     return ConvertOptions(**{"progress": False, "workers": 2, **overrides})
 
@@ -180,7 +172,7 @@ def test_filters_switch_off_through_the_cli(tokenizer_dir, tmp_path):
     corpus = write_text_corpus(tmp_path / "corpus.txt", filter_corpus())
     out = tmp_path / "out"
     args = ["--source", f"text:{corpus}", "--tokenizer", tokenizer_dir, "--seq-len", 32, "--out", out]
-    convert_main = load_cli_main()  # in-process: a subprocess would pay torch's import again
+    convert_main = load_script_main(CONVERT_CLI)  # in-process: a subprocess would pay torch's import again
     convert_main(
         [*map(str, args), "--no-dedup", "--no-ratio-filter", "--min-tokens", "0", "--workers", "1", "--no-progress"]
     )
@@ -201,7 +193,7 @@ def test_cli_warns_when_the_ratio_filter_drops_most_documents(tokenizer_dir, tmp
     corpus = write_text_corpus(tmp_path / "corpus.txt", dense + list(synthetic_documents(20, seed=5)))
     out = tmp_path / "out"
     args = ["--source", f"text:{corpus}", "--tokenizer", str(tokenizer_dir), "--out", str(out), "--seq-len", "16"]
-    load_cli_main()([*args, "--no-progress"])
+    load_script_main(CONVERT_CLI)([*args, "--no-progress"])
     dropped = read_manifest(out)["filters"]["ratio_dropped"]
     assert dropped >= 30  # the dense documents, and any synthetic one above the cutoff
     stderr = capsys.readouterr().err
@@ -356,15 +348,6 @@ def test_nothing_surviving_the_filters_is_an_error(tokenizer_dir, tmp_path):
 # ---------------------------------------------------------------- CLI errors
 
 
-def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def bad_inputs(tmp_path: Path, tokenizer_dir: Path) -> dict[str, tuple[list, list[str]]]:
     """name -> (CLI arguments without --out, words the error must contain)."""
     broken_tokenizer = tmp_path / "broken_tokenizer"
@@ -399,7 +382,7 @@ CASES = [
 def test_bad_input_gives_one_clear_line_and_no_output(tokenizer_dir, tmp_path, case):
     args, words = bad_inputs(tmp_path, tokenizer_dir)[case]
     out = tmp_path / "out"
-    assert_clean_error(run_cli(*args, "--out", out), *words)
+    assert_one_error_line(run_cli(*args, "--out", out), *words)
     assert not out.exists() and not list(tmp_path.glob("out.*"))
 
 
@@ -407,13 +390,13 @@ def test_unwritable_existing_and_foreign_outputs_are_refused(tokenizer_dir, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     args = ["--source", "synthetic:10", "--tokenizer", tokenizer_dir]
-    assert_clean_error(run_cli(*args, "--out", blocker / "out"), "cannot create output directory")
+    assert_one_error_line(run_cli(*args, "--out", blocker / "out"), "cannot create output directory")
 
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
-    assert_clean_error(run_cli(*args, "--out", existing), "already exists", "--overwrite")
-    assert_clean_error(run_cli(*args, "--out", existing, "--overwrite"), "not a previous output", "manifest.json")
+    assert_one_error_line(run_cli(*args, "--out", existing), "already exists", "--overwrite")
+    assert_one_error_line(run_cli(*args, "--out", existing, "--overwrite"), "not a previous output", "manifest.json")
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 

@@ -21,6 +21,7 @@ from composer_bert.data.sources import open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
+from tests.helpers import assert_one_error_line
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERT = [sys.executable, str(REPO / "data_prep" / "convert_dataset.py"), "--no-progress"]
@@ -38,15 +39,6 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, **kwargs)
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def without_permission_bypass() -> list[str]:

@@ -18,7 +18,7 @@ from composer_bert.data import loader
 from composer_bert.data.config import DataConfig
 from composer_bert.data.loader import build_mlm_dataloader, build_mlm_dataspec
 from composer_bert.errors import UserError
-from tests.conftest import run_cli
+from tests.helpers import assert_one_error_line, run_cli
 from tests.test_pretrain import tiny_args
 
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
@@ -136,19 +136,10 @@ def test_a_damaged_shard_fetched_from_a_remote_is_named(shards, tmp_path):
     assert_names(err, first_shard(cache), ["truncated"])
 
 
-def assert_cli_error(result, *words: str) -> None:
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr[-3000:]
-    for word in words:
-        assert word in lines[-1], lines[-1]
-
-
 def test_pretraining_on_a_damaged_shard_is_one_line(shards, tmp_path):
     overwrite_first_kib(os.urandom(1024))(first_shard(shards))
     result = run_cli("recipes/pretrain.py", *tiny_args(shards, tmp_path / "run", "max_duration=2ba"), timeout=300)
-    assert_cli_error(result, f"shard '{first_shard(shards)}'", "damaged", REBUILD)
+    assert_one_error_line(result, f"shard '{first_shard(shards)}'", "damaged", REBUILD, after_other_output=True)
 
 
 def split_rows(root: Path, split: str) -> int:
@@ -181,4 +172,4 @@ def test_pretraining_with_a_global_batch_larger_than_the_data_is_one_line(tiny_s
     rows = split_rows(tiny_shards, "train")
     batch = f"global_train_batch_size={rows + 1}"
     result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, tmp_path / "run", "max_duration=2ba", batch))
-    assert_cli_error(result, f"'train' split has {rows} rows", f"global batch of {rows + 1}")
+    assert_one_error_line(result, f"'train' split has {rows} rows", f"global batch of {rows + 1}", after_other_output=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import re
@@ -19,6 +18,7 @@ import pytest
 from composer_bert.data.sources import limit_documents, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
+from tests.helpers import assert_one_error_line, load_script_main
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CLI = REPO / "data_prep" / "train_tokenizer.py"
@@ -39,24 +39,6 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
         env=env,
         timeout=120,
     )
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    """Non-zero exit, one `error:` line naming the problem, no traceback."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
-def load_cli_main():
-    """`main` of data_prep/train_tokenizer.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("train_tokenizer_cli", TRAIN_CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +110,14 @@ def test_bpe_on_text_file_round_trips(text_file):
 
 
 def test_cli_trains_refuses_to_overwrite_then_replaces(text_file, tmp_path, capsys):
-    train_main = load_cli_main()  # in-process: a subprocess would pay the transformers import again
+    train_main = load_script_main(TRAIN_CLI)  # in-process: a subprocess would pay the transformers import again
     out = tmp_path / "tok"
     train_main(["--source", f"text:{text_file}", "--vocab-size", "400", "--out", str(out), "--no-progress"])
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
     assert "from 90 documents" in capsys.readouterr().err  # 3 paragraphs x 30 repetitions
 
     again = run_cli("--source", f"text:{text_file}", "--vocab-size", 400, "--out", out)
-    assert_clean_error(again, str(out), "--overwrite")
+    assert_one_error_line(again, str(out), "--overwrite")
 
     before = (out / "tokenizer.json").read_bytes()
     train_main(
@@ -166,7 +148,7 @@ def test_limit_documents_caps_count_and_bytes():
 )
 def test_cli_bad_source_is_one_line_and_leaves_nothing(tmp_path, source, words):
     out = tmp_path / "tok"
-    assert_clean_error(run_cli("--source", source, "--vocab-size", 400, "--out", out), *words)
+    assert_one_error_line(run_cli("--source", source, "--vocab-size", 400, "--out", out), *words)
     assert not list(tmp_path.iterdir())
 
 
@@ -174,13 +156,13 @@ def test_cli_empty_text_file_is_an_error(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n\n")
     out = tmp_path / "tok"
-    assert_clean_error(run_cli("--source", f"text:{empty}", "--vocab-size", 400, "--out", out), "no documents")
+    assert_one_error_line(run_cli("--source", f"text:{empty}", "--vocab-size", 400, "--out", out), "no documents")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
 
 
 def test_cli_refuses_a_tiny_vocabulary(tmp_path):
     out = tmp_path / "tok"
-    assert_clean_error(run_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
+    assert_one_error_line(run_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
     assert not out.exists()
 
 

@@ -29,7 +29,7 @@ from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.results import mnli_weights_path, model_path
 from composer_bert.glue.runner import run_glue
 from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
 RECIPE = Path(__file__).resolve().parents[2] / "yamls/finetune/glue.yaml"

@@ -38,7 +38,7 @@ from composer_bert.models.bert import BertForMaskedLM as OurBertForMaskedLM
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.hf_bert import is_plain_bert
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on in mat park big small red blue ##s ##ed and was is it".split()
