@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 HEADINGS = (
     "### Environment",
