@@ -1,10 +1,12 @@
-"""Build mosaicml-streaming MDS shards of fixed-length token rows from a text source.
+"""Build mosaicml-streaming MDS shards of fixed-length token rows from a text source or a mixture of sources.
 
     python data_prep/convert_dataset.py --source SOURCE --tokenizer DIR --seq-len 128 --out DIR
+    python data_prep/convert_dataset.py --mix 0.7 SOURCE_A --mix 0.3 SOURCE_B --tokenizer DIR --out DIR
 
 writes DIR/train/, DIR/val/ (StreamingDataset splits) and DIR/manifest.json. See
-composer_bert/data/packing.py for the row format, filters and split, and composer_bert/data/sources.py
-for SOURCE (in text files, documents are separated by one or more blank lines).
+composer_bert/data/packing.py for the row format, filters and split, composer_bert/data/sources.py
+for SOURCE (in text files, documents are separated by one or more blank lines), and
+composer_bert/data/mixture.py for how --mix shares out the kept tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from composer_bert.data.mixture import open_mixture
 from composer_bert.data.packing import (
     DEFAULT_MAX_TOKEN_RATIO,
     DEFAULT_MIN_TOKENS,
@@ -26,7 +29,16 @@ from composer_bert.errors import cli_entry
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = ConvertOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help=SOURCE_HELP)
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--source", help=SOURCE_HELP)
+    inputs.add_argument(
+        "--mix",
+        nargs=2,
+        action="append",
+        metavar=("PROPORTION", "SOURCE"),
+        help="a source and its share of the kept tokens; repeat it, shares summing to 1 (e.g. --mix 0.7 c4 "
+        "--mix 0.3 'text:books/*.txt'); it stops when the first source runs out",
+    )
     parser.add_argument("--tokenizer", required=True, help="directory written by data_prep/train_tokenizer.py")
     parser.add_argument(
         "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included (default: %(default)s)"
@@ -42,11 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_VAL_FRACTION,
         help="share of documents for val, by hash (default: %(default)s)",
     )
-    parser.add_argument("--max-documents", type=int, default=None, help="stop after this many documents")
+    parser.add_argument(
+        "--max-documents", type=int, default=None, help="read at most this many documents (of each source with --mix)"
+    )
     parser.add_argument(
         "--text-field",
         default="text",
-        help="field holding the text in jsonl, parquet, c4, openwebtext (default: %(default)s)",
+        help="field holding the text in jsonl, parquet, arrow, hf:, disk: and the named Hub sources, for every "
+        "source (default: %(default)s)",
     )
     ratio = parser.add_mutually_exclusive_group()
     ratio.add_argument(
@@ -83,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.no_progress,
     )
     options.check()  # before opening the source, so bad flags fail fast
-    source = open_source(args.source, text_field=args.text_field, seed=args.seed)
+    if args.mix:
+        source = open_mixture(args.mix, text_field=args.text_field, seed=args.seed)
+    else:
+        source = open_source(args.source, text_field=args.text_field, seed=args.seed)
     manifest = convert_dataset(source, args.tokenizer, args.out, options, overwrite=args.overwrite)
     splits, filters = manifest["splits"], manifest["filters"]
     print(
@@ -100,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
             "pass a higher --max-token-ratio or --no-ratio-filter",
             file=sys.stderr,
         )
+    if args.mix:
+        shares = ", ".join(f"{e['share']:.1%} {e['source']} (asked {e['proportion']:g})" for e in manifest["sources"])
+        ran_out = [e["source"] for e in manifest["sources"] if e["exhausted"]]
+        print(f"mixture of kept tokens: {shares}; it stopped when {ran_out[0]} ran out", file=sys.stderr)
     if options.val_fraction > 0 and splits["val"]["rows"] == 0:
         print("note: the val split is empty; use more documents or a larger --val-fraction", file=sys.stderr)
 

@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--text-field",
         default="text",
-        help="field holding the text in jsonl, parquet, c4, openwebtext (default: %(default)s)",
+        help="field holding the text in jsonl, parquet, arrow, hf:, disk: and the named Hub sources "
+        "(default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (after success)")

@@ -1,7 +1,8 @@
 """The converter's tokenizing worker processes: each holds the tokenizer and encodes chunks of documents.
 
 `encode_chunk` runs in the workers of `encoder_pool`; the pool shuts down cleanly whatever the main
-process imported (see `_init_worker`).
+process imported (see `_init_worker`). `encoded_chunks` feeds a pool ordered chunks of one source and
+yields the results in the same order, so what the main process decides never depends on the worker count.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import multiprocessing.pool
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
 
 DIGEST_BYTES = 16
+_CHUNK_CHARS = 1 << 16  # characters per worker task: amortizes pickling, yet many tasks keep all workers busy
+T = TypeVar("T")
 
 
 def normalized_digest(document: str) -> bytes:
@@ -114,3 +119,32 @@ def _signals_blocked(signals: set[signal.Signals]) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def document_chunks(documents: Iterable[str]) -> Iterator[list[str]]:
+    """Consecutive documents, cut into lists of about `_CHUNK_CHARS` characters (the unit of work)."""
+    chunk: list[str] = []
+    chars = 0
+    for doc in documents:
+        chunk.append(doc)
+        chars += len(doc)
+        if chars >= _CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def encoded_chunks(
+    pool: multiprocessing.pool.Pool, chunks: Iterable[tuple[list[str], T]], workers: int
+) -> Iterator[tuple[EncodedChunk, T]]:
+    """Encode (chunk, tag) pairs in `pool`; yield (encoded, tag) in input order, at most 2 per worker in flight."""
+    pending: deque[tuple[multiprocessing.pool.AsyncResult, T]] = deque()
+    for chunk, tag in chunks:
+        pending.append((pool.apply_async(encode_chunk, (chunk,)), tag))
+        if len(pending) >= 2 * workers:
+            result, first_tag = pending.popleft()
+            yield result.get(), first_tag
+    while pending:
+        result, first_tag = pending.popleft()
+        yield result.get(), first_tag

@@ -3,13 +3,12 @@
 Pipeline, in document order: worker processes (encoding.py) tokenize ordered chunks of documents
 (fast tokenizer, no special tokens) and hash each normalized document; the main process then applies
 the Cramming filters (tokens/characters ratio, minimum length, exact de-duplication), assigns each
-kept document to train or val by its hash, and packs each split into rows::
+kept document to train or val by its hash, and packs each split into rows (rows.py)::
 
     [CLS] doc tokens [SEP] doc tokens [SEP] ...      exactly seq_len tokens, no padding
 
-A document may continue from one row into the next; the trailing partial row is dropped and
-counted. Since chunks come back in order and all decisions are made in the main process, the
-shards are byte-identical for any number of workers.
+Several sources are mixed by shares of kept tokens (mixture.py). Since chunks come back in order and
+all decisions are made in the main process, the shards are byte-identical for any number of workers.
 
 Normalization for de-duplication and the split: lowercase, whitespace runs collapsed to one space.
 The split is by a hash of that, not by position, so a document lands in the same split whatever
@@ -21,10 +20,7 @@ one 16-byte digest per kept document (~100 bytes each in Python): cap huge sourc
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-import multiprocessing.pool
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,23 +28,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import composer_bert
 from composer_bert.data.encoding import DIGEST_BYTES as _DIGEST_BYTES
-from composer_bert.data.encoding import EncodedChunk, encode_chunk, encoder_pool
-from composer_bert.data.manifest import MANIFEST_NAME, SPECIAL_TOKENS, tokenizer_fingerprint, write_manifest
+from composer_bert.data.encoding import EncodedChunk, document_chunks, encoded_chunks, encoder_pool
+from composer_bert.data.manifest import MANIFEST_NAME, write_manifest
+from composer_bert.data.mixture import MixPart, Mixture, SourceTally, interleave, source_entries
+from composer_bert.data.rows import RowWriter, load_tokenizer, row_mds_writer
 from composer_bert.data.sources import DocumentSource, limit_documents
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_output_dir, write_errors
+
+__all__ = ["ConvertOptions", "convert_dataset", "load_tokenizer", "row_mds_writer"]
 
 MIN_SEQ_LEN = 8
 DEFAULT_MIN_TOKENS = 8
 DEFAULT_MAX_TOKEN_RATIO = 0.25
 DEFAULT_VAL_FRACTION = 0.01
-_CHUNK_CHARS = 1 << 16  # characters per worker task: amortizes pickling, yet many tasks keep all workers busy
 _SPLITS = ("train", "val")
+_FILTERS = ("ratio_dropped", "duplicate_dropped", "too_short_dropped")
 
 
 @dataclass
@@ -61,7 +60,7 @@ class ConvertOptions:
     min_tokens: int = DEFAULT_MIN_TOKENS
     dedup: bool = True
     workers: int = max(1, min(8, os.cpu_count() or 1))
-    max_documents: int | None = None
+    max_documents: int | None = None  # per source
     seed: int = 0  # seeds the synthetic source; recorded in the manifest
     progress: bool = True
 
@@ -80,201 +79,95 @@ class ConvertOptions:
             raise UserError(f"--max-documents {self.max_documents} must be at least 1")
 
 
-@dataclass
-class TokenizerInfo:
-    """What shards must record about the tokenizer that made them."""
-
-    path: Path
-    tokenizer: Tokenizer
-    sha256: str
-    vocab_size: int
-    special_ids: dict[str, int]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.uint16) if self.vocab_size <= 65536 else np.dtype(np.int32)
-
-
-def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
-    """Load `DIR/tokenizer.json` and check it has every special token the rows need."""
-    path = Path(tokenizer_dir)
-    if not path.is_dir():
-        raise UserError(f"tokenizer directory '{path}' does not exist; train one with data_prep/train_tokenizer.py")
-    sha256 = tokenizer_fingerprint(path)
-    try:
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    except Exception as err:  # tokenizers raises a bare Exception for malformed files
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(
-            f"tokenizer in '{path}' cannot be loaded ({first_line}); retrain it with data_prep/train_tokenizer.py"
-        ) from None
-    special_ids: dict[str, int] = {}
-    for role, token in SPECIAL_TOKENS.items():
-        token_id = tokenizer.token_to_id(token)
-        if token_id is None:
-            raise UserError(f"tokenizer in '{path}' has no {token} token; retrain it with data_prep/train_tokenizer.py")
-        special_ids[role] = token_id
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids)
-
-
-def _chunks(documents: Iterable[str]) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    chars = 0
-    for doc in documents:
-        chunk.append(doc)
-        chars += len(doc)
-        if chars >= _CHUNK_CHARS:
-            yield chunk
-            chunk, chars = [], 0
-    if chunk:
-        yield chunk
-
-
-def _encoded_chunks(pool: multiprocessing.pool.Pool, documents: Iterable[str], workers: int) -> Iterator[EncodedChunk]:
-    """Encode chunks in `pool`, yielded in input order with at most 2 per worker in flight (bounded memory)."""
-    pending: deque[multiprocessing.pool.AsyncResult] = deque()
-    for chunk in _chunks(documents):
-        pending.append(pool.apply_async(encode_chunk, (chunk,)))
-        if len(pending) >= 2 * workers:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
-
-
-def row_mds_writer(out: Path, dtype: np.dtype) -> Any:
-    """An MDSWriter for the `input_ids` column whose rows all share one shape and dtype.
-
-    The stock per-sample encoder re-derives the shape header of every row (tens of microseconds, a
-    large share of the main process's time); here the header the stock encoder wrote for the first
-    row is reused, followed by the row's raw bytes, which is byte-for-byte what the stock encoder
-    writes for a row of the same shape and dtype.
-    """
-    from streaming import MDSWriter  # imports torch: only pay for it when writing
-
-    class RowMDSWriter(MDSWriter):
-        header: bytes | None = None
-
-        def encode_sample(self, sample: dict[str, Any]) -> bytes:
-            row = sample["input_ids"]
-            if self.header is None:
-                encoded = super().encode_sample(sample)
-                self.header = encoded[: len(encoded) - row.nbytes]
-                return encoded
-            return self.header + row.tobytes()
-
-    return RowMDSWriter(out=str(out), columns={"input_ids": f"ndarray:{dtype.name}"}, compression=None)
-
-
-class _RowWriter:
-    """Packs one split's token stream into [CLS]-led rows of seq_len and writes them to MDS."""
-
-    def __init__(self, out: Path, seq_len: int, cls_id: int, dtype: np.dtype, what: str) -> None:
-        self.what = what  # names the output in a write error (a full disk): the final --out, not the staging dir
-        with write_errors(what):
-            self.writer = row_mds_writer(out, dtype)
-        self.body = seq_len - 1  # tokens after [CLS]
-        self.seq_len = seq_len
-        self.cls_id = cls_id
-        self.dtype = dtype
-        self.carry = np.empty(0, dtype=dtype)
-        self.rows = 0
-        self.documents = 0
-
-    def add(self, stream: np.ndarray, documents: int) -> None:
-        self.documents += documents
-        buffer = np.concatenate([self.carry, stream]) if len(self.carry) else stream
-        num_rows = len(buffer) // self.body
-        rows = np.empty((num_rows, self.seq_len), dtype=self.dtype)
-        rows[:, 0] = self.cls_id
-        rows[:, 1:] = buffer[: num_rows * self.body].reshape(num_rows, self.body)
-        self.carry = buffer[num_rows * self.body :].copy()
-        with write_errors(self.what):
-            for row in rows:
-                self.writer.write({"input_ids": row})
-        self.rows += num_rows
-
-    def finish(self) -> dict[str, int]:
-        with write_errors(self.what):
-            self.writer.finish()
-        return {"rows": self.rows, "tokens": self.rows * self.seq_len, "documents": self.documents}
-
-
-@dataclass
-class _FilterCounts:
-    read: int = 0
-    ratio_dropped: int = 0
-    too_short_dropped: int = 0
-    duplicate_dropped: int = 0
-
-
-def _pack(
-    chunks: Iterable[EncodedChunk],
-    writers: dict[str, _RowWriter],
-    options: ConvertOptions,
-    counts: _FilterCounts,
-    on_chunk: Callable[[int, int], None],
+def _pack_chunk(
+    chunk: EncodedChunk, writers: dict[str, RowWriter], options: ConvertOptions, seen: set[bytes], tally: SourceTally
 ) -> None:
-    """Filter, de-duplicate, split and pack encoded chunks, in order, into `writers`."""
-    seen: set[bytes] = set()
+    """Filter, de-duplicate (against `seen`), split and pack one encoded chunk into `writers`; count in `tally`."""
+    n = len(chunk.token_counts)
+    tally.documents_read += n
+    keep = np.ones(n, dtype=bool)
+    if options.max_token_ratio is not None:
+        too_dense = chunk.token_counts > options.max_token_ratio * chunk.char_counts
+        tally.ratio_dropped += int(too_dense.sum())
+        keep &= ~too_dense
+    too_short = keep & (chunk.token_counts < options.min_tokens)
+    tally.too_short_dropped += int(too_short.sum())
+    keep &= ~too_short
+    if options.dedup:
+        digests = chunk.digests
+        for i in np.flatnonzero(keep):
+            digest = digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES]
+            if digest in seen:
+                keep[i] = False
+                tally.duplicate_dropped += 1
+            else:
+                seen.add(digest)
+    # Top 53 bits of the digest as a uniform number in [0, 1) decide the split, exactly and portably.
     val_threshold = int(options.val_fraction * (1 << 53))
-    for chunk in chunks:
-        n = len(chunk.token_counts)
-        counts.read += n
-        keep = np.ones(n, dtype=bool)
-        if options.max_token_ratio is not None:
-            too_dense = chunk.token_counts > options.max_token_ratio * chunk.char_counts
-            counts.ratio_dropped += int(too_dense.sum())
-            keep &= ~too_dense
-        too_short = keep & (chunk.token_counts < options.min_tokens)
-        counts.too_short_dropped += int(too_short.sum())
-        keep &= ~too_short
-        if options.dedup:
-            digests = chunk.digests
-            for i in np.flatnonzero(keep):
-                digest = digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES]
-                if digest in seen:
-                    keep[i] = False
-                    counts.duplicate_dropped += 1
-                else:
-                    seen.add(digest)
-        # Top 53 bits of the digest as a uniform number in [0, 1) decide the split, exactly and portably.
-        hash_bits = np.frombuffer(chunk.digests, dtype="<u8")[::2] >> np.uint64(11)
-        is_val = hash_bits < np.uint64(val_threshold)
-        for split, in_split in (("train", keep & ~is_val), ("val", keep & is_val)):
-            selected = np.repeat(in_split, chunk.token_counts + 1)
-            writers[split].add(chunk.tokens_with_sep[selected], int(in_split.sum()))
-        on_chunk(n, len(chunk.tokens_with_sep))
+    hash_bits = np.frombuffer(chunk.digests, dtype="<u8")[::2] >> np.uint64(11)
+    is_val = hash_bits < np.uint64(val_threshold)
+    for split, in_split in (("train", keep & ~is_val), ("val", keep & is_val)):
+        selected = np.repeat(in_split, chunk.token_counts + 1)
+        writers[split].add(chunk.tokens_with_sep[selected], int(in_split.sum()))
+    tally.documents += int(keep.sum())
+    tally.tokens += int((chunk.token_counts[keep] + 1).sum())
+
+
+def _checked_documents(source: DocumentSource, max_documents: int | None) -> Iterator[str]:
+    """The source's documents, capped; an empty source fails here, before any output exists."""
+    documents = iter(limit_documents(source, max_documents))
+    first = next(documents, None)
+    if first is None:
+        raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
+    return itertools.chain([first], documents)
+
+
+def _tagged_chunks(source: DocumentSource, documents: Iterable[str]) -> Iterator[tuple[list[str], int]]:
+    """Chunks, each tagged with the source's invalid-UTF-8 count once it was cut (a function of position only)."""
+    for chunk in document_chunks(documents):
+        yield chunk, source.invalid_utf8_replaced
 
 
 def convert_dataset(
-    source: DocumentSource, tokenizer_dir: str | Path, out: str | Path, options: ConvertOptions, overwrite: bool = False
+    source: DocumentSource | Mixture,
+    tokenizer_dir: str | Path,
+    out: str | Path,
+    options: ConvertOptions,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write `out/train`, `out/val` and `out/manifest.json` from `source`; return the manifest."""
+    """Write `out/train`, `out/val` and `out/manifest.json` from `source` (or a mixture); return the manifest."""
     options.check()
+    mixture = source if isinstance(source, Mixture) else Mixture([MixPart(source, 1.0)])
     info = load_tokenizer(tokenizer_dir)
-    documents = iter(limit_documents(source, options.max_documents))
-    first = next(documents, None)  # an empty source fails here, before any output exists
-    if first is None:
-        raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
-    documents = itertools.chain([first], documents)
-    counts = _FilterCounts()
+    documents = [_checked_documents(part.source, options.max_documents) for part in mixture.parts]
+    tallies = [SourceTally() for _ in mixture.parts]
     with (
         atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp,
         encoder_pool(info.tokenizer, info.special_ids["sep"], info.dtype, options.workers) as pool,
     ):
         what = f"shards to '{os.path.abspath(out)}'"
         writers = {
-            split: _RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what)
-            for split in _SPLITS
+            split: RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what) for split in _SPLITS
         }
+        streams = [
+            encoded_chunks(pool, _tagged_chunks(part.source, docs), options.workers)
+            for part, docs in zip(mixture.parts, documents, strict=True)
+        ]
+        seen: set[bytes] = set()
         with _progress_bars(options.progress) as on_chunk:
-            _pack(_encoded_chunks(pool, documents, options.workers), writers, options, counts, on_chunk)
+            proportions = [part.proportion for part in mixture.parts]
+            for index, (chunk, invalid_utf8) in interleave(streams, proportions, tallies):
+                tallies[index].invalid_utf8_replaced = invalid_utf8
+                _pack_chunk(chunk, writers, options, seen, tallies[index])
+                on_chunk(len(chunk.token_counts), len(chunk.tokens_with_sep))
+        for stream in streams:
+            stream.close()  # a stopped mixture stops reading its other sources now, not at garbage collection
         tails = {split: len(writer.carry) for split, writer in writers.items()}
         splits = {split: writer.finish() for split, writer in writers.items()}
-        _check_result(counts, splits, options)
+        _check_result(mixture, tallies, splits, options)
         manifest = {
-            "source": source.spec,
+            "source": mixture.spec,
+            "sources": source_entries(mixture, tallies),
             "tokenizer": {
                 "path": str(info.path),
                 "sha256": info.sha256,
@@ -284,18 +177,17 @@ def convert_dataset(
             "seq_len": options.seq_len,
             "dtype": info.dtype.name,
             "splits": splits,
-            "documents_read": counts.read,
+            "documents_read": sum(tally.documents_read for tally in tallies),
             "filters": {
-                "ratio_dropped": counts.ratio_dropped,
-                "duplicate_dropped": counts.duplicate_dropped,
-                "too_short_dropped": counts.too_short_dropped,
+                **{name: sum(getattr(tally, name) for tally in tallies) for name in _FILTERS},
                 "max_token_ratio": options.max_token_ratio,
                 "min_tokens": options.min_tokens,
                 "dedup": options.dedup,
             },
-            "invalid_utf8_replaced": source.invalid_utf8_replaced,
+            "invalid_utf8_replaced": sum(tally.invalid_utf8_replaced for tally in tallies),
             "dropped_tail_tokens": sum(tails.values()),
             "val_fraction": options.val_fraction,
+            "max_documents": options.max_documents,
             "seed": options.seed,
             "package_version": composer_bert.__version__,
         }
@@ -304,15 +196,20 @@ def convert_dataset(
     return manifest
 
 
-def _check_result(counts: _FilterCounts, splits: dict[str, dict[str, int]], options: ConvertOptions) -> None:
-    kept = splits["train"]["documents"] + splits["val"]["documents"]
-    if kept == 0:
-        raise UserError(
-            f"no documents survived the filters ({counts.ratio_dropped} too many tokens per character, "
-            f"{counts.too_short_dropped} shorter than {options.min_tokens} tokens, {counts.duplicate_dropped} "
-            "duplicates); relax --max-token-ratio (0.25 suits ~32k vocabularies) or --min-tokens, or check the "
-            "tokenizer"
-        )
+def _check_result(
+    mixture: Mixture, tallies: list[SourceTally], splits: dict[str, dict[str, int]], options: ConvertOptions
+) -> None:
+    hint = (
+        "relax --max-token-ratio (0.25 suits ~32k vocabularies) or --min-tokens, or check the tokenizer"
+    )
+    for part, tally in zip(mixture.parts, tallies, strict=True):
+        if tally.documents == 0:
+            what = "no documents" if len(tallies) == 1 else f"no documents of source '{part.source.spec}'"
+            raise UserError(
+                f"{what} survived the filters ({tally.ratio_dropped} too many tokens per character, "
+                f"{tally.too_short_dropped} shorter than {options.min_tokens} tokens, {tally.duplicate_dropped} "
+                f"duplicates); {hint}"
+            )
     if splits["train"]["rows"] == 0:
         raise UserError(
             f"the train split has fewer tokens than one row of --seq-len {options.seq_len}; add documents or "

@@ -2,13 +2,15 @@
 
 Schemes:
 
-- ``c4``: allenai/c4 ``en``, train split, streamed through Hugging Face ``datasets``.
-- ``openwebtext``: Skylion007/openwebtext, train split, streamed through ``datasets``.
+- ``hf:DATASET[:CONFIG][:SPLIT]``: streamed through Hugging Face ``datasets`` (a Hub name, or a local
+  folder of data files); ``disk:DIR[:SPLIT]``: a folder written by ``save_to_disk``. ``c4``,
+  ``openwebtext``, ``pile`` and ``wikipedia`` are shortcuts for ``hf:`` specs. See `hf_sources`.
 - ``text:GLOB``: plain UTF-8 text files in sorted path order. Documents are separated by one or
   more blank lines (a blank line is empty or holds only spaces, tabs or a carriage return); the
   line breaks inside a document are kept.
 - ``jsonl:GLOB``: one JSON object per line; the document is the object's text field.
-- ``parquet:GLOB``: the text field column of each file.
+- ``parquet:GLOB`` and ``arrow:GLOB``: the text field column of each file (Arrow IPC file or stream
+  format, as ``datasets`` writes it).
 - ``synthetic`` or ``synthetic:N``: N documents from `composer_bert.data.synthetic` (default 20000),
   seeded with the caller's seed.
 
@@ -25,16 +27,20 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from composer_bert.data.hf_sources import SHORTCUTS, OpenedDataset, dataset_documents, open_disk, open_hf
 from composer_bert.data.synthetic import DEFAULT_SYNTHETIC_DOCUMENTS, synthetic_documents
 from composer_bert.errors import UserError
 
 SOURCE_HELP = (
-    f"c4 | openwebtext | text:GLOB | jsonl:GLOB | parquet:GLOB | synthetic[:N] (N defaults to "
-    f"{DEFAULT_SYNTHETIC_DOCUMENTS}); in text files, documents are separated by one or more blank lines"
+    "hf:DATASET[:CONFIG][:SPLIT] | disk:DIR[:SPLIT] | c4 | openwebtext | pile | wikipedia | text:GLOB | "
+    f"jsonl:GLOB | parquet:GLOB | arrow:GLOB | synthetic[:N]; hf: streams a Hub dataset or a local folder of "
+    f"data files through Hugging Face datasets (SPLIT defaults to train), disk: reads a folder written by "
+    f"save_to_disk, synthetic's N defaults to {DEFAULT_SYNTHETIC_DOCUMENTS}, and in text files documents are "
+    "separated by one or more blank lines"
 )
-FILE_SCHEMES = {"text": "txt", "jsonl": "jsonl", "parquet": "parquet"}  # scheme -> usual file extension
-HF_DATASETS = {"c4": ("allenai/c4", "en"), "openwebtext": ("Skylion007/openwebtext", None)}
+FILE_SCHEMES = {"text": "txt", "jsonl": "jsonl", "parquet": "parquet", "arrow": "arrow"}  # scheme -> usual extension
 
 _READ_BLOCK_BYTES = 8 << 20
 _BLANK_LINES_BYTES = re.compile(rb"\n(?:[ \t\r]*\n)+")
@@ -53,13 +59,24 @@ class DocumentSource:
     text_field: str = "text"
     seed: int = 0
     invalid_utf8_replaced: int = 0  # invalid byte sequences replaced with U+FFFD so far
+    opened: OpenedDataset | None = field(default=None, repr=False)  # hf: and disk: sources, opened by open_source
+
+    @property
+    def resolved(self) -> str:
+        """The spec with shortcuts and defaults spelled out (e.g. c4 -> hf:allenai/c4:en:train)."""
+        return self.opened.resolved if self.opened is not None else self.spec
 
     def __iter__(self) -> Iterator[str]:
         if self.scheme == "synthetic":
             return synthetic_documents(self.num_synthetic, self.seed)
-        if self.scheme in HF_DATASETS:
-            return _hf_documents(self.scheme, self.text_field)
-        readers = {"text": self._text_documents, "jsonl": self._jsonl_documents, "parquet": self._parquet_documents}
+        if self.opened is not None:
+            return dataset_documents(self.opened, self.text_field, self.spec)
+        readers = {
+            "text": self._text_documents,
+            "jsonl": self._jsonl_documents,
+            "parquet": self._parquet_documents,
+            "arrow": self._arrow_documents,
+        }
         return (doc for path in self.files for doc in _reading(path, readers[self.scheme](path)))
 
     def _decode(self, data: bytes) -> str:
@@ -110,11 +127,34 @@ class DocumentSource:
             parquet = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises several types for unreadable files
             raise UserError(f"'{path}' is not a readable parquet file ({err}); check the file or the glob") from None
-        if self.text_field not in parquet.schema_arrow.names:
-            names = ", ".join(parquet.schema_arrow.names)
-            raise UserError(f"'{path}' has no column '{self.text_field}' (columns: {names}); pass --text-field")
-        for batch in parquet.iter_batches(columns=[self.text_field]):
-            for value in batch.column(0).to_pylist():
+        self._check_columns(path, parquet.schema_arrow.names)
+        yield from self._texts(batch.column(0) for batch in parquet.iter_batches(columns=[self.text_field]))
+
+    def _arrow_documents(self, path: Path) -> Iterator[str]:
+        import pyarrow as pa  # only needed for this scheme
+
+        with pa.memory_map(str(path)) as data:
+            try:  # the IPC file format (Feather v2) first, then the stream format that datasets writes
+                reader = pa.ipc.open_file(data)
+                batches: Iterable[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:
+                data.seek(0)
+                try:
+                    reader = pa.ipc.open_stream(data)
+                except pa.ArrowInvalid as err:
+                    raise UserError(f"'{path}' is not a readable Arrow file ({err}); check the file or the glob") from None
+                batches = reader
+            self._check_columns(path, reader.schema.names)
+            yield from self._texts(batch.column(self.text_field) for batch in batches)
+
+    def _check_columns(self, path: Path, names: list[str]) -> None:
+        if self.text_field not in names:
+            raise UserError(f"'{path}' has no column '{self.text_field}' (columns: {', '.join(names)}); pass --text-field")
+
+    def _texts(self, columns: Iterable[Any]) -> Iterator[str]:
+        """The non-empty strings of Arrow text columns (binary values are decoded as UTF-8)."""
+        for column in columns:
+            for value in column.to_pylist():
                 text = self._decode(value) if isinstance(value, bytes) else value
                 if isinstance(text, str) and text.strip():
                     yield text
@@ -150,30 +190,9 @@ def _paragraphs(text: str) -> Iterator[str]:
             yield paragraph
 
 
-def _hf_documents(scheme: str, text_field: str) -> Iterator[str]:
-    """Stream the train split of a Hugging Face dataset; needs network access (or a populated HF cache)."""
-    import datasets  # heavy, and only needed for these schemes
-
-    path, name = HF_DATASETS[scheme]
-    try:
-        dataset = datasets.load_dataset(path, name, split="train", streaming=True)
-    except Exception as err:  # network, auth and cache failures come as many types
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(
-            f"could not open {scheme} ({path}) through Hugging Face datasets: {first_line}; check the network or "
-            "use a local source such as jsonl:GLOB"
-        ) from None
-    for row in dataset:
-        if text_field not in row:
-            raise UserError(f"{scheme} rows have no '{text_field}' field; pass --text-field with the right name")
-        text = row[text_field]
-        if isinstance(text, str) and text.strip():
-            yield text
-
-
 def open_source(spec: str, text_field: str = "text", seed: int = 0) -> DocumentSource:
-    """Parse and check SOURCE (scheme known, glob matches files) without reading any documents."""
-    scheme, _, argument = spec.partition(":")
+    """Parse and check SOURCE (scheme known, glob matches files, dataset opens) without reading documents."""
+    scheme, _, argument = SHORTCUTS.get(spec, spec).partition(":")  # a shortcut opens as its hf: spec
     if scheme == "synthetic":
         num = DEFAULT_SYNTHETIC_DOCUMENTS
         if argument:
@@ -181,10 +200,9 @@ def open_source(spec: str, text_field: str = "text", seed: int = 0) -> DocumentS
                 raise UserError(f"source '{spec}' needs a positive document count, e.g. synthetic:20000")
             num = int(argument)
         return DocumentSource(spec, scheme, num_synthetic=num, seed=seed)
-    if scheme in HF_DATASETS:
-        if argument:
-            raise UserError(f"source '{spec}' takes no argument; write just '{scheme}'")
-        return DocumentSource(spec, scheme, text_field=text_field)
+    if scheme in ("hf", "disk"):
+        opened = (open_hf if scheme == "hf" else open_disk)(spec, argument, text_field)
+        return DocumentSource(spec, scheme, text_field=text_field, opened=opened)
     if scheme in FILE_SCHEMES:
         if not argument:
             raise UserError(f"source '{spec}' needs a file glob, e.g. {scheme}:data/*.{FILE_SCHEMES[scheme]}")

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from composer_bert.data import packing, sources
+from composer_bert.data import encoding, sources
 from composer_bert.data.manifest import read_manifest
 from composer_bert.data.packing import ConvertOptions, convert_dataset
+from composer_bert.data.rows import row_mds_writer
 from composer_bert.data.sources import DocumentSource, open_source
 from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
+from tests.data.shard_helpers import read_rows, tree_hashes
 from tests.helpers import assert_one_error_line, load_script_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,34 +29,6 @@ SHORT_DOC = "The baker lives in the market."  # 7 tokens, and a ratio (0.23) the
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    """WordPiece 4096 on synthetic text: tokens/characters ~0.23, under the default 0.25 cutoff."""
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer(synthetic_documents(3000, seed=0), 4096, progress=False).save(str(out / "tokenizer.json"))
-    return out
-
-
-def read_rows(split_dir: Path) -> np.ndarray:
-    """All rows of an MDS split, read with streaming's own reader."""
-    from streaming.base.format import reader_from_json
-
-    index = json.loads((split_dir / "index.json").read_text())
-    rows = []
-    for shard_info in index["shards"]:
-        reader = reader_from_json(str(split_dir), None, shard_info)
-        rows += [reader.get_item(i)["input_ids"] for i in range(reader.samples)]
-    return np.stack(rows) if rows else np.empty((0, 0), dtype=np.uint16)
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def expected_rows(documents, tokenizer_dir, seq_len, val_fraction, max_ratio=0.25, min_tokens=8):
@@ -152,6 +125,14 @@ def test_manifest_records_what_the_loader_needs(tokenizer_dir, tmp_path):
     )
     assert manifest["tokenizer"]["special_tokens"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
     assert manifest["source"] == "synthetic:300" and manifest["val_fraction"] == 0.01
+    (entry,) = manifest["sources"]  # one source: the whole shard set, all of its counts
+    assert entry["source"] == entry["resolved"] == "synthetic:300" and entry["exhausted"]
+    assert entry["proportion"] == entry["share"] == 1.0 and entry["documents_read"] == manifest["documents_read"]
+    assert entry["filters"] == {name: manifest["filters"][name] for name in entry["filters"]}
+    kept = manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"]
+    assert entry["documents"] == kept
+    rows = manifest["splits"]["train"]["rows"] + manifest["splits"]["val"]["rows"]
+    assert entry["tokens"] == rows * 63 + manifest["dropped_tail_tokens"]  # every kept token, [SEP]s included
     train_tokens = manifest["splits"]["train"]["tokens"] + manifest["splits"]["val"]["tokens"]
     assert 0 <= manifest["dropped_tail_tokens"] < 2 * 63
     assert train_tokens > 0 and manifest["package_version"]
@@ -232,7 +213,7 @@ def test_invalid_utf8_is_replaced_and_counted(tokenizer_dir, tmp_path):
 
 
 def test_output_is_byte_identical_across_workers_and_runs(tokenizer_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(packing, "_CHUNK_CHARS", 4096)  # many small chunks, so order really is exercised
+    monkeypatch.setattr(encoding, "_CHUNK_CHARS", 4096)  # many small chunks, so order really is exercised
     hashes = []
     for name, workers in (("w1", 1), ("w2", 2), ("w2again", 2)):
         convert_dataset(
@@ -250,7 +231,7 @@ def test_row_writer_matches_the_stock_mds_writer(tmp_path):
     with MDSWriter(out=str(tmp_path / "stock"), columns={"input_ids": "ndarray:uint16"}, compression=None) as writer:
         for row in rows:
             writer.write({"input_ids": row})
-    fast = packing.row_mds_writer(tmp_path / "fast", np.dtype(np.uint16))
+    fast = row_mds_writer(tmp_path / "fast", np.dtype(np.uint16))
     for row in rows:
         fast.write({"input_ids": row})
     fast.finish()
@@ -285,7 +266,7 @@ from pathlib import Path
 
 import composer  # noqa: F401  installs SIGTERM/SIGINT handlers that forked pool workers inherit
 
-from composer_bert.data import packing
+from composer_bert.data import encoding
 from composer_bert.data.packing import ConvertOptions, convert_dataset
 from composer_bert.data.sources import DocumentSource, open_source
 from composer_bert.data.synthetic import synthetic_documents
@@ -298,7 +279,7 @@ class Interrupted(DocumentSource):
 
 
 tokenizer, out, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-packing._CHUNK_CHARS = 4096  # many tasks in flight when the pool shuts down
+encoding._CHUNK_CHARS = 4096  # many tasks in flight when the pool shuts down
 for i in range(rounds):
     options = ConvertOptions(workers=2, progress=False, seq_len=64)
     convert_dataset(open_source("synthetic:400"), tokenizer, out / f"done{i}", options)
@@ -358,7 +339,7 @@ def bad_inputs(tmp_path: Path, tokenizer_dir: Path) -> dict[str, tuple[list, lis
     good = ["--tokenizer", tokenizer_dir]
     return {
         "glob matches nothing": (["--source", f"text:{tmp_path}/missing/*.txt", *good], ["no files match"]),
-        "unknown scheme": (["--source", "wikipedia", *good], ["unknown source", "c4"]),
+        "unknown scheme": (["--source", "bookcorpus", *good], ["unknown source", "hf:DATASET", "c4"]),
         "empty source": (["--source", f"text:{empty}", *good], ["no documents"]),
         "tokenizer missing": (["--source", "synthetic:10", "--tokenizer", tmp_path / "nope"], ["does not exist"]),
         "tokenizer unusable": (["--source", "synthetic:10", "--tokenizer", broken_tokenizer], ["cannot be loaded"]),
@@ -433,32 +414,6 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path):
     (tmp_path / "docs.jsonl").write_text('{"text": "ok"}\n{"text": broken\n')
     with pytest.raises(UserError, match=r"docs.jsonl:2 is not valid JSON"):
         list(open_source(f"jsonl:{tmp_path}/docs.jsonl"))
-
-
-def test_c4_streams_through_hf_datasets(monkeypatch):
-    import datasets
-
-    calls = []
-
-    def fake_load_dataset(path, name=None, split=None, streaming=False):
-        calls.append((path, name, split, streaming))
-        return iter([{"text": "a c4 page", "url": "u1"}, {"text": "  ", "url": "u2"}, {"text": "another", "url": "u3"}])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert list(open_source("c4")) == ["a c4 page", "another"]
-    assert calls == [("allenai/c4", "en", "train", True)]
-
-
-def test_hf_failure_is_a_user_error(monkeypatch):
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'allenai/c4' on the Hub (LocalEntryNotFoundError)\nmore detail")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(UserError, match="could not open openwebtext") as err:
-        list(open_source("openwebtext"))
-    assert "\n" not in str(err.value)
 
 
 def test_synthetic_is_seeded_and_prefix_stable():
