@@ -103,12 +103,13 @@ def open_hf(spec: str, argument: str, text_field: str) -> OpenedDataset:
     except ConnectionError:  # offline mode, or no route to the Hub
         if datasets.config.HF_HUB_OFFLINE:
             raise UserError(
-                f"source '{spec}': '{name}' is not available offline (HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set, "
-                f"and streaming a Hub dataset needs the network); {_OFFLINE_REMEDY}"
+                f"source '{spec}': '{name}' is not a local folder, and as a Hub dataset it is not available offline "
+                f"(HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set, and streaming from the Hub needs the network); "
+                f"{_OFFLINE_REMEDY}"
             ) from None
         raise UserError(
-            f"source '{spec}': could not reach '{name}' on the Hugging Face Hub (no network?), and it is not "
-            f"available offline; check the network, or {_OFFLINE_REMEDY}"
+            f"source '{spec}': '{name}' is not a local folder, and the Hugging Face Hub could not be reached for it "
+            f"(no network?), so it is not available offline; check the network, or {_OFFLINE_REMEDY}"
         ) from None
     except datasets.exceptions.DatasetNotFoundError as err:
         raise UserError(f"source '{spec}': {_first_line(err)}; check the name (and log in for a gated dataset)") from None

@@ -65,6 +65,11 @@ def test_hf_on_a_saved_folder_reads_it_as_disk(tmp_path):
     source = open_source(f"hf:{tmp_path / 'saved'}")
     assert list(source) == ["saved one", "saved two"]
     assert source.resolved == f"disk:{(tmp_path / 'saved').resolve()}"
+    with pytest.raises(UserError, match="saved with save_to_disk and has no configs; use disk:"):
+        open_source(f"hf:{tmp_path / 'saved'}:some_config")
+    (tmp_path / "docs.jsonl").write_text('{"text": "a"}\n')
+    with pytest.raises(UserError, match="is a file; hf: takes a Hub name or a folder"):
+        open_source(f"hf:{tmp_path / 'docs.jsonl'}")
 
 
 def test_shortcuts_stream_their_hub_datasets(monkeypatch):
@@ -114,9 +119,19 @@ def test_hub_unreachable_is_one_line_without_retry_noise(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(UserError) as err:
         open_source("hf:org/name")
     message = str(err.value)
-    assert "could not reach 'org/name'" in message and "not available offline" in message and "disk:DIR" in message
+    assert "'org/name' is not a local folder" in message and "could not be reached" in message
+    assert "not available offline" in message and "disk:DIR" in message
     assert not [record for record in caplog.records if record.name.startswith("huggingface_hub")]
     assert logging.getLogger("huggingface_hub").level == level  # put back as it was
+
+
+def test_unknown_hub_dataset_is_one_line(monkeypatch):
+    def not_found(*args, **kwargs):
+        raise datasets.exceptions.DatasetNotFoundError("Dataset 'org/typo' doesn't exist on the Hub or cannot be accessed.")
+
+    monkeypatch.setattr(datasets, "load_dataset", not_found)
+    with pytest.raises(UserError, match=r"source 'hf:org/typo': Dataset 'org/typo' doesn't exist .*check the name"):
+        open_source("hf:org/typo")
 
 
 def test_a_file_gone_while_streaming_is_one_line(data_folder):
@@ -226,7 +241,7 @@ def bad_sources(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     datasets.Dataset.from_dict({"content": ["a"], "id": [1]}).save_to_disk(str(tmp_path / "saved"))
     return {
         "hub name offline": (["--source", "hf:no-such-org/no-such-dataset"], ["not available offline", "disk:DIR"]),
-        "shortcut offline": (["--source", "c4"], ["source 'c4'", "'allenai/c4' is not available offline"]),
+        "shortcut offline": (["--source", "c4"], ["source 'c4'", "'allenai/c4' is not a local folder", "not available offline"]),
         "hf folder without the field": (
             ["--source", f"hf:{tmp_path / 'jsonfolder'}"],
             ["no 'text' field (fields: content, meta)", "--text-field"],

@@ -142,7 +142,7 @@ def test_limit_documents_caps_count_and_bytes():
     "source, words",
     [
         ("text:/nonexistent/*.txt", ["no files match"]),
-        ("wikipedia", ["unknown source", "synthetic"]),
+        ("bookcorpus", ["unknown source", "synthetic"]),
         ("synthetic:zero", ["positive document count"]),
     ],
 )
