@@ -2,7 +2,7 @@
 
 - `hf:` streams through `datasets.load_dataset(DATASET, CONFIG, split=SPLIT, streaming=True)` (SPLIT
   defaults to train). DATASET is a Hub name, which needs the network, or a local folder of data files
-  (jsonl, json, csv, parquet, arrow, txt), which works offline. A folder written by `save_to_disk` is
+  (jsonl, json, csv, parquet, arrow), which works offline. A folder written by `save_to_disk` is
   read as `disk:` would read it.
 - `disk:DIR[:SPLIT]` reads a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`
   (`datasets.load_from_disk`); for a DatasetDict SPLIT defaults to train.
