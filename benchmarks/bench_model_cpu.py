@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 import transformers
 
+from composer_bert.models.bert import masked_positions
 from composer_bert.models.composer_model import ComposerMLM
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.hf_bert import model_config_from_hf
@@ -52,7 +53,15 @@ def ours() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
         max_position_embeddings=SEQ,
     )  # crammed defaults otherwise
     model = ComposerMLM(cfg)
-    return model, lambda batch: model.loss(model(batch), batch)
+    return model, lambda batch: model.loss(model(as_loaded(batch)), as_loaded(batch))
+
+
+def as_loaded(batch: dict) -> dict:
+    """The batch as our MLM loader delivers it: full rows without a mask, masked positions in fixed-width slots
+    (here as wide as the most masked row: these Bernoulli masks vary more per row than the loader's)."""
+    labels = batch["labels"]
+    width = int((labels != -100).sum(1).max())
+    return dict(input_ids=batch["input_ids"], labels=labels, masked_positions=masked_positions(labels, width))
 
 
 def hf_config() -> transformers.BertConfig:
@@ -72,7 +81,7 @@ def hf_config() -> transformers.BertConfig:
 
 def ours_as_original_bert() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
     model = ComposerMLM(model_config_from_hf(hf_config()))
-    return model, lambda batch: model.loss(model(batch), batch)
+    return model, lambda batch: model.loss(model(as_loaded(batch)), as_loaded(batch))
 
 
 def hugging_face() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:

@@ -3,15 +3,21 @@
 Composer's own SeqLengthWarmup only accepts HuggingFaceModel and counts progress in batches of
 `max_duration`; this one follows the run's progress p (the wall-clock budget when there is one, as the
 schedules do). Rows are packed text, so a prefix is a shorter, still valid sequence; masked positions
-beyond the cut are simply not predicted.
+beyond the cut are simply not predicted: their `masked_positions` slots become empty (-1) and keep their
+width, so the MLM head's shape stays fixed. Each new length is a new input shape, so a compiled model
+compiles again for it (after the second length with a dynamic sequence dimension); lengths move in
+multiples of `step`, and only during the warmup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
+
+from composer_bert.data.masking import MASKED_POSITIONS
 
 
 class SeqLengthWarmup(Algorithm):
@@ -37,5 +43,12 @@ class SeqLengthWarmup(Algorithm):
         full_length = state.batch["input_ids"].shape[1]
         length = self.length_at(self.progress(state), full_length)
         if length < full_length:
-            state.batch = {k: v[:, :length].contiguous() if v.ndim == 2 else v for k, v in state.batch.items()}
+            state.batch = {key: cut(key, value, length) for key, value in state.batch.items()}
         logger.log_metrics({"seq_length_warmup/length": length})
+
+
+def cut(key: str, value: torch.Tensor, length: int) -> torch.Tensor:
+    """One batch entry cut to rows of `length`: [B, L] tensors to their prefix, masked positions past it emptied."""
+    if key == MASKED_POSITIONS:
+        return value.masked_fill(value >= length, -1)
+    return value[:, :length].contiguous() if value.ndim == 2 else value

@@ -32,17 +32,30 @@ class WallClockBudget(Callback):
     BATCH_CHECKPOINT / EPOCH_CHECKPOINT (checkpoint saving; Composer's CheckpointSaver runs after our
     callbacks) until the next batch is fetched. Data loading counts. Put it before other callbacks.
 
-    At every BATCH_END rank 0's reading is broadcast, so all ranks hold the same elapsed time, stop after
-    the same batch, and budget-aware schedules (which read `elapsed_fraction()`) agree across ranks.
+    All ranks must hold the same elapsed time: budget-aware schedules read `elapsed_fraction()` every batch
+    (ranks with different learning rates would drift apart) and every rank must stop after the same batch.
+    On one rank the host clock is simply read at every BATCH_END. With several, rank 0's reading is
+    broadcast only at sync batches (a broadcast is a collective and, on GPUs, a device round trip); in
+    between, every rank advances the last agreed reading by the agreed seconds per batch (from the last
+    two syncs). That uses agreed numbers only, so every rank computes the same value. The next sync comes
+    after about `sync_seconds` of training, but at most half the remaining budget away, and at once when the
+    estimate reaches the budget: as the budget runs out syncs come every batch, and the stop is always
+    decided on rank 0's real clock. The fraction never decreases (a sync below the estimate holds it).
     """
 
-    def __init__(self, budget_seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, budget_seconds: float, clock: Callable[[], float] = time.monotonic, sync_seconds: float = 10.0):
         self.budget_seconds = float(budget_seconds)
+        self.sync_seconds = float(sync_seconds)
         self._clock = clock  # seconds, monotonic; tests pass a fake one
-        self._train_seconds = 0.0  # agreed across ranks at the last BATCH_END (plus closed segments since)
-        self._fraction = 0.0  # `_train_seconds / budget` at the last BATCH_END: what schedules read
+        self._train_seconds = 0.0  # this rank's count at its last BATCH_END (plus closed segments since)
+        self._fraction = 0.0  # the agreed elapsed seconds / budget at the last BATCH_END: what schedules read
         self._running_since: float | None = None  # clock reading when the clock last started
         self._resume_after_eval = False
+        self.syncs = 0  # broadcasts of rank 0's clock so far in this process
+        self._sync_batch: int | None = None  # batch count at the last broadcast, its agreed seconds, and the rate
+        self._sync_seconds_agreed = 0.0
+        self._seconds_per_batch: float | None = None
+        self._next_sync = 0  # batch count at which the next broadcast happens
 
     # -- the clock ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -102,15 +115,17 @@ class WallClockBudget(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         now = self._clock()
-        seconds = self._train_seconds + (0.0 if self._running_since is None else now - self._running_since)
-        if dist.get_world_size() > 1:
-            agreed = state.device.tensor_to_device(torch.tensor([seconds], dtype=torch.float64))
-            dist.broadcast(agreed, src=0)
-            seconds = float(agreed.item())
-        self._train_seconds = seconds
+        self._train_seconds += 0.0 if self._running_since is None else now - self._running_since
         if self._running_since is not None:
             self._running_since = now  # the next segment starts where this reading was taken
-        self._fraction = seconds / self.budget_seconds
+        batch = int(state.timestamp.batch)
+        if dist.get_world_size() == 1:
+            seconds = self._train_seconds
+        else:
+            seconds = self._estimate(batch)
+            if batch >= self._next_sync or seconds >= self.budget_seconds:
+                seconds = self._sync(state, batch)
+        self._fraction = max(self._fraction, seconds / self.budget_seconds)
         logger.log_metrics({FRACTION_KEY: self.elapsed_fraction(), SECONDS_KEY: seconds})
         if self.spent():
             log.info(
@@ -120,6 +135,26 @@ class WallClockBudget(Callback):
             )
             state.stop_training()
 
+    def _estimate(self, batch: int) -> float:
+        """Agreed seconds at `batch`, extrapolated from the last broadcast: the same number on every rank."""
+        if self._sync_batch is None or self._seconds_per_batch is None:
+            return self._sync_seconds_agreed
+        return self._sync_seconds_agreed + self._seconds_per_batch * (batch - self._sync_batch)
+
+    def _sync(self, state: State, batch: int) -> float:
+        """Broadcast rank 0's reading, adopt it on every rank, and schedule the next broadcast."""
+        agreed = state.device.tensor_to_device(torch.tensor([self._train_seconds], dtype=torch.float64))
+        dist.broadcast(agreed, src=0)
+        seconds = float(agreed.item())
+        self.syncs += 1
+        if self._sync_batch is not None and batch > self._sync_batch:
+            self._seconds_per_batch = max(0.0, (seconds - self._sync_seconds_agreed) / (batch - self._sync_batch))
+        self._train_seconds, self._sync_batch, self._sync_seconds_agreed = seconds, batch, seconds
+        rate = self._seconds_per_batch
+        ahead = 1 if not rate else max(1, int(min(self.sync_seconds, (self.budget_seconds - seconds) / 2) / rate))
+        self._next_sync = batch + ahead
+        return seconds
+
     # -- checkpointing -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"train_seconds": self.elapsed_seconds(), "budget_seconds": self.budget_seconds}
@@ -128,3 +163,5 @@ class WallClockBudget(Callback):
         self._train_seconds = float(state["train_seconds"])
         self._fraction = self._train_seconds / self.budget_seconds
         self._running_since = None
+        self._sync_batch, self._sync_seconds_agreed, self._seconds_per_batch = None, self._train_seconds, None
+        self._next_sync = 0  # the first batch after a resume broadcasts

@@ -3,6 +3,10 @@
 Composer's OptimizerMonitor logs after the optimizer step (so after any clipping) and one metric per
 parameter; GradientClipping clips without telling us the norm. Doing both in one place means one norm
 computation per step, and the logged value is the one the clipping decision was made on.
+
+Nothing is read on the host between logged steps: the norm and the clipping factor stay on the device
+(`clip_grad_norm_` scales by min(1, max_norm / norm) without looking at it), and a logged step reads the
+global and per-layer norms together, once.
 """
 
 from __future__ import annotations

@@ -271,7 +271,7 @@ def build_mlm_dataspec(
     shuffle: bool | None = None,
     drop_last: bool = True,
 ) -> DataSpec:
-    """Composer DataSpec of masked batches {input_ids, attention_mask, labels} of `split`.
+    """Composer DataSpec of masked batches {input_ids, labels, masked_positions} of `split`.
 
     `vocab_size` is the model's (None: accept the shards'); shards of another vocab or tokenizer are refused.
     `shuffle=None` shuffles the train split per `data.shuffle` and leaves other splits in order. Masks are

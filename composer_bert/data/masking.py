@@ -5,10 +5,18 @@ DataLoader workers' RNG state, and a different number of ranks or workers hands 
 processes. Masks drawn from a stateful RNG would then differ from an uninterrupted run. Here every
 random number is a splitmix64 hash of (seed, epoch, sample id, position), computed with numpy over the
 whole batch at once, so the mask of a sample depends on nothing else.
+
+Why `masked_positions` of a fixed width: a sparse MLM head that selected the masked tokens of a batch
+would get a different number of rows every batch, a shape only known after reading the labels on the
+host (one GPU synchronisation per step, and a recompile of a compiled model). The masker instead also
+lists each row's masked positions in K slots, K = `prediction_slots(seq_len)`: the most positions its
+count rule can ever mask in a row of that length, so every row fits and every batch has the same shape.
+Unused slots hold -1. The masks themselves do not depend on K.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -18,7 +26,9 @@ from composer_bert.errors import UserError
 from composer_bert.schema import validate
 
 IGNORE_INDEX = -100  # label at unmasked positions: ignored by torch's cross-entropy
+MASKED_POSITIONS = "masked_positions"  # batch key of the [B, K] masked positions (-1: empty slot)
 MAX_SEQ_LEN = 1 << 16  # positions take the low bits of a 32-bit rank; the high 16+ bits stay random
+_LARGEST_UNIT = 1.0 - 2.0**-53  # the largest value `unit_interval` returns
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (golden ratio)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -124,6 +134,14 @@ class MLMMasker:
         self._random_token_cut = np.uint64(round(min(mask_token_prob + random_token_prob, 1.0) * 2**32))
         self._workspace: _Workspace | None = None
 
+    def prediction_slots(self, seq_len: int) -> int:
+        """K: the most positions a row of `seq_len` tokens can have masked, so the width of `masked_positions`.
+
+        The count rule's largest value, floor(p * n + u) for n = seq_len and the largest u, in the same
+        float64 arithmetic (monotone in n and u), so no row ever masks more. About p * seq_len + 1.
+        """
+        return min(seq_len, math.floor(self.mlm_probability * seq_len + _LARGEST_UNIT))
+
     def _workspace_for(self, num_rows: int, seq_len: int) -> _Workspace:
         if self._workspace is None or self._workspace.hashes.shape != (num_rows, seq_len):
             self._workspace = _Workspace(num_rows, seq_len)
@@ -135,12 +153,15 @@ class MLMMasker:
         sample_ids: np.ndarray,
         epochs: np.ndarray | int,
         out: tuple[np.ndarray, np.ndarray] | None = None,
+        positions_out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mask a [B, L] batch of rows whose samples are `sample_ids` ([B]) seen in `epochs` ([B] or one int).
 
         Returns (corrupted input_ids, labels), both [B, L]: new int64 arrays, or `out` filled in when given
         (contiguous arrays of any signed integer type that holds the vocabulary and -100, e.g. int16 shared
-        memory a DataLoader worker ships cheaply). `input_ids` is not modified.
+        memory a DataLoader worker ships cheaply). `input_ids` is not modified. With `positions_out`, a
+        C-contiguous signed integer [B, prediction_slots(L)] array, also writes each row's masked positions
+        there in ascending order, then -1.
         """
         if input_ids.ndim != 2 or input_ids.shape[1] > MAX_SEQ_LEN:
             raise ValueError(f"input_ids must be [batch, seq_len <= {MAX_SEQ_LEN}], got shape {input_ids.shape}")
@@ -174,6 +195,8 @@ class MLMMasker:
         masked = np.less_equal(scores, threshold[:, None], out=ws.flags)
         masked &= maskable
         masked[num_to_mask == 0] = False
+        if positions_out is not None:
+            self._write_positions(masked, positions_out)
 
         if out is None:
             out = (np.empty((num_rows, seq_len), dtype=np.int64), np.empty((num_rows, seq_len), dtype=np.int64))
@@ -195,6 +218,22 @@ class MLMMasker:
             draws = splitmix64(masked_hashes[to_random] ^ _REPLACEMENT_SALT) % np.uint64(len(self.replacement_ids))
             corrupted[positions[to_random]] = self.replacement_ids[draws.astype(np.int64)]
         return out
+
+
+    def _write_positions(self, masked: np.ndarray, out: np.ndarray) -> None:
+        num_rows, seq_len = masked.shape
+        counts = masked.sum(axis=1)
+        slots = self.prediction_slots(seq_len)
+        if out.shape != (num_rows, slots) or not out.flags.c_contiguous:
+            raise ValueError(f"positions_out must be a C-contiguous array of shape {(num_rows, slots)}")
+        if counts.max(initial=0) > slots:  # the bound is exact, so this is a bug, never bad input
+            raise AssertionError(f"a row masked {counts.max()} positions, more than its {slots} slots")
+        flat = np.flatnonzero(masked)  # row-major: each row's positions ascending, rows in order
+        rows = flat // seq_len
+        row_starts = np.cumsum(counts) - counts  # where each row's run begins in `flat`
+        slot = np.arange(len(flat)) - row_starts[rows]
+        out.fill(-1)
+        out.reshape(-1)[rows * slots + slot] = flat - rows * seq_len
 
 
 def check_masking_probabilities(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:

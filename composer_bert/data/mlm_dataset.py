@@ -5,6 +5,11 @@ collate reads the batch's rows at once and masks them from those pairs (masking.
 never depends on which rank, worker or resumed run loaded it. Resumption is StreamingDataset's own
 `state_dict`/`load_state_dict`, which Composer calls when it checkpoints and restores a run.
 
+Batches are {input_ids, labels, masked_positions} with no attention mask: rows are packed to full
+length, so a mask would be all ones, and without one the model needs no check of it (a check would read
+the mask on the host every step). `masked_positions` has a fixed width per run (masking.py), so batch
+shapes never change and a compiled model never recompiles.
+
 Speed (one worker must deliver 50k sequences/s; StreamingDataset's own path manages ~6k here):
 rows come from a memory map of each shard, gathered a batch at a time, instead of `get_item`, which opens
 the shard file for every sample; and once every shard is on disk (local data, or a fully cached remote
@@ -27,7 +32,7 @@ from streaming import StreamingDataset
 from streaming.base.dataset import _Iterator, _ShardState
 from torch.utils.data import DataLoader
 
-from composer_bert.data.masking import MLMMasker
+from composer_bert.data.masking import MASKED_POSITIONS, MLMMasker
 from composer_bert.data.shard_checks import check_shard_file, shard_file
 from composer_bert.errors import UserError
 
@@ -185,8 +190,12 @@ class MLMStreamingDataset(StreamingDataset):
 
 
 class MLMCollator:
-    """(sample id, epoch) items -> a compact masked batch {input_ids, labels}: int16 (int32 for vocabularies
-    over 32768) [B, L] views of one storage, in shared memory when built in a DataLoader worker.
+    """(sample id, epoch) items -> a compact masked batch {input_ids, labels, masked_positions}: int16 (int32
+    for vocabularies or rows over 32768) views of one storage, in shared memory when built in a DataLoader worker.
+
+    input_ids and labels are [B, L]; masked_positions is [B, K], K = `masker.prediction_slots(L)` (see
+    masking.py): the same width in every batch of a run, so a compiled model keeps one graph. No
+    attention mask: rows are packed to full length, and the model treats a missing mask as all ones.
 
     Why compact: a worker ships a batch through shared memory, and every fresh page there costs a fault;
     int64 input_ids + labels + attention_mask took ~1.2 ms more per batch of 256 x 128 than int16 ids and
@@ -197,15 +206,30 @@ class MLMCollator:
     def __init__(self, dataset: MLMStreamingDataset, masker: MLMMasker, vocab_size: int) -> None:
         self.dataset = dataset
         self.masker = masker
-        self.dtype = torch.int16 if vocab_size <= 1 << 15 else torch.int32
+        self.vocab_size = vocab_size
 
     def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         sample_ids, epochs = np.array(items, dtype=np.int64).reshape(-1, 2).T
         rows = self.dataset.rows(sample_ids)
-        packed = _batch_buffer((2, *rows.shape), self.dtype)
-        buffers = packed.numpy()
-        self.masker(rows, sample_ids, epochs, out=(buffers[0], buffers[1]))
-        return {"input_ids": packed[0], "labels": packed[1]}
+        num_rows, seq_len = rows.shape
+        slots = self.masker.prediction_slots(seq_len)
+        dtype = torch.int16 if max(self.vocab_size, seq_len) <= 1 << 15 else torch.int32
+        packed = _batch_buffer((2 * num_rows * seq_len + num_rows * slots,), dtype)
+        input_ids, labels, positions = _split_batch(packed, num_rows, seq_len, slots)
+        self.masker(rows, sample_ids, epochs, out=(input_ids.numpy(), labels.numpy()), positions_out=positions.numpy())
+        return {"input_ids": input_ids, "labels": labels, MASKED_POSITIONS: positions}
+
+
+def _split_batch(
+    storage: torch.Tensor, num_rows: int, seq_len: int, slots: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids [B, L], labels [B, L] and masked positions [B, K] as views of one flat tensor."""
+    tokens = num_rows * seq_len
+    return (
+        storage[:tokens].view(num_rows, seq_len),
+        storage[tokens : 2 * tokens].view(num_rows, seq_len),
+        storage[2 * tokens :].view(num_rows, slots),
+    )
 
 
 def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -217,15 +241,17 @@ def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def model_batch(compact: dict[str, torch.Tensor], pin_memory: bool = False) -> dict[str, torch.Tensor]:
-    """The batch the model gets: `input_ids`, `attention_mask` (all ones: rows are packed to full length) and
-    `labels` (original id where masked, -100 elsewhere), all int64 [B, L] views of one (optionally pinned) storage.
+    """The batch the model gets: `input_ids`, `labels` (original id where masked, -100 elsewhere) and
+    `masked_positions`, all int64 views of one (optionally pinned) storage. No attention_mask: rows are full.
     """
-    input_ids = compact["input_ids"]
-    wide = torch.empty((3, *input_ids.shape), dtype=torch.int64, pin_memory=pin_memory)
-    wide[0].copy_(input_ids)
-    wide[1].fill_(1)
-    wide[2].copy_(compact["labels"])
-    return {"input_ids": wide[0], "attention_mask": wide[1], "labels": wide[2]}
+    num_rows, seq_len = compact["input_ids"].shape
+    slots = compact[MASKED_POSITIONS].shape[1]
+    wide = torch.empty((2 * num_rows * seq_len + num_rows * slots,), dtype=torch.int64, pin_memory=pin_memory)
+    input_ids, labels, positions = _split_batch(wide, num_rows, seq_len, slots)
+    input_ids.copy_(compact["input_ids"])
+    labels.copy_(compact["labels"])
+    positions.copy_(compact[MASKED_POSITIONS])
+    return {"input_ids": input_ids, "labels": labels, MASKED_POSITIONS: positions}
 
 
 class MLMDataLoader(DataLoader):

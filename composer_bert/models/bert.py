@@ -1,4 +1,17 @@
-"""The BERT encoder and its two heads: masked language modelling and sequence classification."""
+"""The BERT encoder and its two heads: masked language modelling and sequence classification.
+
+Everything here compiles into one graph (`torch.compile(..., fullgraph=True)`) and never reads a tensor
+value on the host, so a GPU step runs without a host-device synchronisation:
+
+- Padding is masked, not removed. Packing the real tokens of a padded batch (what flash-attn's varlen
+  kernels read) needs their count on the host, i.e. one synchronisation per forward and a tensor shape
+  that changes every batch, which breaks the graph and recompiles it. Pretraining rows are always full
+  and come without a mask, so nothing is lost there; padded finetuning batches attend through SDPA with a
+  key-padding mask and pay for their padding in the per-token layers.
+- Sparse prediction runs the MLM head on a fixed number of slots per row, `masked_positions` [B, K]
+  (see data/masking.py for K), gathered from the hidden states: the head's shape is the same in every
+  batch, whatever the number of masked tokens. A slot of -1 holds no prediction and its target is ignored.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +31,6 @@ from composer_bert.models.layers import (
     alibi_slopes,
     build_norm,
 )
-from composer_bert.models.padding import Unpadded, repad, unpad, unpadded_layout
 from composer_bert.schema import validate
 
 IGNORE_INDEX = -100  # label of positions the MLM loss skips
@@ -49,7 +61,7 @@ class Embeddings(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Embeddings and blocks. Padded batches run packed, so no layer spends compute on padding."""
+    """Embeddings and blocks; padded batches (attention_mask given) attend only to their real tokens."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -66,30 +78,27 @@ class BertEncoder(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> Tensor:
-        """[B, L] ids -> [B, L, D] hidden states; zeros where attention_mask is 0 (padding)."""
-        batch_size, seq_len = input_ids.shape
+        """[B, L] ids -> [B, L, D] hidden states; zeros where attention_mask is 0 (padding).
+
+        Without a mask every position is a real token (pretraining rows are full); that is also the fast
+        path: no mask lets SDPA pick its flash kernel.
+        """
+        seq_len = input_ids.shape[1]
         position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
-        layout = None
-        if attention_mask is not None and not bool(attention_mask.all()):  # all ones (pretraining): nothing to pack
-            layout = unpadded_layout(attention_mask)
-            input_ids, position_ids = unpad(input_ids, layout), unpad(position_ids.expand(batch_size, -1), layout)
-            token_type_ids = None if token_type_ids is None else unpad(token_type_ids, layout)
         x = self.embeddings(input_ids, position_ids, token_type_ids)
-        inputs = self._attention_inputs(seq_len, position_ids, attention_mask, layout)
+        inputs = self._attention_inputs(seq_len, position_ids, attention_mask)
         for layer in self.layers:
             x = layer(x, inputs)
         x = self.final_norm(x)
-        return x if layout is None else repad(x, layout)
+        return x if attention_mask is None else x.masked_fill(attention_mask[..., None] == 0, 0.0)
 
-    def _attention_inputs(
-        self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None, layout: Unpadded | None
-    ) -> AttentionInputs:
-        bias = None if layout is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] key padding
+    def _attention_inputs(self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None) -> AttentionInputs:
+        bias = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] keys
         if self.alibi_slopes is not None:
             alibi = alibi_bias(self.alibi_slopes, seq_len)
             bias = alibi if bias is None else alibi.masked_fill(~bias, float("-inf"))
         rotary = None if self.rotary is None else self.rotary(position_ids)
-        return AttentionInputs(bias, rotary, layout, self.alibi_slopes)
+        return AttentionInputs(bias, rotary)
 
 
 class MLMHead(nn.Module):
@@ -111,7 +120,7 @@ class MLMHead(nn.Module):
 
 
 class BertForMaskedLM(nn.Module):
-    """Encoder + MLM head. With sparse_prediction and labels given, logits are only for masked positions."""
+    """Encoder + MLM head. With sparse_prediction and masked_positions given, logits only at those positions."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -127,16 +136,44 @@ class BertForMaskedLM(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
-        labels: Tensor | None = None,
+        masked_positions: Tensor | None = None,
     ) -> Tensor:
-        """Logits [B, L, vocab_size], or [num_masked, vocab_size] (masked = labels != -100) when sparse."""
+        """Logits [B, L, vocab_size], or [B, K, vocab_size] at `masked_positions` [B, K] when sparse.
+
+        Slots of -1 in `masked_positions` get the logits of position 0; their targets are IGNORE_INDEX.
+        """
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
-        if self.config.sparse_prediction and labels is not None:
-            hidden = hidden[labels != IGNORE_INDEX]
+        if self.config.sparse_prediction and masked_positions is not None:
+            hidden = gather_positions(hidden, masked_positions)
         return self.head(hidden)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once
+
+
+def gather_positions(hidden: Tensor, positions: Tensor) -> Tensor:
+    """[B, L, D] hidden states at [B, K] positions -> [B, K, D]; a slot of -1 reads position 0."""
+    index = positions.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
+    return hidden.gather(1, index)
+
+
+def masked_positions(labels: Tensor, width: int) -> Tensor:
+    """[B, width]: each row's masked positions (labels != IGNORE_INDEX) in ascending order, then -1.
+
+    Computed on the tensor's device with a static shape (no host read). A row with more than `width`
+    masked positions keeps its first `width`: pass a width no row exceeds (the sequence length always works).
+    """
+    seq_len = labels.shape[1]
+    position = torch.arange(seq_len, device=labels.device)
+    first = torch.where(labels != IGNORE_INDEX, position, seq_len).sort(dim=1).values[:, :width]
+    if width > seq_len:
+        first = torch.nn.functional.pad(first, (0, width - seq_len), value=seq_len)
+    return torch.where(first < seq_len, first, -1)
+
+
+def masked_targets(labels: Tensor, positions: Tensor) -> Tensor:
+    """The labels at [B, K] positions, IGNORE_INDEX at empty (-1) slots: the targets of sparse logits."""
+    return labels.gather(1, positions.clamp(min=0)).masked_fill(positions < 0, IGNORE_INDEX)
 
 
 class BertForSequenceClassification(nn.Module):

@@ -1,6 +1,8 @@
 """Composer wrappers: the loss, metrics and FLOP count the Trainer and SpeedMonitor ask a model for.
 
 `self.model` holds the plain torch module, so Composer checkpoint keys read `model.bert...`, `model.head...`.
+Like the model, the loss, the metric updates and `flops_per_batch` never read a tensor value on the host:
+Composer updates the training metrics every batch, and a read there would synchronise every GPU step.
 """
 
 from __future__ import annotations
@@ -8,13 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity, MaskedAccuracy
+from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
+from composer.metrics.nlp import MaskedAccuracy as ComposerMaskedAccuracy
 from composer.models import ComposerModel
 from torch import Tensor
 from torchmetrics import MeanSquaredError, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from composer_bert.models.bert import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification
+from composer_bert.data.masking import MASKED_POSITIONS
+from composer_bert.models.bert import (
+    IGNORE_INDEX,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    masked_positions,
+    masked_targets,
+)
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import classifier_flops_per_batch, mlm_flops_per_batch
 
@@ -22,7 +32,12 @@ Batch = dict[str, Tensor]
 
 
 class ComposerMLM(ComposerModel):
-    """Masked language modelling; batches hold input_ids, attention_mask and labels (-100 = not masked)."""
+    """Masked language modelling on batches of input_ids, labels (-100 = not masked) and masked_positions.
+
+    `masked_positions` [B, K] (the MLM collator's; -1 = empty slot) are where a sparse head predicts. A batch
+    without them (one built by hand) predicts at every masked position, in slots as wide as the row: right,
+    but with a head as large as a dense one. `attention_mask` and `token_type_ids` are optional.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -31,16 +46,26 @@ class ComposerMLM(ComposerModel):
         self.train_metrics, self.eval_metrics = _mlm_metrics(), _mlm_metrics(perplexity=True)
 
     def forward(self, batch: Batch) -> Tensor:
-        """Logits [B, L, V], or [num_masked, V] with sparse prediction."""
-        return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), batch["labels"])
+        """Logits [B, L, V], or [B, K, V] at the masked positions with sparse prediction."""
+        input_ids, positions = batch["input_ids"], self._positions(batch)
+        return self.model(input_ids, batch.get("attention_mask"), batch.get("token_type_ids"), positions)
 
     def loss(self, outputs: Tensor, batch: Batch, *args: Any, **kwargs: Any) -> Tensor:
         return F.cross_entropy(outputs.flatten(0, -2), self._targets(batch).flatten(), ignore_index=IGNORE_INDEX)
 
+    def _positions(self, batch: Batch) -> Tensor | None:
+        if not self.config.sparse_prediction:
+            return None
+        positions = batch.get(MASKED_POSITIONS)
+        if positions is None:
+            labels = batch["labels"]
+            positions = masked_positions(labels, labels.shape[1])
+        return positions
+
     def _targets(self, batch: Batch) -> Tensor:
-        """Labels lined up with the logits: only the masked ones when the head ran sparse."""
-        labels = batch["labels"]
-        return labels[labels != IGNORE_INDEX] if self.config.sparse_prediction else labels
+        """Labels lined up with the logits: those at the predicted slots when the head ran sparse."""
+        positions = self._positions(batch)
+        return batch["labels"] if positions is None else masked_targets(batch["labels"], positions)
 
     def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
         return self.train_metrics if is_train else self.eval_metrics
@@ -53,6 +78,15 @@ class ComposerMLM(ComposerModel):
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+
+class MaskedAccuracy(ComposerMaskedAccuracy):
+    """Composer's MaskedAccuracy, counted without boolean indexing (which reads the mask's size on the host)."""
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        counted = target != self.ignore_index
+        self.correct += ((preds.argmax(dim=-1) == target) & counted).sum()
+        self.total += counted.sum()
 
 
 def _mlm_metrics(perplexity: bool = False) -> dict[str, Metric]:
@@ -85,7 +119,8 @@ class ComposerClassifier(ComposerModel):
     def _metrics(self) -> dict[str, Metric]:
         if self.is_regression:
             return {"MeanSquaredError": MeanSquaredError()}
-        return {"MulticlassAccuracy": MulticlassAccuracy(num_classes=self.num_labels, average="micro")}
+        # validate_args=False: the argument checks read label values on the host (torch.unique) every batch
+        return {"MulticlassAccuracy": MulticlassAccuracy(num_classes=self.num_labels, average="micro", validate_args=False)}
 
     def forward(self, batch: Batch) -> Tensor:
         """Logits [B, num_labels]."""

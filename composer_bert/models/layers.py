@@ -1,7 +1,8 @@
 """The pieces of a transformer block: norms, positions, attention, feed-forward, and the block itself.
 
-Hidden states are either padded [B, L, D] or packed [total_tokens, D] (see padding.py); every layer
-except attention is indifferent to which, and attention reads the layout from `AttentionInputs`.
+Hidden states are always [B, L, D]. Padding (finetuning batches) is handled by attention alone, as a key
+mask in `AttentionInputs.bias`: every other layer works per token, so padded positions never reach a real
+one. Nothing here reads a tensor value on the host, so a block compiles into one graph (see bert.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from composer_bert.models.config import ModelConfig
-from composer_bert.models.padding import Unpadded, repad, unpad
-
-try:  # optional: the varlen kernel attends over packed tokens without re-padding
-    from flash_attn import flash_attn_varlen_func
-except ImportError:
-    flash_attn_varlen_func = None
 
 
 def build_norm(cfg: ModelConfig, size: int) -> nn.Module:
@@ -84,10 +79,10 @@ def alibi_bias(slopes: Tensor, seq_len: int) -> Tensor:
 class AttentionInputs:
     """What every layer's attention needs to know about the batch, built once per forward by the encoder."""
 
-    bias: Tensor | None  # added to SDPA scores (ALiBi, key padding) or None: then SDPA may use flash kernels
-    rotary: tuple[Tensor, Tensor] | None  # cos, sin per token, for rotary positions
-    layout: Unpadded | None  # set when hidden states are packed [total_tokens, D]
-    alibi_slopes: Tensor | None  # [H] for flash-attn's varlen kernel, which applies ALiBi itself
+    # SDPA's attn_mask: bool [B, 1, 1, L] key padding (True = attend), float ALiBi scores [B or 1, H, L, L]
+    # with -inf at padded keys, or None (full rows, no ALiBi): then SDPA may pick its flash kernel
+    bias: Tensor | None
+    rotary: tuple[Tensor, Tensor] | None  # cos, sin per position, for rotary positions
 
 
 class Attention(nn.Module):
@@ -105,24 +100,9 @@ class Attention(nn.Module):
         if inputs.rotary is not None:
             q, k = apply_rotary(q, *inputs.rotary), apply_rotary(k, *inputs.rotary)
         dropout = self.dropout if self.training else 0.0
-        layout = inputs.layout
-        if layout is not None and _flash_varlen_applies(q):
-            seqlens, longest = layout.cu_seqlens, layout.max_seqlen
-            y = flash_attn_varlen_func(
-                q, k, v, seqlens, seqlens, longest, longest, dropout_p=dropout, alibi_slopes=inputs.alibi_slopes
-            )
-        else:
-            if layout is not None:
-                q, k, v = repad(q, layout), repad(k, layout), repad(v, layout)
-            q, k, v = q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # [B, H, L, d]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias, dropout_p=dropout).transpose(-3, -2)
-            if layout is not None:
-                y = unpad(y, layout)
+        q, k, v = q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # [B, H, L, d]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias, dropout_p=dropout).transpose(-3, -2)
         return self.out(y.flatten(-2))
-
-
-def _flash_varlen_applies(q: Tensor) -> bool:
-    return flash_attn_varlen_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
 
 class FeedForward(nn.Module):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from composer import Trainer
 from composer.core import Callback, Event, State
 from composer.loggers import InMemoryLogger, Logger
 from composer.models import ComposerClassifier
+from composer.utils import dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -138,3 +146,72 @@ def test_state_dict_round_trip_and_progress_source():
     assert copy.elapsed_seconds() == pytest.approx(25.0) and copy.elapsed_fraction() == pytest.approx(0.25)
     with pytest.raises(UserError, match="budget"):
         load_config(PretrainConfig, overrides=["run_name=t", "max_duration=6ba", "global_train_batch_size=8", "budget=0h"])
+
+
+# -- several ranks ---------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class SpendPerRank(Callback):
+    """Rank 0's batches take 1 and 2 fake seconds in turn, rank 1's 0.7: only rank 0's clock may count."""
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        if dist.get_global_rank() == 0:
+            self.clock.now += 1.0 if int(state.timestamp.batch) % 2 == 0 else 2.0
+        else:
+            self.clock.now += 0.7
+
+
+def _run_rank(out_dir: str) -> None:
+    """One rank of a 2-process (gloo) run under a 60 s budget; writes what it saw to rank{N}.json."""
+    clock = FakeClock()
+    budget = WallClockBudget(60.0, clock=clock)
+    torch.manual_seed(0)
+    model = ComposerClassifier(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), num_classes=2)
+    data = TensorDataset(torch.randn(32, 8), torch.randint(0, 2, (32,)))
+    logger = InMemoryLogger()
+    trainer = Trainer(
+        model=model,
+        train_dataloader=DataLoader(data, batch_size=BATCH, sampler=dist.get_sampler(data)),
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        max_duration="1000ba",
+        callbacks=[budget, SpendPerRank(clock)],
+        loggers=[logger],
+        device="cpu",
+        progress_bar=False,
+        log_to_console=False,
+    )
+    trainer.fit()
+    record = {"batches": int(trainer.state.timestamp.batch), "syncs": budget.syncs,
+              "fractions": [value for _, value in logger.data[FRACTION_KEY]]}
+    Path(out_dir, f"rank{dist.get_global_rank()}.json").write_text(json.dumps(record))
+    trainer.close()
+
+
+def test_ranks_agree_every_batch_while_broadcasting_rarely(tmp_path):
+    """Rank 0's clock decides; the others follow its extrapolated reading between broadcasts, so every rank
+    logs the same fractions and stops after the same batch: the first whose real time reaches the budget."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    composer = str(Path(sys.executable).parent / "composer")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    launch = [composer, "-n", "2", "--master_port", str(port), __file__, str(tmp_path)]
+    ran = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    # rank 0: 1 + 2 + 1 + 2 ... fake seconds; 60 s are reached exactly after batch 40
+    assert ranks[0]["batches"] == ranks[1]["batches"] == 40
+    assert ranks[0]["fractions"] == ranks[1]["fractions"]
+    fractions = ranks[0]["fractions"]
+    assert len(fractions) == 40 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert fractions[-2] == pytest.approx(58.0 / 60)  # broadcasts every batch as the budget runs out
+    assert ranks[0]["syncs"] == ranks[1]["syncs"] <= 20, ranks[0]["syncs"]
+
+
+if __name__ == "__main__":
+    _run_rank(sys.argv[1])

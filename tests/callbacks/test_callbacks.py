@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from composer import Trainer
 from composer.callbacks import LRMonitor, SpeedMonitor
+from composer.core import Callback
 from composer.loggers import InMemoryLogger
 from composer.models import ComposerClassifier
 from torch import nn
@@ -19,11 +20,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from composer_bert.algorithms.batch_ramp import BatchRamp
 from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
+from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
 from composer_bert.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
 from composer_bert.training_controls import build_training_controls
+from tests.host_reads import HostReads
 
 BATCH = 4
 
@@ -220,6 +223,52 @@ def test_nan_loss_stops_before_the_step_and_saves_nothing_after(tmp_path):
     assert saved == ["ep0-ba1-rank0.pt", "ep0-ba2-rank0.pt", "ep0-ba3-rank0.pt"]
     assert all(torch.isfinite(p).all() for p in model.parameters()), "the optimizer stepped on NaN gradients"
     assert issubclass(NonFiniteLossError, UserError)
+
+
+# -- host reads -------------------------------------------------------------------------------------------
+
+
+def test_callbacks_read_device_values_only_when_they_report(tmp_path):
+    """What would synchronise a GPU, per callback: the budget (one rank) and the NaN guard before the step
+    nothing; the NaN guard one read per batch end, of its own host copy of the flag (on a GPU a pinned
+    copy that Composer's own per-batch loss read has already waited for); the gradient norm one read per
+    logged step; the metrics file one read per write."""
+    data, model = batches(6), tiny_model()
+    metrics = MetricsFile(tmp_path, write_interval=4)
+    callbacks = [WallClockBudget(3600.0), NaNGuard(), GradNormClip(max_norm=0.05, log_interval=3, per_layer=True)]
+    run = Trainer(model=model, train_dataloader=loader(data), optimizers=torch.optim.SGD(model.parameters(), lr=0.5),
+                  max_duration="6ba", callbacks=callbacks, loggers=[metrics], device="cpu", progress_bar=False,
+                  log_to_console=False, seed=0)
+    with HostReads() as reads:
+        run.fit()
+    ours = [r.where for r in reads.ours("composer_bert.callbacks")]
+    assert ours.count("composer_bert.callbacks.nan_guard.batch_end") == 6
+    assert ours.count("composer_bert.callbacks.grad_norm.after_train_batch") == 2  # batches 0 and 3
+    written = read_metrics(tmp_path / "metrics.jsonl")
+    assert [row["batch"] for row in written] == list(range(7))  # steps 0..6: every row, numbers only
+    assert all(isinstance(v, (int, float, str)) for row in written for v in row.values())
+    assert ours.count("composer_bert.callbacks.metrics_file.host_values") == 2  # 4 rows, then the last 3
+    assert len(ours) == 6 + 2 + 2, ours
+
+
+def test_metrics_file_is_written_up_to_each_checkpoint_right_after_it(tmp_path):
+    """Buffered rows reach the file once a checkpoint exists, so a run resumed from it loses no row."""
+    seen: dict[int, list[int]] = {}
+
+    class Peek(Callback):
+        def after_dataloader(self, state, logger) -> None:
+            path = tmp_path / "metrics.jsonl"
+            seen[int(state.timestamp.batch)] = [r["batch"] for r in read_metrics(path)] if path.exists() else []
+
+    data, model = batches(6), tiny_model()
+    run = Trainer(model=model, train_dataloader=loader(data), optimizers=torch.optim.SGD(model.parameters(), lr=0.5),
+                  max_duration="6ba", callbacks=[Peek()], loggers=[MetricsFile(tmp_path, write_interval=100)],
+                  save_folder=str(tmp_path / "checkpoints"), save_interval="2ba", device="cpu", progress_bar=False,
+                  log_to_console=False, seed=0)
+    run.fit()
+    # the checkpoint after batch 2 restores step 2: rows 0 and 1 are what a resumed run keeps
+    assert seen == {0: [], 1: [], 2: [0, 1], 3: [0, 1], 4: [0, 1, 2, 3], 5: [0, 1, 2, 3]}
+    assert [r["batch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == list(range(7))
 
 
 # -- what the trainer gets ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ recovered from a batch as `labels` where masked and `input_ids` elsewhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -97,7 +98,7 @@ def take(loader, num_batches: int | None = None) -> list[dict[str, torch.Tensor]
 
 def same_batches(left: list[dict[str, torch.Tensor]], right: list[dict[str, torch.Tensor]]) -> bool:
     return len(left) == len(right) and all(
-        all(torch.equal(a[key], b[key]) for key in ("input_ids", "attention_mask", "labels"))
+        all(torch.equal(a[key], b[key]) for key in ("input_ids", "labels", "masked_positions"))
         for a, b in zip(left, right, strict=True)
     )
 
@@ -111,10 +112,14 @@ def test_batches_are_model_ready_and_count_tokens(shards):
     root = shards[0]
     spec = build_mlm_dataspec(config(root), split="train", device_batch_size=BATCH, seed=SEED, vocab_size=VOCAB)
     batch = next(iter(spec.dataloader))
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
-    for tensor in batch.values():
-        assert tensor.dtype == torch.int64 and tensor.shape == (BATCH, SEQ_LEN)
-    assert torch.all(batch["attention_mask"] == 1)
+    assert set(batch) == {"input_ids", "labels", "masked_positions"}  # no attention mask: rows are full
+    slots = math.floor(0.15 * SEQ_LEN + 1)  # the most a row of SEQ_LEN can have masked at data.mlm_probability
+    for key, tensor in batch.items():
+        assert tensor.dtype == torch.int64 and tensor.shape == (BATCH, slots if key == "masked_positions" else SEQ_LEN)
+    positions = batch["masked_positions"]
+    for row in range(BATCH):  # each row's masked positions in ascending order, then empty slots
+        masked = torch.nonzero(batch["labels"][row] != IGNORE_INDEX).flatten().tolist()
+        assert positions[row].tolist() == masked + [-1] * (slots - len(masked))
     assert spec.get_num_tokens_in_batch(batch) == BATCH * SEQ_LEN
     assert spec.get_num_samples_in_batch(batch) == BATCH
     masked = (batch["labels"] != IGNORE_INDEX).sum().item()

@@ -148,3 +148,33 @@ def test_rows_without_maskable_tokens_stay_unmasked():
 def test_bad_settings_are_user_errors(overrides, message):
     with pytest.raises(UserError, match=message):
         make_masker(**overrides)
+
+
+def test_masked_positions_list_each_rows_masked_positions_in_fixed_width_slots(rows):
+    masker = make_masker()
+    slots = masker.prediction_slots(128)
+    assert slots == 20  # floor(0.15 * 128 + u) <= 20 for every row
+    positions = np.empty((len(rows), slots), dtype=np.int16)  # narrow, as the collator ships them
+    corrupted, labels = masker(rows, np.arange(len(rows)), 0, positions_out=positions)
+    plain_corrupted, plain_labels = make_masker()(rows, np.arange(len(rows)), 0)
+    assert np.array_equal(corrupted, plain_corrupted) and np.array_equal(labels, plain_labels)  # masks unchanged
+    for row in range(len(rows)):
+        masked = np.flatnonzero(labels[row] != IGNORE_INDEX)
+        assert positions[row, : len(masked)].tolist() == masked.tolist()
+        assert np.all(positions[row, len(masked) :] == -1)
+    assert (positions != -1).sum() == (labels != IGNORE_INDEX).sum()
+    with pytest.raises(ValueError, match="positions_out"):
+        masker(rows[:4], np.arange(4), 0, positions_out=np.empty((4, slots - 1), dtype=np.int16))
+
+
+@pytest.mark.parametrize("mlm_probability", [0.15, 0.25, 0.3, 0.5, 1.0, 0.1 + 0.2])
+@pytest.mark.parametrize("seq_len", [1, 7, 64, 100, 128, 512])
+def test_prediction_slots_are_the_largest_count_the_rule_can_draw(mlm_probability, seq_len):
+    """K bounds floor(p * n + u) for every n <= L and u < 1 (in the masker's float64 arithmetic), and is reached."""
+    masker = make_masker(mlm_probability=mlm_probability)
+    slots = masker.prediction_slots(seq_len)
+    largest_u = np.float64(1.0) - np.float64(2.0**-53)
+    counts = np.minimum(np.floor(mlm_probability * np.arange(seq_len + 1) + largest_u).astype(np.int64),
+                        np.arange(seq_len + 1))
+    assert counts.max() == slots
+    assert slots <= mlm_probability * seq_len + 1

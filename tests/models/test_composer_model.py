@@ -10,6 +10,7 @@ from composer import Trainer
 from composer.callbacks import SpeedMonitor
 from composer.loggers import InMemoryLogger
 
+from composer_bert.models.bert import masked_positions
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM, build_composer_model
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import mlm_flops_per_batch
@@ -25,13 +26,15 @@ def tiny_config(**overrides) -> ModelConfig:
 
 @pytest.fixture
 def mlm_batch() -> dict[str, torch.Tensor]:
+    """As the MLM collator builds them: full rows (no attention mask), masked positions in fixed-width slots."""
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(1, VOCAB, (4, 16), generator=generator)
     labels = torch.full_like(input_ids, -100)
     masked = torch.rand(4, 16, generator=generator) < 0.25
     labels[masked] = input_ids[masked]
     input_ids = input_ids.masked_fill(masked, 3)  # the [MASK] id
-    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+    slots = int(masked.sum(1).max()) + 1  # at least one empty slot
+    return dict(input_ids=input_ids, labels=labels, masked_positions=masked_positions(labels, slots))
 
 
 @pytest.fixture
@@ -65,6 +68,18 @@ def test_mlm_loss_decreases_on_a_fixed_batch(mlm_batch, sparse_prediction):
     assert losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.parametrize("sparse_prediction", [True, False])
+def test_mlm_loss_is_the_same_with_an_attention_mask_or_without_masked_positions(mlm_batch, sparse_prediction):
+    """A batch built by hand (all-ones mask, no masked_positions) gets the collator batch's loss."""
+    torch.manual_seed(0)
+    model = ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)).eval()
+    by_hand = {k: v for k, v in mlm_batch.items() if k != "masked_positions"}
+    by_hand["attention_mask"] = torch.ones_like(mlm_batch["input_ids"])
+    with torch.no_grad():
+        expected = model.loss(model(mlm_batch), mlm_batch)
+        torch.testing.assert_close(model.loss(model(by_hand), by_hand), expected)
+
+
 def test_classifier_and_regressor_losses_decrease(finetune_batch):
     torch.manual_seed(0)
     losses = train_losses(ComposerClassifier(tiny_config(), num_labels=3), finetune_batch)
@@ -88,8 +103,8 @@ def test_mlm_metrics_count_only_masked_tokens(mlm_batch, sparse_prediction):
     assert set(model.get_metrics(is_train=True)) == {"MaskedAccuracy", "LanguageCrossEntropy"}
     for metric in metrics.values():
         model.update_metric(mlm_batch, outputs, metric)
-    labels = mlm_batch["labels"]
-    predictions = outputs.argmax(-1) if sparse_prediction else outputs.argmax(-1)[labels != -100]
+    labels, slots = mlm_batch["labels"], mlm_batch["masked_positions"]
+    predictions = outputs.argmax(-1)[slots >= 0] if sparse_prediction else outputs.argmax(-1)[labels != -100]
     accuracy = (predictions == labels[labels != -100]).float().mean()
     torch.testing.assert_close(metrics["MaskedAccuracy"].compute(), accuracy)
     torch.testing.assert_close(metrics["LanguageCrossEntropy"].compute(), loss)
