@@ -1,6 +1,6 @@
-"""An export written under one transformers major reads under the other: the two stacks of `make test`.
+"""The two supported stacks of `make test`: how the current one is installed, and exports that cross between them.
 
-The other stack's interpreter is `$COMPOSER_BERT_OTHER_PYTHON`, or else whichever of the repo's `.venv`
+An export written under one transformers major must read under the other. The other stack's interpreter is `$COMPOSER_BERT_OTHER_PYTHON`, or else whichever of the repo's `.venv`
 (pinned stack) and `.venv-current` (current stack) this run is not using; `make test` builds both before
 either suite runs, so each suite runs this test, in both directions.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from packaging.requirements import Requirement
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -59,6 +60,35 @@ torch.save(model.state_dict(), job["theirs_state"])
 save_pretrained_fast(Tokenizer.from_file(job["tokenizer"] + "/tokenizer.json"), job["their_tokenizer"])
 print(json.dumps({"transformers": transformers.__version__, "pair": {k: v.tolist()[0] for k, v in pair.items()}}))
 """
+
+
+def run_deps(*args: str) -> subprocess.CompletedProcess:
+    """requirements/deps.py in this venv, as the Makefile runs it."""
+    return subprocess.run(
+        [sys.executable, "requirements/deps.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_current_stack_lifts_only_composers_torch_and_transformers_pins():
+    listed = run_deps("test")
+    assert listed.returncode == 0, listed.stderr
+    requirements = [Requirement(line) for line in listed.stdout.split()]
+    names = {requirement.name.lower().replace("_", "-") for requirement in requirements}
+    # Composer's and streaming's own requirements (mosaicml-cli: `import composer` needs it), ours, our test extra.
+    assert {"mosaicml-cli", "torchmetrics", "torchvision", "xxhash", "omegaconf", "pytest", "ruff"} <= names
+    assert not names & {"mosaicml", "mosaicml-streaming"}  # those two are installed --no-deps
+    for requirement in requirements:
+        if requirement.name == "torch" and str(requirement.specifier).startswith("=="):
+            assert requirement.specifier.contains(torch.__version__.split("+")[0])  # the installed torch stays
+        elif requirement.name in ("torch", "torchvision", "transformers"):
+            assert not any(spec.operator == "<" and spec.version in ("2.7.1", "0.22.1", "5") for spec in requirement.specifier)
+    no_deps = run_deps("--no-deps")
+    assert no_deps.stdout.split() == ["mosaicml-streaming==0.13.0", "mosaicml==0.32.1"]
+
+
+def test_this_stack_has_no_broken_requirement_but_the_lifted_pins():
+    checked = run_deps("--check")
+    assert checked.returncode == 0, checked.stderr
 
 
 def other_stack_python() -> Path | None:
