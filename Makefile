@@ -1,19 +1,49 @@
 # Two entry points for a newcomer: `make demo` (the whole job, offline, on the built-in synthetic
 # corpus) and `make test`. Both create .venv and install the package into it first.
+#
+# Two supported stacks (README "Supported stacks"), each in its own venv:
+#   .venv          the pinned stack: what Composer 0.32.1's own pins give (torch 2.7.0, transformers 4.57),
+#                  every package with its dependencies (constraints: requirements/pinned.txt).
+#   .venv-current  the current stack: torch 2.14.1 and transformers 5, with Composer 0.32.1 and
+#                  mosaicml-streaming 0.13.0 installed --no-deps so their torch<2.7.1 / transformers<5 pins
+#                  cannot downgrade it; requirements/deps.py lists their other requirements from their own
+#                  metadata (constraints: requirements/current.txt).
+# `make test` (what CI runs) lints, then runs the whole suite on both.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+VENV_CURRENT := .venv-current
+PYC := $(VENV_CURRENT)/bin/python
+# torch 2.14.1 + torchvision 0.29.1: the newest pair pip takes on this machine kind (its pip is capped at
+# torch<=2.14.1 and has these two on disk; about a minute to install). Composer imports torchvision, so it
+# must be the build that matches torch (PyPI's torchvision does not load beside the CPU-only 2.13.0 wheel).
+# The GPU image's torch 2.11 lies between the two stacks' torches.
+CURRENT_TORCH := torch==2.14.1 torchvision==0.29.1
 OUT := demo_out
 
-.PHONY: install demo test lint clean
+.PHONY: install install-current demo test test-pinned test-current lint clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements/pinned.txt -e ".[test]"
+	touch $@
+
+$(VENV_CURRENT)/.installed: setup.py requirements/current.txt requirements/deps.py
+	$(PYTHON) -m venv $(VENV_CURRENT)
+	$(PYC) -m pip install --quiet --upgrade pip
+	$(PYC) -m pip install --quiet $(CURRENT_TORCH)
+	$(PYC) -m pip install --quiet --no-deps -e .
+	$(PYC) -m pip install --quiet --no-deps $$($(PYC) requirements/deps.py --no-deps)
+	@echo "pip reports Composer's and streaming's lifted pins (torch, torchvision, transformers) as conflicts;"
+	@echo "deps.py --check below fails on any other."
+	$(PYC) -m pip install --quiet -c requirements/current.txt $$($(PYC) requirements/deps.py test)
+	$(PYC) requirements/deps.py --check
 	touch $@
 
 install: $(VENV)/.installed
+
+install-current: $(VENV_CURRENT)/.installed
 
 demo: install
 	$(PY) data_prep/train_tokenizer.py --source synthetic --vocab-size 4096 --out $(OUT)/tokenizer --overwrite
@@ -24,8 +54,17 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: lint
+# Both venvs exist before either suite runs, so the cross-stack test (an export written under one
+# transformers major, read under the other) runs in both.
+test: lint install-current test-pinned test-current
+
+test-pinned: install
+	@$(PY) requirements/deps.py --stack
 	$(PY) -m pytest
+
+test-current: install-current
+	@$(PYC) requirements/deps.py --stack
+	$(PYC) -m pytest
 
 clean:
 	rm -rf $(OUT) .pytest_cache

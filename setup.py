@@ -8,11 +8,15 @@ version = {}
 exec(Path("composer_bert/version.py").read_text(), version)
 
 install_requires = [
-    # Composer 0.32.1 pins torch>=2.6,<2.7.1; we follow it.
-    "torch>=2.6,<2.7.1",
+    # Two supported stacks (README "Supported stacks"): the pinned one that Composer 0.32.1's own pins give
+    # (torch 2.7.0, transformers 4.x; `make install`, requirements/pinned.txt), and a current one (torch 2.14,
+    # transformers 5; `make install-current`, requirements/current.txt) where Composer and streaming are
+    # installed --no-deps because their torch<2.7.1 / transformers<5 pins would downgrade it. So our own
+    # bounds are only what our code needs; a plain `pip install` still resolves to the pinned stack.
+    "torch>=2.6",
     "mosaicml==0.32.1",
     "mosaicml-streaming==0.13.0",
-    "transformers>=4.40,<5",
+    "transformers>=4.40,<6",
     "tokenizers>=0.19",
     "datasets>=2.19",
     "omegaconf>=2.3,<3",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from composer_bert.compat import make_tokenizer_portable
 from composer_bert.data.manifest import SPECIAL_TOKENS
 from composer_bert.errors import UserError
 
@@ -155,6 +156,7 @@ def save_pretrained_fast(tokenizer: Tokenizer, out_dir: str | Path) -> None:
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         model_max_length=MODEL_MAX_LENGTH,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # else transformers 5 gives no segments
         **{f"{role}_token": token for role, token in SPECIAL_TOKENS.items()},
     )
     try:
@@ -166,3 +168,4 @@ def save_pretrained_fast(tokenizer: Tokenizer, out_dir: str | Path) -> None:
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from err
+    make_tokenizer_portable(out_dir)  # loadable by transformers 4 and 5 alike

@@ -204,7 +204,9 @@ def load_tokenizer(tokenizer_dir: str | Path | None) -> Any:
     if not folder.is_dir():
         raise UserError(f"tokenizer folder '{folder}' does not exist; pass tokenizer=DIR with a tokenizer.json")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        # No remote code: an export's config.json names our model code, which transformers 5 asks about
+        # interactively before it even reads the tokenizer; the tokenizer itself never needs any.
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         if not (folder / "tokenizer.json").is_file():
             raise UserError(

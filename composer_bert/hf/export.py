@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from composer_bert.checkpoint import load_composer_checkpoint
+from composer_bert.compat import make_tokenizer_portable
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_output_dir
 from composer_bert.models.config import ModelConfig
@@ -188,14 +189,21 @@ def _write_full_config(path: Path, model_config: ModelConfig) -> None:
 
 
 def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path) -> None:
-    """Re-save through `transformers` so tokenizer_config.json names its class (AutoTokenizer needs it)."""
+    """Re-save through `transformers` so tokenizer_config.json names its class (AutoTokenizer needs it), by a
+    name that both transformers 4 and 5 resolve.
+
+    It also records the model's inputs: transformers 5's generic tokenizer returns no token_type_ids unless told
+    to, and without them a sentence pair would reach a model with segment embeddings as one segment.
+    """
     from transformers import PreTrainedTokenizerFast
 
     if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
         raise UserError(
             f"no tokenizer.json in '{tokenizer_dir}'; pass a tokenizer directory from data_prep/train_tokenizer.py"
         )
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+    segments = ["token_type_ids"] if model_config.type_vocab_size > 0 else []
+    input_names = ["input_ids", *segments, "attention_mask"]
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir), model_input_names=input_names)
     if len(tokenizer) > model_config.vocab_size:
         raise UserError(
             f"tokenizer '{tokenizer_dir}' has {len(tokenizer)} tokens but the model only {model_config.vocab_size}; "
@@ -203,6 +211,7 @@ def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_di
         )
     tokenizer.model_max_length = min(tokenizer.model_max_length, model_config.max_position_embeddings)
     tokenizer.save_pretrained(str(out_dir))
+    make_tokenizer_portable(out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- remote code

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
 from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
-from composer_bert.models.bert import BertForMaskedLM, BertForSequenceClassification
-from composer_bert.models.layers import ScaledSinusoidalPositions
+from composer_bert.models.bert import BertEncoder, BertForMaskedLM, BertForSequenceClassification
+from composer_bert.models.layers import Rotary, ScaledSinusoidalPositions, alibi_slopes
+
+try:  # transformers 5: these leave alone every tensor already loaded from the checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4 calls _init_weights only on modules whose weights the checkpoint lacks
+    from torch.nn import init
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 
 class ComposerBertPreTrainedModel(PreTrainedModel):
@@ -26,18 +34,29 @@ class ComposerBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Our init (bert.init_weights) applied to one module's own parameters, never its children's."""
+        """Our init (bert.init_weights) of one module's own parameters, never its children's, and its fixed buffers.
+
+        transformers 5 builds the model on the meta device and materializes non-persistent buffers (the sinusoid
+        table, rotary frequencies, ALiBi slopes: never saved) as uninitialized memory, then relies on this method
+        to fill them; so they are recomputed here, on the CPU whatever device context is active.
+        """
         std = self.config.init_std
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=std)
+            init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+            init.zeros_(module.bias)
         if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-            module.weight.data.fill_(1.0)
+            init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
-                module.bias.data.zero_()
-        if isinstance(module, ScaledSinusoidalPositions):
-            module.scale.data.fill_(module.table.shape[-1] ** -0.5)
+                init.zeros_(module.bias)
+        with torch.device("cpu"), torch.no_grad():
+            if isinstance(module, ScaledSinusoidalPositions):
+                init.constant_(module.scale, module.table.shape[-1] ** -0.5)
+                module.table.copy_(ScaledSinusoidalPositions(module.table.shape[-1], module.table.shape[0]).table)
+            if isinstance(module, Rotary):
+                module.inverse_frequency.copy_(Rotary(2 * module.inverse_frequency.numel()).inverse_frequency)
+            if isinstance(module, BertEncoder) and module.alibi_slopes is not None:
+                module.alibi_slopes.copy_(alibi_slopes(module.alibi_slopes.numel()))
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.bert.embeddings.tokens
@@ -46,7 +65,10 @@ class ComposerBertPreTrainedModel(PreTrainedModel):
 class ComposerBertForMaskedLM(ComposerBertPreTrainedModel):
     """Our `BertForMaskedLM`; logits cover every position (never sparse), vocabulary padding sliced off."""
 
-    _tied_weights_keys = ["model.head.decoder.weight"]
+    # Tied only when config.tie_word_embeddings; transformers 5 maps target -> source, 4 lists the targets.
+    _tied_weights_keys = {"model.head.decoder.weight": "model.bert.embeddings.tokens.weight"}
+    if TRANSFORMERS_MAJOR < 5:
+        _tied_weights_keys = list(_tied_weights_keys)
 
     def __init__(self, config: ComposerBertConfig) -> None:
         super().__init__(config)

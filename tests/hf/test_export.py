@@ -56,6 +56,7 @@ CRAMMED = ModelConfig(  # pre-norm, GEGLU, scaled sinusoidal positions, no biase
     pad_vocab_multiple=8,
 )
 ROTARY_RMS = replace(CRAMMED, position_embedding="rotary", norm_type="rmsnorm", ffn_type="swiglu", type_vocab_size=0)
+ALIBI = replace(CRAMMED, position_embedding="alibi")
 PLAIN_BERT = replace(
     CRAMMED,
     norm_placement="post",
@@ -76,12 +77,14 @@ class NoComposerBert(importlib.abc.MetaPathFinder):
             raise ImportError("composer_bert is blocked: the export must not need it")
 sys.meta_path.insert(0, NoComposerBert())
 import torch
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 jobs, results = json.loads(sys.argv[1]), {}
 inputs = torch.load(jobs["inputs"])
 with torch.no_grad():
     mlm = AutoModelForMaskedLM.from_pretrained(jobs["mlm"], trust_remote_code=True).eval()
     results["mlm_logits"] = mlm(**inputs).logits
+    alibi = AutoModelForMaskedLM.from_pretrained(jobs["alibi"], trust_remote_code=True).eval()
+    results["alibi_logits"] = alibi(**inputs).logits
     results["mlm_class"] = type(mlm).__module__ + "." + type(mlm).__name__
     fresh_head = AutoModelForSequenceClassification.from_pretrained(jobs["mlm"], trust_remote_code=True, num_labels=3)
     results["fresh_head_logits"] = fresh_head.eval()(**inputs).logits
@@ -89,6 +92,12 @@ with torch.no_grad():
     classifier = AutoModelForSequenceClassification.from_pretrained(jobs["classifier"], trust_remote_code=True).eval()
     results["classifier_logits"] = classifier(**inputs).logits
     results["classifier_labels"] = classifier.config.id2label
+    models = {"mlm": mlm, "alibi": alibi, "classifier": classifier}
+    results["buffers"] = {name: dict(model.named_buffers()) for name, model in models.items()}
+    results["pair_inputs"] = {
+        name: sorted(AutoTokenizer.from_pretrained(jobs[name], trust_remote_code=True)("the cat", "a dog"))
+        for name in ("mlm", "classifier")
+    }
     fill_mask = pipeline("fill-mask", model=jobs["mlm"], trust_remote_code=True)
     results["fill_mask"] = fill_mask("the [MASK] sat on the mat", top_k=3)
 results["composer_bert_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "composer_bert")
@@ -126,7 +135,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def batch(tokenizer_dir) -> dict[str, torch.Tensor]:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
-    encoded = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    encoded = tokenizer(SENTENCES, padding=True, return_tensors="pt", return_token_type_ids=True)
     assert not encoded["attention_mask"].all(), "the test batch must contain padding"
     return dict(encoded)
 
@@ -218,13 +227,25 @@ def classifier_export(classifier, tokenizer_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def remote_results(mlm_export, classifier_export, batch, tmp_path_factory) -> dict:
-    """Load both remote-code exports in an interpreter that cannot import composer_bert."""
+def alibi_mlm() -> OurBertForMaskedLM:
+    torch.manual_seed(10)
+    return perturbed(OurBertForMaskedLM(ALIBI), seed=11)
+
+
+@pytest.fixture(scope="module")
+def alibi_export(alibi_mlm, tokenizer_dir, tmp_path_factory) -> Path:
+    return export_mlm(alibi_mlm, ALIBI, tokenizer_dir, tmp_path_factory.mktemp("exports") / "alibi")
+
+
+@pytest.fixture(scope="module")
+def remote_results(mlm_export, classifier_export, alibi_export, batch, tmp_path_factory) -> dict:
+    """Load the remote-code exports in an interpreter that cannot import composer_bert."""
     work = tmp_path_factory.mktemp("remote")
     torch.save(batch, work / "inputs.pt")
     jobs = {
         "mlm": str(mlm_export),
         "classifier": str(classifier_export),
+        "alibi": str(alibi_export),
         "inputs": str(work / "inputs.pt"),
         "results": str(work / "results.pt"),
     }
@@ -237,6 +258,7 @@ def remote_results(mlm_export, classifier_export, batch, tmp_path_factory) -> di
     result = subprocess.run(
         [sys.executable, "-I", "-c", REMOTE_LOADER, json.dumps(jobs)],
         cwd=work,
+        stdin=subprocess.DEVNULL,  # transformers asks before running remote code that was not trusted: never wait
         env=env,
         capture_output=True,
         text=True,
@@ -313,6 +335,28 @@ def test_classifier_export_matches_ours(remote_results, classifier, batch):
     torch.testing.assert_close(remote_results["classifier_logits"], ours, atol=TOLERANCE, rtol=0)
 
 
+def test_remote_models_recompute_their_fixed_buffers(remote_results, trained_checkpoint, classifier, alibi_mlm, batch):
+    """Sinusoid table, rotary frequencies and ALiBi slopes are never saved; loading must rebuild them exactly.
+
+    transformers 5 materializes such buffers uninitialized and leaves them to `_init_weights`: a gap there is NaN.
+    """
+    ours = {"mlm": trained_checkpoint[1].model, "classifier": classifier.model, "alibi": alibi_mlm}
+    for name, model in ours.items():
+        expected = {f"model.{key}": buffer for key, buffer in model.named_buffers()}
+        assert expected and remote_results["buffers"][name].keys() == expected.keys(), name
+        for key, buffer in expected.items():
+            torch.testing.assert_close(remote_results["buffers"][name][key], buffer, atol=0, rtol=0, msg=key)
+    with torch.no_grad():
+        expected_logits = alibi_mlm(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    torch.testing.assert_close(remote_results["alibi_logits"], expected_logits, atol=TOLERANCE, rtol=0)
+
+
+def test_exported_tokenizer_gives_segment_ids_when_the_model_reads_them(remote_results):
+    """transformers 5's generic tokenizer returns token_type_ids only when told to; the export tells it."""
+    assert remote_results["pair_inputs"]["mlm"] == ["attention_mask", "input_ids", "token_type_ids"]
+    assert remote_results["pair_inputs"]["classifier"] == ["attention_mask", "input_ids"]  # type_vocab_size=0
+
+
 # ---------------------------------------------------------------------------------------------- plain BERT
 
 
@@ -354,6 +398,17 @@ def test_load_exported_round_trips_remote_code_export(mlm_export, trained_checkp
     assert pretrained.state_dict.keys() == expected.keys()
     for key, tensor in expected.items():
         torch.testing.assert_close(pretrained.state_dict[key], tensor, atol=0, rtol=0, msg=key)
+
+
+def test_glue_reads_an_exports_tokenizer_without_asking_about_remote_code(mlm_export, capsys):
+    """transformers 5's AutoTokenizer reads config.json first and asks before running the code it names."""
+    from composer_bert.glue.data import check_tokenizer, load_tokenizer
+
+    capsys.readouterr()
+    tokenizer = load_tokenizer(mlm_export)
+    assert "custom code" not in capsys.readouterr().out
+    check_tokenizer(tokenizer, CRAMMED.vocab_size)
+    assert tokenizer("the cat", "a dog", return_token_type_ids=True)["token_type_ids"][-1] == 1
 
 
 def test_checkpoint_format_does_not_import_the_hf_package():
