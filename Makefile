@@ -10,7 +10,7 @@ OUT := demo_out
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,loggers]"
 	touch $@
 
 install: $(VENV)/.installed
