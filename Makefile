@@ -26,7 +26,7 @@ OUT := demo_out
 $(VENV)/.installed: setup.py requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/pinned.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements/pinned.txt -e ".[test,loggers]"
 	touch $@
 
 $(VENV_CURRENT)/.installed: setup.py requirements/current.txt requirements/deps.py

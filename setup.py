@@ -28,7 +28,18 @@ install_requires = [
 
 extras = {
     "test": ["pytest>=8", "pytest-timeout>=2.1", "ruff==0.17.6", "scipy", "scikit-learn"],
-    "wandb": ["wandb>=0.17"],
+    "wandb": ["wandb>=0.24,<0.29"],  # kept for old install lines; `.[loggers]` has every tracker
+    # Experiment trackers for `loggers:` (W&B, MLflow, TensorBoard) and NVML's energy counter. Bounds: Composer
+    # 0.32.1's WandBLogger calls Run.get_url (gone in wandb 0.29), its MLFlowLogger targets MLflow 2, and
+    # wandb from 0.24 accepts the protobuf 6 that google-api-core (via mosaicml-streaming) requires.
+    # mlflow-skinny is MLflow's tracking client without the server and UI, enough for Composer's logger.
+    # Tested: wandb 0.28.2, mlflow-skinny 2.22.5, tensorboard 2.21.0, nvidia-ml-py 13.
+    "loggers": [
+        "wandb>=0.24,<0.29",
+        "mlflow-skinny>=2.14.1,<3",
+        "tensorboard>=2.9.1,<3",
+        "nvidia-ml-py>=12",
+    ],
     "flash": ["flash-attn>=2.5"],
 }
 

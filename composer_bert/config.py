@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
 import typing
 import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -71,6 +72,12 @@ class PretrainConfig:
     seq_length_warmup: SeqLengthWarmupConfig = field(default_factory=SeqLengthWarmupConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
+
+    # Keys of earlier releases -> their place now (read with a warning until the next release).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "loggers.wandb_project": "loggers.wandb.project",
+        "loggers.wandb_entity": "loggers.wandb.entity",
+    }
 
     def check(self) -> None:
         for key in ("max_duration", "save_interval", "eval_interval"):
@@ -118,6 +125,12 @@ def _nearest(name: str, candidates: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(candidates))}"
 
 
+def _unwrap_optional(hint: Any) -> Any:
+    """`X | None` -> X, for an optional section such as `loggers.wandb`."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if len(args) == 1 and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+
+
 def _keys_of(schema: Any, dotted: str) -> list[str]:
     """The valid keys at `dotted`'s parent level in `schema` (for 'did you mean'), walking dict-of-dataclass fields."""
     node: Any = schema if isinstance(schema, type) else type(schema)
@@ -127,7 +140,7 @@ def _keys_of(schema: Any, dotted: str) -> list[str]:
         hint = typing.get_type_hints(node).get(parts[index])
         if typing.get_origin(hint) is dict:  # name -> dataclass: skip over the user's dict key
             hint, index = typing.get_args(hint)[1], index + 1
-        node, index = hint, index + 1
+        node, index = _unwrap_optional(hint), index + 1
     return [f.name for f in fields(node)] if is_dataclass(node) and index >= len(parts) else []
 
 
@@ -168,16 +181,30 @@ def _migrate(layer: DictConfig, renamed: dict[str, str]) -> DictConfig:
     container = OmegaConf.to_container(layer)
     assert isinstance(container, dict)
     for old, new in renamed.items():
-        if old not in container or isinstance(container[old], dict):
+        *old_parents, old_leaf = old.split(".")
+        source = _section(container, old_parents)
+        if source is None or old_leaf not in source or isinstance(source[old_leaf], dict):
             continue
-        value = container.pop(old)
-        section, _, leaf = new.partition(".")
-        target = container.setdefault(section, {}) if leaf else container
-        if leaf and not isinstance(target, dict):
-            raise UserError(f"config key '{section}' is a section; write {new}={value}")
-        target[leaf or new] = value
+        value = source.pop(old_leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = container
+        for depth, part in enumerate(new_parents):
+            if target.get(part) is None:  # absent, or an optional section left null: the old key turns it on
+                target[part] = {}
+            target = target[part]
+            if not isinstance(target, dict):
+                raise UserError(f"config key '{'.'.join(new_parents[: depth + 1])}' is a section; write {new}={value}")
+        target[new_leaf] = value
         warnings.warn(f"config key '{old}' is now '{new}'; the old name is read until the next release", FutureWarning, stacklevel=3)
     return OmegaConf.create(container)
+
+
+def _section(container: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    """The nested mapping at `path` in a plain config dict, or None when it is absent or not a mapping."""
+    node: Any = container
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def split_recipe_argv(argv: list[str], usage: str) -> tuple[str, list[str]] | None:

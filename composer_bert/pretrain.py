@@ -8,7 +8,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from composer import Trainer
 from composer.core import Evaluator
@@ -16,16 +15,19 @@ from composer.loggers import LoggerDestination
 from composer.utils import dist, reproducibility
 from omegaconf import OmegaConf
 
-from composer_bert.callbacks.metrics_file import EVAL_LOSS_KEY, LOSS_KEY, MetricsFile, read_metrics
+from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.checkpoint import RunMetadata
 from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_file, ensure_writable_dir
+from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerMLM
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.resources import EnergyMeter, peak_memory
 from composer_bert.resume import LATEST_FILENAME, SAVE_FILENAME, on_rank_zero, prepare_autoresume
+from composer_bert.run_report import summarize_metrics
 from composer_bert.run_setup import microbatch_size, per_device_batch, pick_device
 from composer_bert.training_controls import build_training_controls
 
@@ -46,17 +48,17 @@ class PretrainResult:
     metrics_path: str
     plot_path: str | None
     save_folder: str
+    budget_used: float | None = None  # fraction of `budget` spent; None without one
+    peak_memory_gib: float | None = None
+    peak_memory_of: str = ""  # "GPU, max allocated" or "CPU, peak RSS"
+    energy_kwh: float | None = None  # NVML, all GPUs of this node; None without NVML
 
 
 def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
     loggers: list[LoggerDestination] = [MetricsFile(cfg.save_folder)]
     if cfg.loggers.progress_bar:
         loggers.append(TrainProgressBar())
-    if cfg.loggers.wandb_project:
-        from composer.loggers import WandBLogger
-
-        loggers.append(WandBLogger(project=cfg.loggers.wandb_project, entity=cfg.loggers.wandb_entity, name=cfg.run_name))
-    return loggers
+    return loggers + tracker_loggers(cfg.loggers, cfg.save_folder)
 
 
 def build_trainer(cfg: PretrainConfig) -> Trainer:
@@ -133,47 +135,43 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
+    resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
+    trainer.logger.log_hyperparameters(flat_hyperparameters(resolved))  # once, to every tracker (rank 0 only)
     if dist.get_global_rank() == 0:  # only once the run starts (checkpoint loaded): a failed rerun keeps the old one
-        resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
         with atomic_file(Path(cfg.save_folder) / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(resolved))
     return trainer
 
 
-def _last(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-    return float(values[-1]) if values else None
-
-
-def _mean_tail(rows: list[dict[str, Any]], key: str, tail: int = 20) -> float | None:
-    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-tail:]
-    return sum(values) / len(values) if values else None
-
-
-def summarize(trainer: Trainer, cfg: PretrainConfig) -> PretrainResult:
+def summarize(trainer: Trainer, cfg: PretrainConfig, energy_kwh: float | None = None) -> PretrainResult:
     """Read the run's own metrics file for the summary table (rank 0)."""
     metrics_path = Path(cfg.save_folder) / "metrics.jsonl"
-    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    figures = summarize_metrics(read_metrics(metrics_path) if metrics_path.exists() else [])
     plot = Path(cfg.save_folder) / "loss_curve.png"
+    memory = peak_memory()
     return PretrainResult(
         batches=int(trainer.state.timestamp.batch),
         tokens=int(trainer.state.timestamp.token),
-        final_train_loss=_mean_tail(rows, LOSS_KEY, tail=5),
-        eval_loss=_last(rows, EVAL_LOSS_KEY),
-        eval_masked_accuracy=_last(rows, "metrics/eval/MaskedAccuracy"),
-        tokens_per_sec=_mean_tail(rows, "throughput/tokens_per_sec"),
-        mfu=_mean_tail(rows, "throughput/device/mfu"),
+        final_train_loss=figures.final_train_loss,
+        eval_loss=figures.eval_loss,
+        eval_masked_accuracy=figures.eval_masked_accuracy,
+        tokens_per_sec=figures.tokens_per_sec,
+        mfu=figures.mfu,
         metrics_path=str(metrics_path),
         plot_path=str(plot) if plot.exists() else None,
         save_folder=cfg.save_folder,
+        budget_used=figures.budget_used,
+        peak_memory_gib=memory.gib,
+        peak_memory_of=memory.of,
+        energy_kwh=energy_kwh,
     )
 
 
 def format_result(result: PretrainResult) -> str:
     """A two-column table for the console."""
 
-    def show(value: float | None, spec: str) -> str:
-        return "n/a" if value is None else format(value, spec)
+    def show(value: float | None, spec: str, unit: str = "") -> str:
+        return "n/a" if value is None else format(value, spec) + unit
 
     rows = [
         ("batches", f"{result.batches:,}"),
@@ -183,6 +181,9 @@ def format_result(result: PretrainResult) -> str:
         ("eval masked accuracy", show(result.eval_masked_accuracy, ".4f")),
         ("tokens/s (last 20 logged)", show(result.tokens_per_sec, ",.0f")),
         ("MFU", show(result.mfu, ".1%")),
+        ("budget used", show(result.budget_used, ".1%")),
+        (f"peak memory ({result.peak_memory_of or 'n/a'})", show(result.peak_memory_gib, ".2f", " GiB")),
+        ("GPU energy (NVML, this node)", show(result.energy_kwh, ".4f", " kWh")),
         ("metrics", result.metrics_path),
         ("loss curve", result.plot_path or "n/a"),
         ("checkpoints", result.save_folder),
@@ -193,11 +194,18 @@ def format_result(result: PretrainResult) -> str:
 
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
     """Train (or resume) and return the summary on rank 0, None on the other ranks."""
-    trainer = build_trainer(cfg)
-    trainer.fit()
-    trainer.close()
+    energy = EnergyMeter() if dist.get_local_rank() == 0 else None
+    try:
+        trainer = build_trainer(cfg)
+        trainer.fit()
+        trainer.close()
+        energy_kwh = energy.kwh() if energy is not None else None
+    finally:
+        if energy is not None:
+            energy.close()
     if dist.get_global_rank() != 0:
         return None
-    result = summarize(trainer, cfg)
-    (Path(cfg.save_folder) / "summary.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    result = summarize(trainer, cfg, energy_kwh)
+    with atomic_file(Path(cfg.save_folder) / "summary.json") as tmp:
+        tmp.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     return result

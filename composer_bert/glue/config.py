@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING
 
+from composer_bert.callbacks.config import TrackersConfig
 from composer_bert.errors import UserError
 from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 from composer_bert.optim.config import OptimizerConfig
@@ -111,6 +112,9 @@ class FinetuneConfig:
     data: GlueDataConfig = field(default_factory=GlueDataConfig)
     num_workers: int = bounded(0, "0 (load in the training process) or more", ge=0)
     progress_bar: bool = True
+    # W&B / MLflow / TensorBoard, as in pretraining's `loggers:` (callbacks/config.py); one tracker run per
+    # task x seed, named glue-{TASK}-seed{n}. TensorBoard's default log_dir is {save_folder}/tensorboard.
+    loggers: TrackersConfig = field(default_factory=TrackersConfig)
     dist_timeout: float = positive(600.0, "a positive number of seconds")
 
     # Flat keys of earlier releases -> their place now (read with a warning until the next release).

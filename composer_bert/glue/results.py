@@ -24,10 +24,12 @@ from typing import Any
 
 from composer_bert.files import atomic_file
 from composer_bert.glue.metrics import METRIC_LABELS
+from composer_bert.glue.published import LABEL, PUBLISHED
 from composer_bert.glue.tasks import EVAL_SET_ORDER, GLUE_AVERAGE_EVAL_SETS, TASKS, GlueTask
 
 RESULTS_JSON = "glue_results.json"
 RESULTS_MARKDOWN = "glue_results.md"
+RESULTS_CHART = "glue_results.png"
 
 TASK_OF_EVAL_SET: dict[str, GlueTask] = {eval_set.name: task for task in TASKS.values() for eval_set in task.eval_sets}
 
@@ -182,7 +184,65 @@ def format_markdown(summary: GlueSummary) -> str:
         lines += [_partial_note(summary), ""]
     lines += ["| Task | Metric | Median | Per seed |", "|---|---|---:|---|"]
     lines += [f"| {name} | {metric} | {median} | {seeds} |" for name, metric, median, seeds in _detail_rows(summary)]
+    lines += ["", *_published_comparison(summary, columns, score_cells)]
     return "\n".join(lines) + "\n"
+
+
+def _published_comparison(summary: GlueSummary, columns: list[str], score_cells: list[str]) -> list[str]:
+    """Our row beside published rows under the same protocol; theirs are labelled as not measured here."""
+    lines = [
+        f"## Beside published results ({LABEL})",
+        "",
+        "| Model | " + " | ".join([*columns, "GLUE avg"]) + " | Source |",
+        "|---|" + "---:|" * (len(columns) + 1) + "---|",
+        "| this checkpoint (measured) | " + " | ".join([*score_cells, _average_cell(summary)]) + " | this report |",
+    ]
+    for row in PUBLISHED:
+        cells = [f"{row.per_task[name]:.1f}" if name in row.per_task else "–" for name in columns]
+        lines.append(f"| {row.name} ({LABEL}) | " + " | ".join([*cells, f"{row.glue_average:.1f}"]) + f" | {row.source} |")
+    lines.append("")
+    lines.append("Published per-task scores are not reproduced here (–); only the averages are cited.")
+    if summary.partial:
+        lines.append("Our average is partial (*): it covers fewer dev sets than the published ones and is not comparable.")
+    return lines
+
+
+def plot_summary(summary: GlueSummary, png_path: str | Path) -> Path | None:
+    """Bars of each dev set's GLUE score (median over seeds, every seed as a dot) and of the average, with the
+    published averages as dashed lines; written atomically. None when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [name for name in EVAL_SET_ORDER if name in summary.medians]
+    if not columns:
+        return None
+    scores = [summary.medians[name][glue_score_metric(name)] for name in columns]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(columns) + 3), 4.5))
+    ax.bar_label(ax.bar(columns, scores, color="C0"), fmt="%.1f", fontsize=8)
+    for index, name in enumerate(columns):
+        seeds = [values[glue_score_metric(name)] for values in summary.per_seed[name].values()]
+        ax.plot([index] * len(seeds), seeds, "k.", markersize=4)
+    if summary.glue_average is not None:
+        label = "GLUE avg*" if summary.partial else "GLUE avg"
+        average = ax.bar([label], [summary.glue_average], color="C1", hatch="//" if summary.partial else None)
+        ax.bar_label(average, fmt="%.1f", fontsize=8)
+        for row, style in zip(PUBLISHED, ("--", ":"), strict=False):
+            ax.axhline(row.glue_average, color="grey", linestyle=style, linewidth=1,
+                       label=f"{row.name}: {row.glue_average:.1f} ({LABEL})")
+        ax.legend(fontsize=7, loc="lower left")
+    ax.set_ylabel("dev score x100 (median over seeds; dots: seeds)")
+    checkpoint = Path(summary.checkpoint)
+    title = f"GLUE dev: {checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name else f"GLUE dev: {checkpoint}"
+    ax.set_title(title + (" (partial average: not comparable)" if summary.partial else ""), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    with atomic_file(png_path) as temporary:
+        fig.savefig(temporary, dpi=110, format="png")
+    plt.close(fig)
+    return Path(png_path)
 
 
 def format_console(summary: GlueSummary) -> str:
@@ -198,10 +258,11 @@ def format_console(summary: GlueSummary) -> str:
     return "\n".join(lines)
 
 
-def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, Path]:
-    """`glue_results.json` and `glue_results.md` in the save folder."""
+def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, Path, Path | None]:
+    """`glue_results.json`, `glue_results.md` and the bar chart `glue_results.png` in the save folder."""
     folder = Path(save_folder)
     json_path, markdown_path = folder / RESULTS_JSON, folder / RESULTS_MARKDOWN
     write_json_atomically(json_path, summary.to_json())
-    markdown_path.write_text(format_markdown(summary))
-    return json_path, markdown_path
+    with atomic_file(markdown_path) as temporary:
+        temporary.write_text(format_markdown(summary))
+    return json_path, markdown_path, plot_summary(summary, folder / RESULTS_CHART)

@@ -243,7 +243,8 @@ def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     runs = GlueRunner(cfg).run_all()
     summary = summarize(runs, cfg.checkpoint)
     if dist.get_global_rank() == 0:
-        json_path, markdown_path = write_summary(cfg.save_folder, summary)
+        json_path, markdown_path, chart_path = write_summary(cfg.save_folder, summary)
         print(format_console(summary), flush=True)
-        print(f"results: {json_path} and {markdown_path}", flush=True)
+        chart = f", chart {chart_path}" if chart_path else ""
+        print(f"results: {json_path} and {markdown_path}{chart}", flush=True)
     return summary

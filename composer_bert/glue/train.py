@@ -27,6 +27,7 @@ from composer.utils import dist, reproducibility
 
 from composer_bert.callbacks.grad_norm import GradNormClip
 from composer_bert.callbacks.progress import RunProgressBar
+from composer_bert.config import to_dict
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import (
     TokenizedSplit,
@@ -37,6 +38,7 @@ from composer_bert.glue.data import (
 )
 from composer_bert.glue.metrics import compute_task_metrics, predictions_from_logits
 from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
+from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
 from composer_bert.run_setup import per_device_batch, pick_device
@@ -148,6 +150,7 @@ def train_and_evaluate(
             *([GradNormClip(cfg.optimizer.grad_clip_norm, log_interval=0)] if cfg.optimizer.grad_clip_norm else []),
             *([RunProgressBar(f"{task.name} seed {seed}", total_batches)] if show_progress else []),
         ],
+        loggers=tracker_loggers(cfg.loggers, cfg.save_folder),  # each run is its own tracker run, named as above
         precision=precision,
         device=pick_device(),
         device_train_microbatch_size=device_batch,
@@ -157,8 +160,13 @@ def train_and_evaluate(
         dist_timeout=cfg.dist_timeout,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
+    run_config = {**to_dict(cfg), "run": {"task": task.name, "seed": seed, **dataclasses.asdict(hparams)}}
+    trainer.logger.log_hyperparameters(flat_hyperparameters(run_config))
     trainer.fit()
     scores = evaluate(model, task, data.evals, trainer.state.device, precision, cfg.device_eval_batch_size, pad_token_id)
+    trainer.logger.log_metrics(
+        {f"glue/{eval_set}/{metric}": value for eval_set, metrics in scores.items() for metric, value in metrics.items()}
+    )
     trainer.close()
     return scores, model
 
