@@ -26,7 +26,7 @@ from composer_bert.hf.export import export_mlm
 from composer_bert.hf.load import load_exported
 from composer_bert.models.bert import BertForMaskedLM
 from composer_bert.models.config import ModelConfig
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on in mat big ##s and".split()  # a fixed vocabulary: no tokenizer training
