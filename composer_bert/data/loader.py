@@ -200,7 +200,12 @@ def build_mlm_dataloader(
     shuffle: bool | None = None,
     drop_last: bool = True,
 ) -> MLMDataLoader:
-    """A DataLoader of masked batches of `split`; see `build_mlm_dataspec`."""
+    """A DataLoader of masked batches {input_ids, labels, masked_positions} of `split`.
+
+    `vocab_size` is the model's (None: accept the shards'); shards of another vocab or tokenizer are refused.
+    `shuffle=None` shuffles the train split per `data.shuffle` and leaves other splits in order. Masks are
+    redrawn each epoch for the train split and fixed for the others, so every eval pass sees the same batches.
+    """
     if not split:
         raise UserError("no data split given; set data.train_split / data.eval_split")
     if device_batch_size <= 0:
@@ -260,33 +265,9 @@ def num_samples_in_batch(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].shape[0])
 
 
-def build_mlm_dataspec(
-    cfg: DataConfig,
-    *,
-    split: str,
-    device_batch_size: int,
-    seed: int,
-    vocab_size: int | None,
-    tokenizer_sha256: str | None = None,
-    shuffle: bool | None = None,
-    drop_last: bool = True,
-) -> DataSpec:
-    """Composer DataSpec of masked batches {input_ids, labels, masked_positions} of `split`.
-
-    `vocab_size` is the model's (None: accept the shards'); shards of another vocab or tokenizer are refused.
-    `shuffle=None` shuffles the train split per `data.shuffle` and leaves other splits in order. Masks are
-    redrawn each epoch for the train split and fixed for the others, so every eval pass sees the same batches.
-    """
-    dataloader = build_mlm_dataloader(
-        cfg,
-        split=split,
-        device_batch_size=device_batch_size,
-        seed=seed,
-        vocab_size=vocab_size,
-        tokenizer_sha256=tokenizer_sha256,
-        shuffle=shuffle,
-        drop_last=drop_last,
-    )
+def build_mlm_dataspec(cfg: DataConfig, **loader_args: Any) -> DataSpec:
+    """`build_mlm_dataloader(cfg, **loader_args)` as a Composer DataSpec that counts samples and tokens."""
+    dataloader = build_mlm_dataloader(cfg, **loader_args)
     return DataSpec(
         dataloader, get_num_samples_in_batch=num_samples_in_batch, get_num_tokens_in_batch=num_tokens_in_batch
     )

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
 from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
-from composer_bert.models.bert import BertEncoder, BertForMaskedLM, BertForSequenceClassification
+from composer_bert.models.bert import BertEncoder, BertForMaskedLM, BertForSequenceClassification, init_module
 from composer_bert.models.layers import Rotary, ScaledSinusoidalPositions, alibi_slopes
 
 try:  # transformers 5: these leave alone every tensor already loaded from the checkpoint
@@ -40,15 +40,7 @@ class ComposerBertPreTrainedModel(PreTrainedModel):
         table, rotary frequencies, ALiBi slopes: never saved) as uninitialized memory, then relies on this method
         to fill them; so they are recomputed here, on the CPU whatever device context is active.
         """
-        std = self.config.init_std
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.normal_(module.weight, mean=0.0, std=std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            init.zeros_(module.bias)
-        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-            init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+        init_module(module, self.config.init_std, init)
         with torch.device("cpu"), torch.no_grad():
             if isinstance(module, ScaledSinusoidalPositions):
                 init.constant_(module.scale, module.table.shape[-1] ** -0.5)
@@ -60,6 +52,12 @@ class ComposerBertPreTrainedModel(PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.bert.embeddings.tokens
+
+    def _output(self, output_type: type, loss: Tensor | None, logits: Tensor, return_dict: bool | None):
+        """A `ModelOutput`, or the plain tuple `transformers` returns when return_dict is off."""
+        if return_dict is False or (return_dict is None and not self.config.use_return_dict):
+            return (logits,) if loss is None else (loss, logits)
+        return output_type(loss=loss, logits=logits)
 
 
 class ComposerBertForMaskedLM(ComposerBertPreTrainedModel):
@@ -91,9 +89,7 @@ class ComposerBertForMaskedLM(ComposerBertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        if return_dict is False or (return_dict is None and not self.config.use_return_dict):
-            return (logits,) if loss is None else (loss, logits)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return self._output(MaskedLMOutput, loss, logits, return_dict)
 
 
 class ComposerBertForSequenceClassification(ComposerBertPreTrainedModel):
@@ -116,9 +112,7 @@ class ComposerBertForSequenceClassification(ComposerBertPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
         logits = self.model(input_ids, attention_mask, token_type_ids)
         loss = None if labels is None else self._loss(logits, labels)
-        if return_dict is False or (return_dict is None and not self.config.use_return_dict):
-            return (logits,) if loss is None else (loss, logits)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return self._output(SequenceClassifierOutput, loss, logits, return_dict)
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         problem_type = self.config.problem_type

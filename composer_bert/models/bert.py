@@ -16,6 +16,7 @@ value on the host, so a GPU step runs without a host-device synchronisation:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -200,16 +201,22 @@ class BertForSequenceClassification(nn.Module):
 
 
 def init_weights(model: nn.Module, std: float) -> None:
-    """BERT's init: normal(0, std) linears and embeddings, zero biases, unit norm weights.
+    """BERT's init of every module of `model` (see `init_module`)."""
+    for module in model.modules():
+        init_module(module, std)
+
+
+def init_module(module: nn.Module, std: float, init: Any = nn.init) -> None:
+    """BERT's init of one module's own parameters: normal(0, std) linears and embeddings, zero biases, unit norm
+    weights. `init` supplies normal_/zeros_/ones_ (transformers 5 passes its own, which skip loaded tensors).
 
     Output projections are not rescaled by depth (BERT and Cramming do not); the scaled sinusoid keeps its own init.
     """
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-            nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        init.zeros_(module.bias)
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            init.zeros_(module.bias)
