@@ -60,37 +60,48 @@ def is_plain_bert(cfg: ModelConfig) -> bool:
     )
 
 
+# Our ModelConfig field -> HF BertConfig's, for what both configs hold; the rest is fixed by is_plain_bert.
+_CONFIG_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "pad_token_id": "pad_token_id",
+    "norm_eps": "layer_norm_eps",
+    "tie_embeddings": "tie_word_embeddings",
+    "init_std": "initializer_range",
+    "hidden_dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+}
+# Original BERT's switches (what is_plain_bert requires) for a config made from an HF BertConfig.
+_PLAIN_BERT = dict(
+    norm_placement="post",
+    final_norm=False,
+    norm_type="layernorm",
+    embedding_norm=True,
+    ffn_type="gelu",
+    qkv_bias=True,
+    linear_bias=True,
+    decoder_bias=True,
+    position_embedding="learned",
+    sparse_prediction=False,
+    head_transform=True,
+)
+
+
 def model_config_from_hf(hf_cfg: BertConfig) -> ModelConfig:
     """Our config of an HF BERT: post-norm, learned positions, biases everywhere, GELU, dense decoder."""
     if hf_cfg.hidden_act != "gelu" or getattr(hf_cfg, "position_embedding_type", "absolute") != "absolute":
         raise ValueError("only BERT with hidden_act='gelu' and absolute position embeddings converts")
+    shared = {ours: getattr(hf_cfg, theirs) for ours, theirs in _CONFIG_FIELDS.items()}
     classifier_dropout = hf_cfg.classifier_dropout
     return ModelConfig(
-        vocab_size=hf_cfg.vocab_size,
-        hidden_size=hf_cfg.hidden_size,
-        num_layers=hf_cfg.num_hidden_layers,
-        num_heads=hf_cfg.num_attention_heads,
-        intermediate_size=hf_cfg.intermediate_size,
-        max_position_embeddings=hf_cfg.max_position_embeddings,
-        type_vocab_size=hf_cfg.type_vocab_size,
-        pad_token_id=hf_cfg.pad_token_id,
-        norm_placement="post",
-        final_norm=False,
-        norm_type="layernorm",
-        norm_eps=hf_cfg.layer_norm_eps,
-        embedding_norm=True,
-        ffn_type="gelu",
-        qkv_bias=True,
-        linear_bias=True,
-        decoder_bias=True,
-        position_embedding="learned",
-        tie_embeddings=hf_cfg.tie_word_embeddings,
-        sparse_prediction=False,
-        head_transform=True,
-        init_std=hf_cfg.initializer_range,
+        **shared,
+        **_PLAIN_BERT,
         embedding_dropout=hf_cfg.hidden_dropout_prob,
-        hidden_dropout=hf_cfg.hidden_dropout_prob,
-        attention_dropout=hf_cfg.attention_probs_dropout_prob,
         classifier_dropout=hf_cfg.hidden_dropout_prob if classifier_dropout is None else classifier_dropout,
     )
 
@@ -99,23 +110,8 @@ def hf_config_from_model_config(cfg: ModelConfig) -> BertConfig:
     """The HF `BertConfig` of a plain-BERT `cfg` (raises ValueError for any other architecture)."""
     if not is_plain_bert(cfg):
         raise ValueError("only the original BERT architecture (see is_plain_bert) has a transformers BertConfig")
-    return BertConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=cfg.hidden_dropout,
-        attention_probs_dropout_prob=cfg.attention_dropout,
-        max_position_embeddings=cfg.max_position_embeddings,
-        type_vocab_size=cfg.type_vocab_size,
-        initializer_range=cfg.init_std,
-        layer_norm_eps=cfg.norm_eps,
-        pad_token_id=cfg.pad_token_id,
-        tie_word_embeddings=cfg.tie_embeddings,
-        classifier_dropout=cfg.classifier_dropout,
-    )
+    shared = {theirs: getattr(cfg, ours) for ours, theirs in _CONFIG_FIELDS.items()}
+    return BertConfig(**shared, hidden_act="gelu", classifier_dropout=cfg.classifier_dropout)
 
 
 def state_dict_to_hf_bert(state_dict: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
