@@ -33,6 +33,7 @@ from composer_bert.errors import UserError
 from composer_bert.files import ensure_writable_dir
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
+from composer_bert.glue.hf_model import HFSource, hf_name, load_hf_source
 from composer_bert.glue.results import (
     GlueSummary,
     RunResult,
@@ -111,18 +112,32 @@ class GlueRunner:
 
     def __init__(self, cfg: FinetuneConfig):
         self.cfg = cfg
-        self.pretrained = load_pretrained(cfg.checkpoint)
-        self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
-        self.tokenizer = load_tokenizer(self.tokenizer_dir)
-        self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)
+        self.hf: HFSource | None = None
+        name = hf_name(cfg.checkpoint)
+        if name is not None:  # a transformers classifier with its own tokenizer (glue/hf_model.py)
+            if cfg.tokenizer is not None:
+                raise UserError("tokenizer= does not apply to hf: checkpoints, which use their own; drop it")
+            if cfg.mnli_starts():
+                raise UserError("start_from_mnli is not supported with hf: checkpoints; set start_from_mnli=[]")
+            self.hf = load_hf_source(name)
+            self.tokenizer, self.tokenizer_dir, self.model_config, self.pretrained = self.hf.tokenizer, None, None, None
+            self.max_positions = self.hf.max_positions
+            if cfg.save_models:
+                log.info("save_models does not apply to hf: checkpoints; no model files are written")
+        else:
+            self.pretrained = load_pretrained(cfg.checkpoint)
+            self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
+            self.tokenizer = load_tokenizer(self.tokenizer_dir)
+            self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)
+            self.max_positions = self.model_config.max_position_embeddings
+            check_tokenizer(self.tokenizer, self.model_config.vocab_size)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
-        check_tokenizer(self.tokenizer, self.model_config.vocab_size)
 
     def _check_length(self, task: GlueTask, hparams: TaskHparams) -> None:
-        if hparams.max_seq_length > self.model_config.max_position_embeddings:
+        if self.max_positions is not None and hparams.max_seq_length > self.max_positions:
             raise UserError(
                 f"{task.name}: max_seq_length {hparams.max_seq_length} exceeds the model's max_position_embeddings "
-                f"{self.model_config.max_position_embeddings}; lower max_seq_length"
+                f"{self.max_positions}; lower max_seq_length"
             )
 
     def _fingerprint(self, task: GlueTask, seed: int, hparams: TaskHparams, mnli_fingerprint: str | None) -> str:
@@ -158,7 +173,9 @@ class GlueRunner:
                     mnli_seed = seed if seed in mnli_seeds else mnli_seeds[0]
                 mnli_fingerprint = None if mnli_seed is None else mnli_fingerprints[mnli_seed]
                 fingerprint = self._fingerprint(task, seed, hparams, mnli_fingerprint)
-                keeps_weights = cfg.save_models or (task.name == "MNLI" and bool(cfg.mnli_starts()))
+                keeps_weights = self.hf is None and (
+                    cfg.save_models or (task.name == "MNLI" and bool(cfg.mnli_starts()))
+                )
                 plan = Plan(task, seed, hparams, fingerprint, mnli_seed, keeps_weights)
                 plan.finished = _on_rank_zero(lambda plan=plan: self.stored_result(plan))
                 if task.name == "MNLI":
@@ -204,7 +221,7 @@ class GlueRunner:
 
     def run(self, plan: Plan, data: TaskData) -> RunResult:
         task, seed = plan.task, plan.seed
-        init_state = self.pretrained.state_dict
+        init_state = None if self.pretrained is None else self.pretrained.state_dict
         if plan.start_from_mnli_seed is not None:
             init_state = load_classifier_weights(mnli_weights_path(self.cfg.save_folder, plan.start_from_mnli_seed))
         source = "" if plan.start_from_mnli_seed is None else f" from MNLI seed {plan.start_from_mnli_seed}"
@@ -218,7 +235,7 @@ class GlueRunner:
         )
         started = time.perf_counter()
         scores, model = train_and_evaluate(
-            task, seed, plan.hparams, self.cfg, self.model_config, init_state, data, self.pad_token_id
+            task, seed, plan.hparams, self.cfg, self.model_config, init_state, data, self.pad_token_id, self.hf
         )
         hparams = {key: value for key, value in dataclasses.asdict(plan.hparams).items() if key != "seeds"}
         hparams["start_from_mnli_seed"] = plan.start_from_mnli_seed

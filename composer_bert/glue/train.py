@@ -36,6 +36,7 @@ from composer_bert.glue.data import (
     tokenize_examples,
     train_dataloader,
 )
+from composer_bert.glue.hf_model import HFSource
 from composer_bert.glue.metrics import compute_task_metrics, predictions_from_logits
 from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
@@ -121,15 +122,20 @@ def train_and_evaluate(
     seed: int,
     hparams: TaskHparams,
     cfg: FinetuneConfig,
-    model_config: ModelConfig,
-    init_state: dict[str, torch.Tensor],
+    model_config: ModelConfig | None,
+    init_state: dict[str, torch.Tensor] | None,
     data: TaskData,
     pad_token_id: int,
+    hf: HFSource | None = None,
 ) -> tuple[dict[str, dict[str, float]], ComposerClassifier]:
-    """One finetuning run: a fresh classifier on the given encoder weights, trained, then scored on the dev sets."""
+    """One finetuning run: a fresh classifier on the given encoder weights (or the `hf:` checkpoint's own),
+    trained, then scored on the dev sets."""
     reproducibility.seed_all(seed)  # the classifier head's initialization depends on the seed
-    model = ComposerClassifier(model_config, task.num_labels)
-    model.load_encoder_state_dict(init_state)
+    if hf is not None:
+        model = hf.classifier(task.num_labels, cfg.dropout)
+    else:
+        model = ComposerClassifier(model_config, task.num_labels)
+        model.load_encoder_state_dict(init_state)
     precision = resolve_precision(cfg.precision)
     device_batch = per_device_batch(hparams.global_train_batch_size, "global_train_batch_size")
     loader = train_dataloader(data.train, device_batch, seed, pad_token_id, cfg.num_workers)

@@ -1,0 +1,150 @@
+"""`checkpoint=hf:NAME_OR_PATH`: tiny random BERT and RoBERTa classifiers with locally built tokenizers, saved
+with save_pretrained, scored on two GLUE tasks through the real CLI; a rerun skips the finished runs; hub names
+that are not cached offline and folders that are not models stop with one line."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+from tests.helpers import REPO, assert_one_error_line, run_cli
+
+WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
+RECIPE = REPO / "yamls/finetune/glue.yaml"
+CLI = REPO / "recipes/finetune_glue.py"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+
+
+def _write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(row) + "\n" for row in [header, *rows]))
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory) -> Path:
+    """SST-2 (single sentences) and RTE (pairs) in the GLUE download layout."""
+    root = tmp_path_factory.mktemp("glue")
+    rng = random.Random(0)
+    for split, size in (("train", 32), ("dev", 16)):
+        rows = [[text, str(int("good" in text))] for text in (_sentence(rng) for _ in range(size))]
+        _write_tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"], rows)
+        rows = [
+            [str(i), _sentence(rng), _sentence(rng), rng.choice(["entailment", "not_entailment"])] for i in range(size)
+        ]
+        _write_tsv(root / "RTE" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"], rows)
+    return root
+
+
+def _bert_checkpoint(folder: Path) -> None:
+    """A random BertForSequenceClassification with a WordPiece tokenizer trained here."""
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    wordpiece.train_from_iterator([" ".join(WORDS)] * 8, trainer)
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _roberta_checkpoint(folder: Path) -> None:
+    """A random RobertaForSequenceClassification with a byte-level BPE tokenizer trained here."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(
+        [" ".join(WORDS)] * 8,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    bpe.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+    )  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2,
+    )  # fmt: skip
+    RobertaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _finetune(checkpoint: str, glue_dir: Path, save: Path, *extra: str):
+    args = [
+        str(CLI), str(RECIPE), f"checkpoint={checkpoint}", f"save_folder={save}", "data.source=glue_dir",
+        f"data.path={glue_dir}", "tasks=[SST-2,RTE]", "seeds=[0]", "epochs=1", "max_seq_length=32",
+        "device_eval_batch_size=16", "progress_bar=false", *extra,
+    ]  # fmt: skip
+    return run_cli(*args, env=OFFLINE, timeout=600)
+
+
+@pytest.mark.parametrize("build", [_bert_checkpoint, _roberta_checkpoint], ids=["bert", "roberta"])
+def test_hf_checkpoint_scores_two_tasks_then_rerun_skips(build, glue_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    build(model_dir)
+    save = tmp_path / "glue"
+    done = _finetune(f"hf:{model_dir}", glue_dir, save)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((save / "glue_results.json").read_text())
+    assert f"hf:{model_dir}" in json.dumps(results)
+    assert "GLUE average:" in done.stdout
+    for task in ("SST-2", "RTE"):
+        run = json.loads((save / "runs" / task / "seed0.json").read_text())
+        assert 0.0 <= run["metrics"][task]["accuracy"] <= 100.0
+    assert not list(save.rglob("*.model.pt"))  # our classifier files need our model config; hf runs write none
+    stamps = {path: path.stat().st_mtime_ns for path in (save / "runs").rglob("seed0.json")}
+
+    again = _finetune(f"hf:{model_dir}", glue_dir, save)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already finished") == 2, again.stdout[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+
+def test_uncached_hub_name_is_one_line(glue_dir, tmp_path):
+    done = run_cli(
+        str(CLI), str(RECIPE), "checkpoint=hf:nobody-here/not-a-model", f"save_folder={tmp_path / 'g'}",
+        "data.source=glue_dir", f"data.path={glue_dir}", "tasks=[SST-2]",
+        env={**OFFLINE, "HF_HOME": str(tmp_path / "hf_home")}, timeout=300,
+    )  # fmt: skip
+    assert_one_error_line(done, "hf:nobody-here/not-a-model", "offline Hugging Face cache", after_other_output=True)
+
+
+def test_folder_that_is_not_a_model_is_one_line(glue_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = _finetune(f"hf:{tmp_path / 'empty'}", glue_dir, tmp_path / "g")
+    assert_one_error_line(done, "not a transformers model folder", after_other_output=True)
+
+
+def test_model_folder_without_tokenizer_is_one_line(glue_dir, tmp_path):
+    _bert_checkpoint(tmp_path / "model")
+    for path in (tmp_path / "model").glob("*token*"):
+        path.unlink()
+    done = _finetune(f"hf:{tmp_path / 'model'}", glue_dir, tmp_path / "g")
+    assert_one_error_line(done, "has no tokenizer", after_other_output=True)
