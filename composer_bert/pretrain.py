@@ -69,14 +69,16 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
     manifest = read_data_manifest(cfg.data)
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size)
+    # init_from only says where a fresh run's weights come from: checkpoints and resume checks never see it.
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, init_from=None)
     if manifest["seq_len"] > model_cfg.max_position_embeddings:
         raise UserError(
             f"shards have seq_len {manifest['seq_len']} but model.max_position_embeddings is "
             f"{model_cfg.max_position_embeddings}; raise model.max_position_embeddings"
         )
+    resuming = False
     if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused
-        on_rank_zero(prepare_autoresume, cfg.save_folder, dataclasses.asdict(model_cfg))
+        resuming = on_rank_zero(prepare_autoresume, cfg.save_folder, dataclasses.asdict(model_cfg)) is not None
     device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     train_data = build_mlm_dataspec(
         cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
@@ -99,6 +101,12 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         evaluators.append(Evaluator(label="eval", dataloader=eval_data))
 
     model = ComposerMLM(model_cfg)
+    if cfg.model.init_from and not resuming:  # a resumed run continues from its own checkpoint
+        from composer_bert.hf.load import init_state_from_hf
+
+        sha = manifest["tokenizer"]["sha256"]
+        model.model.load_state_dict(init_state_from_hf(cfg.model.init_from, model_cfg, sha))  # each rank: same files
+        log.warning("initialized the model from %s", cfg.model.init_from)
     optimizer = build_optimizer(cfg.optimizer, model)
     controls = build_training_controls(cfg)
     tokenizer_dir = manifest["tokenizer"].get("path")

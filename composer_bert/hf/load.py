@@ -97,3 +97,63 @@ def _read_weights(directory: Path) -> dict[str, Tensor]:
     if (directory / "pytorch_model.bin").is_file():
         return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise UserError(f"'{directory}' has no model.safetensors or pytorch_model.bin; re-export the model")
+
+
+INIT_FROM_PREFIX = "hf:"
+# Keys that shape the weights: each must equal the checkpoint's (dropout, init_std, sparse_prediction and
+# pad_vocab_multiple do not change what the weights mean, so they stay the recipe's).
+_SHAPE_KEYS = (
+    "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+    "type_vocab_size", "pad_token_id", "norm_eps", "tie_embeddings", "norm_placement", "final_norm", "norm_type",
+    "embedding_norm", "ffn_type", "qkv_bias", "linear_bias", "decoder_bias", "position_embedding", "head_transform",
+)  # fmt: skip
+
+
+def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokenizer_sha256: str) -> dict[str, Tensor]:
+    """`model.init_from=hf:DIR`: the weights of an HF BERT (MLM head included) as `ComposerMLM.model` keys.
+
+    Our model keys must describe the checkpoint's architecture (a mismatch names the key to set), and the
+    shards must be tokenized by the checkpoint's own tokenizer (same tokenizer.json sha256).
+    """
+    from composer_bert.data.manifest import tokenizer_fingerprint
+    from composer_bert.models.hf_bert import state_dict_from_hf_bert
+
+    if not init_from.startswith(INIT_FROM_PREFIX):
+        raise UserError(f"model.init_from is '{init_from}'; write hf:DIR (a transformers BERT folder)")
+    directory = Path(init_from.removeprefix(INIT_FROM_PREFIX))
+    if not (directory / "config.json").is_file():
+        raise UserError(f"model.init_from: '{directory}' has no config.json; pass a transformers BERT folder")
+    if json.loads((directory / "config.json").read_text()).get("model_type") != "bert":
+        raise UserError(f"model.init_from: '{directory}' is not a BERT checkpoint; only model_type 'bert' loads")
+    theirs = _read_bert_config(directory)
+    for key in _SHAPE_KEYS:
+        if getattr(model_config, key) != getattr(theirs, key):
+            raise UserError(
+                f"model.{key} is {getattr(model_config, key)!r} but the checkpoint in '{directory}' has "
+                f"{getattr(theirs, key)!r}; set model.{key}={getattr(theirs, key)}"
+            )
+    if not (directory / "tokenizer.json").is_file():
+        raise UserError(f"model.init_from: '{directory}' has no tokenizer.json to compare with the shards' tokenizer")
+    if tokenizer_fingerprint(directory) != shards_tokenizer_sha256:
+        raise UserError(
+            f"the shards were built with a different tokenizer than the checkpoint in '{directory}'; "
+            "rebuild the shards with that checkpoint's tokenizer (data_prep/convert_dataset.py --tokenizer DIR)"
+        )
+    hf_state = {key: value for key, value in _read_weights(directory).items() if not key.startswith("cls.seq_rel")}
+    if not any(key.startswith("cls.predictions.") for key in hf_state):
+        raise UserError(f"model.init_from: '{directory}' has no MLM head (cls.predictions); save a BertForMaskedLM")
+    try:
+        return state_dict_from_hf_bert(hf_state, model_config)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"model.init_from: '{directory}' is not a BERT checkpoint this package reads: {err}") from None
+
+
+def _read_bert_config(directory: Path) -> ModelConfig:
+    from transformers import BertConfig
+
+    from composer_bert.models.hf_bert import model_config_from_hf
+
+    try:
+        return model_config_from_hf(BertConfig.from_pretrained(str(directory)))
+    except ValueError as err:
+        raise UserError(f"'{directory}': {str(err).splitlines()[0]}") from None

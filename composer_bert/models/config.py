@@ -45,6 +45,9 @@ class ModelConfig:
     hidden_dropout: float = probability(0.0)
     attention_dropout: float = probability(0.0)
     classifier_dropout: float = probability(0.1)
+    # hf:DIR: a fresh run starts from this transformers BERT's weights (not on resume); the keys above must
+    # match its config. Start-up only: pretraining drops it from the config its checkpoints carry.
+    init_from: str | None = None
 
     def check(self) -> None:
         """Shapes no model can be built from (run by `schema.validate` after each key's own range)."""
