@@ -5,7 +5,8 @@
     python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=PATH data.source=glue_dir data.path=glue_data
     composer -n 8 recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=s3://bucket/run/ep1-ba5000-rank0.pt
 
-`checkpoint` is a Composer .pt from recipes/pretrain.py (local or remote) or an exported Hugging Face folder.
+`checkpoint` is a Composer .pt from recipes/pretrain.py (local or remote) or an exported Hugging Face folder;
+`checkpoint=hf:NAME_OR_PATH` scores any transformers sequence classifier with its own tokenizer (offline only).
 Results land in {save_folder}/glue_results.json and glue_results.md; rerunning with the same save_folder
 skips finished task x seed runs.
 """
