@@ -1,5 +1,6 @@
-"""Helpers the tests share (fixtures live in conftest.py): running the repo's scripts, and checking that a
-failure is the one clear line every CLI promises."""
+"""Helpers the tests of several packages share (fixtures live in conftest.py): running the repo's scripts and
+Composer's launcher, checking that a failure is the one clear line every CLI promises, the tiny pretraining
+run's arguments and losses, a tiny BERT tokenizer, and a tiny pretraining checkpoint."""
 
 from __future__ import annotations
 
@@ -8,22 +9,36 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+    from composer_bert.models import ComposerMLM, ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600):
+def run_cli(*args: str | Path | int, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600):
     """Run a repo script with this interpreter; return the CompletedProcess (never raises on exit code)."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return _run([sys.executable, *map(str, args)], cwd, env, timeout)
+
+
+def launch_two_ranks(script: str | Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600):
+    """`composer -n 2 script args` (Composer's launcher: two CPU processes on gloo, on a free rendezvous port)."""
+    composer = str(Path(sys.executable).parent / "composer")
+    return _run([composer, "-n", "2", "--master_port", str(free_port()), str(script), *args], REPO, env, timeout)
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None, timeout: int) -> subprocess.CompletedProcess:
+    """`command` with `env` added to ours, its output captured as text; bounded by `timeout` seconds."""
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def load_script_main(path: Path) -> Callable:
@@ -56,3 +71,109 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the tiny pretraining run
+
+
+def tiny_args(shards: Path, save_folder: Path, *extra: str) -> list[str]:
+    """recipes/pretrain.py's arguments for a tiny CPU run on `shards` (the session's `tiny_shards`)."""
+    return [
+        "yamls/pretrain/tiny.yaml",
+        f"data.local={shards}",
+        f"save_folder={save_folder}",
+        "model.hidden_size=64",
+        "model.intermediate_size=128",
+        "model.max_position_embeddings=64",
+        "global_train_batch_size=16",
+        "device_train_microbatch_size=16",
+        "eval_subset_num_batches=2",
+        "loggers.progress_bar=false",
+        *extra,
+    ]
+
+
+def train_losses(save_folder: Path) -> dict[int, float]:
+    """Batch -> training loss, from a run's metrics.jsonl."""
+    return {row["batch"]: row[LOSS_KEY] for row in read_metrics(save_folder / "metrics.jsonl") if LOSS_KEY in row}
+
+
+# ---------------------------------------------------------------- a tiny model config, tokenizer and checkpoint
+
+
+def tiny_model_config(vocab_size: int, **overrides) -> ModelConfig:
+    """A tiny crammed-BERT config (the default architecture): 2 layers of 32, 2 heads, 64 positions, the vocabulary
+    padded to a multiple of 8; `overrides` on top."""
+    from composer_bert.models import ModelConfig
+
+    tiny = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=64)
+    return ModelConfig(**{"vocab_size": vocab_size, **tiny, "pad_vocab_multiple": 8, **overrides})
+
+
+def save_bert_tokenizer(out: Path, *args, **kwargs) -> Path:
+    """`bert_tokenizer(*args, **kwargs)`, saved to the folder `out` as transformers saves it; returns `out`."""
+    bert_tokenizer(*args, **kwargs).save_pretrained(str(out))
+    return out
+
+
+def bert_tokenizer(
+    words: Sequence[str] = (), *, trained_on: Sequence[str] = (), vocab_size: int = 0
+) -> PreTrainedTokenizerFast:
+    """A tiny BERT-style WordPiece tokenizer: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, BERT's normalizer and
+    pre-tokenizer, `[CLS] A [SEP] B [SEP]` with segment ids. Its vocabulary is the specials then `words`
+    (fixed: nothing trained), or, given `trained_on`, `vocab_size` entries trained on those texts."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = None if trained_on else {token: index for index, token in enumerate([*BERT_SPECIALS, *words])}
+    wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    if trained_on:
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS)
+        wordpiece.train_from_iterator(list(trained_on), trainer)
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def save_mlm_checkpoint(
+    model: ComposerMLM,
+    model_config: ModelConfig,
+    tokenizer_dir: Path,
+    samples: list[dict],
+    save_folder: Path,
+    *,
+    batch_size: int,
+    batches: int,
+) -> Path:
+    """`batches` real Composer Trainer steps of `model` on `samples` (one row each), checkpointed at the end with
+    RunMetadata attached, in the format recipes/pretrain.py writes; returns `save_folder`."""
+    from composer import Trainer
+    from torch.utils.data import DataLoader
+
+    from composer_bert.checkpoint import RunMetadata
+
+    trainer = Trainer(
+        model=model,
+        train_dataloader=DataLoader(samples, batch_size=batch_size),
+        max_duration=f"{batches}ba",
+        callbacks=[RunMetadata(model_config, tokenizer_dir)],
+        save_folder=str(save_folder),
+        save_interval=f"{batches}ba",
+        progress_bar=False,
+        log_to_console=False,
+        device="cpu",
+    )
+    trainer.fit()
+    trainer.close()
+    return save_folder

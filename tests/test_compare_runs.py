@@ -7,8 +7,7 @@ import json
 from PIL import Image
 
 from composer_bert.run_report import read_rows
-from tests.helpers import assert_one_error_line, run_cli
-from tests.test_pretrain import tiny_args
+from tests.helpers import assert_one_error_line, run_cli, tiny_args
 
 
 def test_compare_two_tiny_runs(tiny_shards, tmp_path):

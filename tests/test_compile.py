@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +29,9 @@ from composer_bert.algorithms.seq_length_warmup import cut
 from composer_bert.data.masking import MASKED_POSITIONS, MLMMasker
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
 from composer_bert.models.config import ModelConfig
+from tests.helpers import REPO
 from tests.host_reads import HostReads
 
-REPO = Path(__file__).resolve().parent.parent
 RECIPES = ["crammed-bert", "mosaic-bert-base", "bert-base"]
 CONFIGS = [*RECIPES, "glue-classifier"]
 VOCAB, SEQ_LEN, BATCH, NUM_LABELS = 100, 16, 4, 3

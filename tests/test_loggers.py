@@ -5,83 +5,15 @@ in the end-of-run summary."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import types
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
-from tests.helpers import REPO, assert_one_error_line, run_cli
-from tests.test_pretrain import tiny_args
-
-TRACKERS = ("wandb", "mlflow", "tensorboard")
-
-
-def require_trackers() -> None:
-    """Skip without `.[loggers]`; fail instead where the stack promises it (`make test-pinned` sets
-    COMPOSER_BERT_REQUIRE_TRACKERS=1 after installing `.[test,loggers]`; the current stack does not install it)."""
-    for module in TRACKERS:
-        if os.environ.get("COMPOSER_BERT_REQUIRE_TRACKERS") == "1":
-            __import__(module)
-        else:
-            pytest.importorskip(module, reason="needs the trackers: pip install -e .[loggers]")
-
-
-def mlflow_runs(tracking_uri: str) -> dict[str, Any]:
-    """run name -> MLflow run, over every experiment of a store."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    return {run.info.run_name: run for run in client.search_runs(experiments)}
-
-
-def mlflow_history(tracking_uri: str, run_id: str, key: str) -> dict[int, float]:
-    from mlflow import MlflowClient
-
-    return {metric.step: metric.value for metric in MlflowClient(tracking_uri).get_metric_history(run_id, key)}
-
-
-def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    """tag -> step -> value, from every event file of a TensorBoard run folder."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {tag: {event.step: event.value for event in accumulator.Scalars(tag)} for tag in accumulator.Tags()["scalars"]}
-
-
-def wandb_offline_run(wandb_dir: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(history rows, config) of the offline W&B run called `name`, read from its run-*.wandb record file
-    (W&B's own reader of its transaction log; no network)."""
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
-
-    for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        store = datastore.DataStore()
-        store.open_for_scan(str(path))
-        history, config, run_name = [], {}, None
-        while (data := store.scan_data()) is not None:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                run_name = record.run.display_name
-            elif kind == "history":
-                history.append({_key(item): json.loads(item.value_json) for item in record.history.item})
-            elif kind == "config":
-                config.update({_key(item): json.loads(item.value_json) for item in record.config.update})
-        if run_name == name:
-            return history, config
-    raise AssertionError(f"no offline W&B run named {name} under {wandb_dir}")
-
-
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)  # W&B stores a history key in `nested_key`
+from tests.helpers import REPO, assert_one_error_line, run_cli, tiny_args, train_losses
+from tests.trackers import mlflow_history, mlflow_runs, require_trackers, tensorboard_scalars, wandb_offline_run
 
 
 def test_pretraining_logs_to_wandb_mlflow_and_tensorboard(tiny_shards, tmp_path):
@@ -98,23 +30,23 @@ def test_pretraining_logs_to_wandb_mlflow_and_tensorboard(tiny_shards, tmp_path)
         env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    train_losses = {r["batch"]: r["loss/train/total"] for r in map(json.loads, (out / "metrics.jsonl").open()) if "loss/train/total" in r}
+    jsonl_losses = train_losses(out)
 
     run = mlflow_runs(uri)["tracked"]
     assert run.data.params["optimizer.lr"] == "0.002" and run.data.params["loggers.mlflow.experiment_name"] == "tests"
     assert run.data.params["model.hidden_size"] == "64"  # the resolved config, overrides included
     losses = mlflow_history(uri, run.info.run_id, "loss/train/total")
-    assert len(losses) >= 20 and losses[23] == pytest.approx(train_losses[23])
+    assert len(losses) >= 20 and losses[23] == pytest.approx(jsonl_losses[23])
     assert "metrics/eval/LanguageCrossEntropy" in run.data.metrics
 
     scalars = tensorboard_scalars(out / "tensorboard" / "tracked")
-    assert set(scalars["loss/train/total"]) == set(train_losses)
-    assert scalars["loss/train/total"][23] == pytest.approx(train_losses[23])
+    assert set(scalars["loss/train/total"]) == set(jsonl_losses)
+    assert scalars["loss/train/total"][23] == pytest.approx(jsonl_losses[23])
     assert "metrics/eval/MaskedAccuracy" in scalars
 
     history, config = wandb_offline_run(tmp_path, "tracked")
     logged = {row["_step"]: row["loss/train/total"] for row in history if "loss/train/total" in row}
-    assert logged == pytest.approx(train_losses)
+    assert logged == pytest.approx(jsonl_losses)
     assert config["optimizer.lr"] == 0.002 and config["run_name"] == "tracked"
 
     summary = json.loads((out / "summary.json").read_text())

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
-from tests.helpers import REPO, free_port, run_cli
+from tests.helpers import REPO, launch_two_ranks, run_cli, tiny_args, train_losses
 
 PROBED_RECIPE = """
 import hashlib, json, os, runpy, signal, sys
@@ -42,26 +39,6 @@ pretrain.build_training_controls = probed
 sys.argv = [sys.argv[0], *sys.argv[1:]]
 runpy.run_path(os.path.join(os.environ["REPO"], "recipes/pretrain.py"), run_name="__main__")
 """
-
-
-def tiny_args(shards: Path, save_folder: Path, *extra: str) -> list[str]:
-    return [
-        "yamls/pretrain/tiny.yaml",
-        f"data.local={shards}",
-        f"save_folder={save_folder}",
-        "model.hidden_size=64",
-        "model.intermediate_size=128",
-        "model.max_position_embeddings=64",
-        "global_train_batch_size=16",
-        "device_train_microbatch_size=16",
-        "eval_subset_num_batches=2",
-        "loggers.progress_bar=false",
-        *extra,
-    ]
-
-
-def train_losses(save_folder: Path) -> dict[int, float]:
-    return {row["batch"]: row[LOSS_KEY] for row in read_metrics(save_folder / "metrics.jsonl") if LOSS_KEY in row}
 
 
 def test_tiny_pretrain_learns_and_reports(tiny_shards, tmp_path):
@@ -126,14 +103,10 @@ def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards
 
     elastic, elastic_record = tmp_path / "two", tmp_path / "two-record"
     elastic_record.mkdir()
-    env = {**os.environ, "REPO": str(REPO), "RECORD_DIR": str(elastic_record)}
-    composer = str(Path(sys.executable).parent / "composer")
-    launch = [composer, "-n", "2", "--master_port", str(free_port()), str(script)]
-    args = tiny_args(tiny_shards, elastic, "max_duration=10ba", *common)
-    ran = subprocess.run([*launch, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {"REPO": str(REPO), "RECORD_DIR": str(elastic_record)}
+    ran = launch_two_ranks(script, *tiny_args(tiny_shards, elastic, "max_duration=10ba", *common), env=env)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert sorted(recorded_batches(elastic_record)) == list(range(10))
-    env = {"REPO": str(REPO), "RECORD_DIR": str(elastic_record)}
     resumed = run_cli(str(script), *tiny_args(tiny_shards, elastic, "max_duration=20ba", *common), env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

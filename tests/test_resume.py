@@ -14,8 +14,7 @@ import torch
 
 from composer_bert.errors import UserError
 from composer_bert.resume import is_intact, model_config_changes, prepare_autoresume, set_aside
-from tests.helpers import REPO, run_cli
-from tests.test_pretrain import tiny_args, train_losses
+from tests.helpers import REPO, run_cli, tiny_args, train_losses
 
 RUN = ("max_duration=20ba", "save_interval=10ba", "eval_interval=20ba", "run_name=robust")
 

@@ -18,23 +18,17 @@ import pytest
 import torch
 import transformers
 from packaging.requirements import Requirement
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
 from composer_bert.hf.export import export_mlm
 from composer_bert.hf.load import load_exported
 from composer_bert.models.bert import BertForMaskedLM
-from composer_bert.models.config import ModelConfig
-from tests.helpers import REPO
+from tests.helpers import BERT_SPECIALS, REPO, run_cli, save_bert_tokenizer, tiny_model_config
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on in mat big ##s and".split()  # a fixed vocabulary: no tokenizer training
 PAIR = ("the cats sat on a mat", "a big dog ran")
-CONFIG = ModelConfig(
-    vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=48,
-    max_position_embeddings=32, pad_vocab_multiple=8,
-)
+CONFIG = tiny_model_config(len(BERT_SPECIALS) + len(WORDS), num_layers=1, intermediate_size=48, max_position_embeddings=32)
 
 # Runs in the other stack's interpreter: read our export (tokenizer, and model as remote code), then write an
 # export and a data_prep tokenizer directory of its own.
@@ -64,9 +58,7 @@ print(json.dumps({"transformers": transformers.__version__, "pair": {k: v.tolist
 
 def run_deps(*args: str) -> subprocess.CompletedProcess:
     """requirements/deps.py in this venv, as the Makefile runs it."""
-    return subprocess.run(
-        [sys.executable, "requirements/deps.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    return run_cli("requirements/deps.py", *args, timeout=300)
 
 
 def test_current_stack_lifts_only_composers_torch_and_transformers_pins():
@@ -110,20 +102,7 @@ def major(version: str) -> int:
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """BERT's WordPiece setup over a fixed vocabulary, saved by this stack's transformers."""
-    vocab = {token: index for index, token in enumerate(SPECIALS + WORDS)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    out = tmp_path_factory.mktemp("tokenizer")
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]",
-    ).save_pretrained(str(out))
-    return out
+    return save_bert_tokenizer(tmp_path_factory.mktemp("tokenizer"), WORDS)
 
 
 def test_exports_cross_between_transformers_majors(tokenizer_dir, tmp_path, capsys):

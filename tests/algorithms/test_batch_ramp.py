@@ -10,45 +10,17 @@ import torch.nn.functional as F
 from composer import Trainer
 from composer.loggers import InMemoryLogger
 from composer.models import ComposerClassifier
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from composer_bert.algorithms.batch_ramp import EFFECTIVE_BATCH_KEY, BatchRamp
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
-from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
 from composer_bert.run_progress import RunProgress
-
-
-def data(num_batches: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    n = num_batches * batch_size
-    return torch.randn(n, 8, generator=generator) * 3, torch.randint(0, 2, (n,), generator=generator)
-
-
-def tiny_model() -> ComposerClassifier:
-    torch.manual_seed(0)
-    return ComposerClassifier(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)), num_classes=2)
+from tests.tiny_training import logged, tiny_classifier, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 
 
 def ramp_trainer(model, ramp: BatchRamp, x, y, batch_size: int, max_duration: str, logger, **kwargs) -> Trainer:
-    return Trainer(
-        model=model,
-        train_dataloader=DataLoader(TensorDataset(x, y), batch_size=batch_size),
-        optimizers=torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1),
-        max_duration=max_duration,
-        algorithms=[ramp],
-        loggers=[logger],
-        device="cpu",
-        progress_bar=False,
-        log_to_console=False,
-        seed=0,
-        **kwargs,
-    )
-
-
-def logged(logger: InMemoryLogger, key: str) -> dict[int, float]:
-    return {int(t.batch): v for t, v in logger.data.get(key, [])}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    return tiny_trainer(model, tiny_loader(x, y, batch_size), optimizer, max_duration, logger, algorithms=[ramp], **kwargs)
 
 
 def test_window_size_grows_linearly_then_holds():
@@ -61,8 +33,8 @@ def test_window_size_grows_linearly_then_holds():
 
 def test_bad_ramp_settings_name_the_key():
     def load(final: int, fraction: float) -> None:
-        overrides = ["run_name=t", "max_duration=6ba", "global_train_batch_size=128"]
-        load_config(PretrainConfig, overrides=[*overrides, f"batch_ramp.final_global_batch_size={final}", f"batch_ramp.ramp_fraction={fraction}"])
+        ramp = [f"batch_ramp.final_global_batch_size={final}", f"batch_ramp.ramp_fraction={fraction}"]
+        tiny_pretrain_config(*ramp, batch_size=128)
 
     with pytest.raises(UserError, match="final_global_batch_size"):
         load(1000, 0.5)
@@ -75,8 +47,8 @@ def test_bad_ramp_settings_name_the_key():
 def test_k_accumulated_batches_make_the_same_update_as_one_k_times_bigger_batch():
     """Batch 0 steps alone (k = 1 at p = 0), then windows of k = 3: steps on batches 1-3 and 4-6."""
     b, k, max_norm = 4, 3, 0.5
-    x, y = data(7, b)
-    model = tiny_model()
+    x, y = tiny_rows(7 * b, seed=3, scale=3.0)
+    model = tiny_classifier()
     reference = copy.deepcopy(model.module)
     logger = InMemoryLogger()
     ramp = BatchRamp(start_batch_size=b, final_batch_size=k * b, ramp_fraction=0.01, progress=RunProgress())
@@ -102,10 +74,10 @@ def test_k_accumulated_batches_make_the_same_update_as_one_k_times_bigger_batch(
 
 def test_resume_from_mid_window_checkpoint_matches_the_uninterrupted_run(tmp_path):
     b, steps = 2, 12
-    x, y = data(steps, b)
+    x, y = tiny_rows(steps * b, seed=3, scale=3.0)
 
     def run(folder, **kwargs) -> tuple[dict[int, float], ComposerClassifier]:
-        model, logger = tiny_model(), InMemoryLogger()
+        model, logger = tiny_classifier(), InMemoryLogger()
         ramp = BatchRamp(start_batch_size=b, final_batch_size=4 * b, ramp_fraction=0.5, progress=RunProgress())
         trainer = ramp_trainer(
             model, ramp, x, y, b, f"{steps}ba", logger, save_folder=str(folder), save_interval="7ba", **kwargs

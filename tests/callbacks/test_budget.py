@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,15 +11,14 @@ import torch
 from composer import Trainer
 from composer.core import Callback, Event, State
 from composer.loggers import InMemoryLogger, Logger
-from composer.models import ComposerClassifier
 from composer.utils import dist
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from composer_bert.callbacks.budget import FRACTION_KEY, WallClockBudget
-from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
 from composer_bert.run_progress import RunProgress
+from tests.helpers import REPO, launch_two_ranks
+from tests.tiny_training import tiny_classifier, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 
 BATCH = 4
 TRAIN_COST = {Event.AFTER_DATALOADER: 0.5, Event.AFTER_FORWARD: 1.0}  # 1.5 fake seconds per batch, all counted
@@ -57,35 +53,25 @@ class RecordEvals(Callback):
 
 
 def loader(num_batches: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x, y = (
-        torch.randn(num_batches * BATCH, 8, generator=generator),
-        torch.randint(0, 2, (num_batches * BATCH,), generator=generator),
-    )
-    return DataLoader(TensorDataset(x, y), batch_size=BATCH)
+    return tiny_loader(*tiny_rows(num_batches * BATCH, seed=0), BATCH)
 
 
 def budget_trainer(
     budget: WallClockBudget, clock: FakeClock, folder, *extra: Callback, **kwargs
 ) -> tuple[Trainer, InMemoryLogger]:
-    torch.manual_seed(0)
-    model = ComposerClassifier(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), num_classes=2)
+    model = tiny_classifier(hidden=8)
     logger = InMemoryLogger()
-    trainer = Trainer(
-        model=model,
-        train_dataloader=loader(3),  # epochs of 3 batches, so epoch boundaries are crossed too
+    trainer = tiny_trainer(
+        model,
+        loader(3),  # epochs of 3 batches, so epoch boundaries are crossed too
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        "1000ba",  # the budget, not this, ends the run
+        logger,
         eval_dataloader=loader(2),
         eval_interval="2ba",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        max_duration="1000ba",  # the budget, not this, ends the run
         callbacks=[budget, SpendTime(clock, {**TRAIN_COST, **EXCLUDED_COST}), *extra],
-        loggers=[logger],
         save_folder=str(folder),
         save_interval="1000ba",
-        device="cpu",
-        progress_bar=False,
-        log_to_console=False,
-        seed=0,
         **kwargs,
     )
     return trainer, logger
@@ -145,12 +131,10 @@ def test_state_dict_round_trip_and_progress_source():
     copy.load_state_dict(budget.state_dict())
     assert copy.elapsed_seconds() == pytest.approx(25.0) and copy.elapsed_fraction() == pytest.approx(0.25)
     with pytest.raises(UserError, match="budget"):
-        load_config(PretrainConfig, overrides=["run_name=t", "max_duration=6ba", "global_train_batch_size=8", "budget=0h"])
+        tiny_pretrain_config("budget=0h")
 
 
 # -- several ranks ---------------------------------------------------------------------------------------
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class SpendPerRank(Callback):
@@ -170,21 +154,12 @@ def _run_rank(out_dir: str) -> None:
     """One rank of a 2-process (gloo) run under a 60 s budget; writes what it saw to rank{N}.json."""
     clock = FakeClock()
     budget = WallClockBudget(60.0, clock=clock)
-    torch.manual_seed(0)
-    model = ComposerClassifier(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), num_classes=2)
+    model = tiny_classifier(hidden=8)
     data = TensorDataset(torch.randn(32, 8), torch.randint(0, 2, (32,)))
     logger = InMemoryLogger()
-    trainer = Trainer(
-        model=model,
-        train_dataloader=DataLoader(data, batch_size=BATCH, sampler=dist.get_sampler(data)),
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        max_duration="1000ba",
-        callbacks=[budget, SpendPerRank(clock)],
-        loggers=[logger],
-        device="cpu",
-        progress_bar=False,
-        log_to_console=False,
-    )
+    sharded = DataLoader(data, batch_size=BATCH, sampler=dist.get_sampler(data))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = tiny_trainer(model, sharded, optimizer, "1000ba", logger, callbacks=[budget, SpendPerRank(clock)])
     trainer.fit()
     record = {"batches": int(trainer.state.timestamp.batch), "syncs": budget.syncs,
               "fractions": [value for _, value in logger.data[FRACTION_KEY]]}
@@ -195,13 +170,7 @@ def _run_rank(out_dir: str) -> None:
 def test_ranks_agree_every_batch_while_broadcasting_rarely(tmp_path):
     """Rank 0's clock decides; the others follow its extrapolated reading between broadcasts, so every rank
     logs the same fractions and stops after the same batch: the first whose real time reaches the budget."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    composer = str(Path(sys.executable).parent / "composer")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    launch = [composer, "-n", "2", "--master_port", str(port), __file__, str(tmp_path)]
-    ran = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    ran = launch_two_ranks(__file__, str(tmp_path), env={"PYTHONPATH": str(REPO)}, timeout=300)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     # rank 0: 1 + 2 + 1 + 2 ... fake seconds; 60 s are reached exactly after batch 40

@@ -12,69 +12,45 @@ import torch.nn.functional as F
 from composer import Trainer
 from composer.callbacks import LRMonitor, SpeedMonitor
 from composer.core import Callback
-from composer.loggers import InMemoryLogger
+from composer.loggers import InMemoryLogger, LoggerDestination
 from composer.models import ComposerClassifier
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from composer_bert.algorithms.batch_ramp import BatchRamp
 from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
 from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
-from composer_bert.config import PretrainConfig, load_config
+from composer_bert.config import PretrainConfig
 from composer_bert.errors import UserError
 from composer_bert.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
 from composer_bert.training_controls import build_training_controls
 from tests.host_reads import HostReads
+from tests.tiny_training import (
+    TinyNet,
+    logged,
+    tiny_classifier,
+    tiny_loader,
+    tiny_pretrain_config,
+    tiny_rows,
+    tiny_trainer,
+)
 
 BATCH = 4
 
 
-class TinyNet(nn.Module):
-    """Two numbered layers, so per-layer gradient norms have something to group."""
-
-    def __init__(self):
-        super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(8, 16), nn.Linear(16, 2)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers[1](torch.relu(self.layers[0](x)))
-
-
-def tiny_model() -> ComposerClassifier:
-    torch.manual_seed(0)
-    return ComposerClassifier(TinyNet(), num_classes=2)
-
-
 def batches(n: int, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n * BATCH, 8, generator=generator) * 3
-    y = torch.randint(0, 2, (n * BATCH,), generator=generator)
+    x, y = tiny_rows(n * BATCH, seed, scale=3.0)
     return [(x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]) for i in range(n)]
 
 
 def loader(data: list[tuple[torch.Tensor, torch.Tensor]]) -> DataLoader:
-    return DataLoader(TensorDataset(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data])), batch_size=BATCH)
+    return tiny_loader(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]), BATCH)
 
 
-def trainer(model, data, optimizer, max_duration: str, logger: InMemoryLogger, **kwargs) -> Trainer:
-    return Trainer(
-        model=model,
-        train_dataloader=loader(data),
-        optimizers=optimizer,
-        max_duration=max_duration,
-        loggers=[logger],
-        device="cpu",
-        progress_bar=False,
-        log_to_console=False,
-        seed=0,
-        **kwargs,
-    )
-
-
-def logged(logger: InMemoryLogger, key: str) -> dict[int, float]:
-    return {int(timestamp.batch): value for timestamp, value in logger.data.get(key, [])}
+def trainer(model, data, optimizer, max_duration: str, logger: LoggerDestination, **kwargs) -> Trainer:
+    return tiny_trainer(model, loader(data), optimizer, max_duration, logger, **kwargs)
 
 
 # -- peak FLOP/s ------------------------------------------------------------------------------------------
@@ -158,14 +134,18 @@ def reference_norms(module: nn.Module, data, lr: float, max_norm: float | None) 
     return norms
 
 
-def test_grad_norm_is_the_pre_clip_norm_and_clipping_is_applied():
-    data, model = batches(5), tiny_model()
+def train_with(callback: GradNormClip) -> tuple[ComposerClassifier, InMemoryLogger, nn.Module, list[float]]:
+    """Five SGD steps (lr 0.5) of the tiny classifier under `callback`, and the same steps in plain PyTorch:
+    (the trained model, its logger, the plain copy after its steps, the plain copy's pre-clip norms)."""
+    data, model = batches(5), tiny_classifier()
     reference = copy.deepcopy(model.module)
     logger = InMemoryLogger()
-    callback = GradNormClip(max_norm=0.05, log_interval=1)
     trainer(model, data, torch.optim.SGD(model.parameters(), lr=0.5), "5ba", logger, callbacks=[callback]).fit()
+    return model, logger, reference, reference_norms(reference, data, lr=0.5, max_norm=callback.max_norm)
 
-    expected = reference_norms(reference, data, lr=0.5, max_norm=0.05)
+
+def test_grad_norm_is_the_pre_clip_norm_and_clipping_is_applied():
+    model, logger, reference, expected = train_with(GradNormClip(max_norm=0.05, log_interval=1))
     assert min(expected) > 0.05, "the test needs clipping to bite"
     norms = logged(logger, GLOBAL_NORM_KEY)
     assert list(norms) == [0, 1, 2, 3, 4]
@@ -175,13 +155,7 @@ def test_grad_norm_is_the_pre_clip_norm_and_clipping_is_applied():
 
 
 def test_grad_norm_interval_and_per_layer_norms_without_clipping():
-    data, model = batches(5), tiny_model()
-    reference = copy.deepcopy(model.module)
-    logger = InMemoryLogger()
-    callback = GradNormClip(max_norm=None, log_interval=2, per_layer=True)
-    trainer(model, data, torch.optim.SGD(model.parameters(), lr=0.5), "5ba", logger, callbacks=[callback]).fit()
-
-    expected = reference_norms(reference, data, lr=0.5, max_norm=None)
+    _, logger, _, expected = train_with(GradNormClip(max_norm=None, log_interval=2, per_layer=True))
     norms = logged(logger, GLOBAL_NORM_KEY)
     assert list(norms) == [0, 2, 4]
     assert list(norms.values()) == pytest.approx([expected[0], expected[2], expected[4]], rel=1e-5)
@@ -206,7 +180,7 @@ def test_grad_norm_rejects_bad_settings():
 def test_nan_loss_stops_before_the_step_and_saves_nothing_after(tmp_path):
     data = batches(6)
     data[3] = (torch.full_like(data[3][0], float("nan")), data[3][1])
-    model = tiny_model()
+    model = tiny_classifier()
     run = trainer(
         model,
         data,
@@ -233,12 +207,10 @@ def test_callbacks_read_device_values_only_when_they_report(tmp_path):
     nothing; the NaN guard one read per batch end, of its own host copy of the flag (on a GPU a pinned
     copy that Composer's own per-batch loss read has already waited for); the gradient norm one read per
     logged step; the metrics file one read per write."""
-    data, model = batches(6), tiny_model()
+    data, model = batches(6), tiny_classifier()
     metrics = MetricsFile(tmp_path, write_interval=4)
     callbacks = [WallClockBudget(3600.0), NaNGuard(), GradNormClip(max_norm=0.05, log_interval=3, per_layer=True)]
-    run = Trainer(model=model, train_dataloader=loader(data), optimizers=torch.optim.SGD(model.parameters(), lr=0.5),
-                  max_duration="6ba", callbacks=callbacks, loggers=[metrics], device="cpu", progress_bar=False,
-                  log_to_console=False, seed=0)
+    run = trainer(model, data, torch.optim.SGD(model.parameters(), lr=0.5), "6ba", metrics, callbacks=callbacks)
     with HostReads() as reads:
         run.fit()
     ours = [r.where for r in reads.ours("composer_bert.callbacks")]
@@ -260,11 +232,10 @@ def test_metrics_file_is_written_up_to_each_checkpoint_right_after_it(tmp_path):
             path = tmp_path / "metrics.jsonl"
             seen[int(state.timestamp.batch)] = [r["batch"] for r in read_metrics(path)] if path.exists() else []
 
-    data, model = batches(6), tiny_model()
-    run = Trainer(model=model, train_dataloader=loader(data), optimizers=torch.optim.SGD(model.parameters(), lr=0.5),
-                  max_duration="6ba", callbacks=[Peek()], loggers=[MetricsFile(tmp_path, write_interval=100)],
-                  save_folder=str(tmp_path / "checkpoints"), save_interval="2ba", device="cpu", progress_bar=False,
-                  log_to_console=False, seed=0)
+    data, model = batches(6), tiny_classifier()
+    metrics = MetricsFile(tmp_path, write_interval=100)
+    run = trainer(model, data, torch.optim.SGD(model.parameters(), lr=0.5), "6ba", metrics, callbacks=[Peek()],
+                  save_folder=str(tmp_path / "checkpoints"), save_interval="2ba")
     run.fit()
     # the checkpoint after batch 2 restores step 2: rows 0 and 1 are what a resumed run keeps
     assert seen == {0: [], 1: [], 2: [0, 1], 3: [0, 1], 4: [0, 1, 2, 3], 5: [0, 1, 2, 3]}
@@ -282,8 +253,7 @@ class CountedClassifier(ComposerClassifier):
 
 
 def pretrain_config(*overrides: str) -> PretrainConfig:
-    base = ["run_name=t", "max_duration=6ba", f"global_train_batch_size={BATCH}"]
-    return load_config(PretrainConfig, overrides=[*base, *overrides])
+    return tiny_pretrain_config(*overrides, batch_size=BATCH)
 
 
 def test_controls_wire_speed_monitor_mfu_and_schedule_into_a_trainer():

@@ -6,13 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import train_tokenizer
+from tests.data.shard_helpers import save_synthetic_tokenizer
 
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """WordPiece 4096 on synthetic text: tokens/characters ~0.23, under the default 0.25 cutoff."""
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer(synthetic_documents(3000, seed=0), 4096, progress=False).save(str(out / "tokenizer.json"))
-    return out
+    return save_synthetic_tokenizer(tmp_path_factory.mktemp("tokenizer"), documents=3000, vocab_size=4096)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,9 @@ from composer_bert.data.rows import row_mds_writer
 from composer_bert.data.sources import DocumentSource, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.errors import UserError
-from tests.data.shard_helpers import read_rows, tree_hashes
-from tests.helpers import assert_one_error_line, load_script_main
+from tests.data.shard_helpers import kept_documents, read_rows, tree_hashes
+from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
 CLS, SEP = 2, 3
 HIGH_RATIO_DOC = " ".join("7 3 9 1 4 8 2 6".split() * 6)  # one token per 2 characters
@@ -36,25 +34,9 @@ def expected_rows(documents, tokenizer_dir, seq_len, val_fraction, max_ratio=0.2
 
     Returns ({split: rows}, {filter count name: documents dropped}).
     """
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    seen: set[str] = set()
     streams: dict[str, list[int]] = {"train": [], "val": []}
     dropped = {"ratio_dropped": 0, "too_short_dropped": 0, "duplicate_dropped": 0}
-    for doc in documents:
-        ids = tokenizer.encode(doc, add_special_tokens=False).ids
-        key = " ".join(doc.lower().split())
-        if max_ratio is not None and len(ids) / len(doc) > max_ratio:
-            dropped["ratio_dropped"] += 1
-            continue
-        if len(ids) < min_tokens:
-            dropped["too_short_dropped"] += 1
-            continue
-        if key in seen:
-            dropped["duplicate_dropped"] += 1
-            continue
-        seen.add(key)
+    for key, ids in kept_documents(documents, tokenizer_dir, set(), dropped, max_ratio, min_tokens):
         digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
         split = "val" if int.from_bytes(digest[:8], "little") / 2**64 < val_fraction else "train"
         streams[split] += ids + [SEP]
@@ -77,13 +59,8 @@ def filter_corpus() -> list[str]:
     return documents[:100] + [HIGH_RATIO_DOC, documents[5].upper().replace(" ", "   "), SHORT_DOC] + documents[100:]
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(CONVERT_CLI), *map(str, args), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def convert_cli(*args: str | Path | int) -> subprocess.CompletedProcess:
+    return run_cli(CONVERT_CLI, *args, "--no-progress", timeout=120)
 
 
 def options(**overrides) -> ConvertOptions:
@@ -296,13 +273,8 @@ for i in range(rounds):
 def test_pool_shuts_down_after_importing_composer_finished_or_interrupted(tokenizer_dir, tmp_path):
     """Composer's SIGTERM handler used to reach the workers, and Pool.terminate could then hang forever."""
     rounds = 15  # it used to hang within a few rounds
-    result = subprocess.run(
-        [sys.executable, "-c", COMPOSER_FIRST_SCRIPT, str(tokenizer_dir), str(tmp_path), str(rounds)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,  # a hang fails here, with the rounds that passed in the output
-    )
+    # a hang fails at the timeout, with the rounds that passed in the output
+    result = run_cli("-c", COMPOSER_FIRST_SCRIPT, tokenizer_dir, tmp_path, rounds, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == f"round {rounds - 1} ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"done{i}" for i in range(rounds))
@@ -363,7 +335,7 @@ CASES = [
 def test_bad_input_gives_one_clear_line_and_no_output(tokenizer_dir, tmp_path, case):
     args, words = bad_inputs(tmp_path, tokenizer_dir)[case]
     out = tmp_path / "out"
-    assert_one_error_line(run_cli(*args, "--out", out), *words)
+    assert_one_error_line(convert_cli(*args, "--out", out), *words)
     assert not out.exists() and not list(tmp_path.glob("out.*"))
 
 
@@ -371,13 +343,13 @@ def test_unwritable_existing_and_foreign_outputs_are_refused(tokenizer_dir, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     args = ["--source", "synthetic:10", "--tokenizer", tokenizer_dir]
-    assert_one_error_line(run_cli(*args, "--out", blocker / "out"), "cannot create output directory")
+    assert_one_error_line(convert_cli(*args, "--out", blocker / "out"), "cannot create output directory")
 
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
-    assert_one_error_line(run_cli(*args, "--out", existing), "already exists", "--overwrite")
-    assert_one_error_line(run_cli(*args, "--out", existing, "--overwrite"), "not a previous output", "manifest.json")
+    assert_one_error_line(convert_cli(*args, "--out", existing), "already exists", "--overwrite")
+    assert_one_error_line(convert_cli(*args, "--out", existing, "--overwrite"), "not a previous output", "manifest.json")
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 

@@ -19,11 +19,10 @@ import pytest
 
 from composer_bert.data.sources import open_source
 from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import train_tokenizer
 from composer_bert.errors import UserError
-from tests.helpers import assert_one_error_line
+from tests.data.shard_helpers import save_synthetic_tokenizer
+from tests.helpers import REPO, assert_one_error_line
 
-REPO = Path(__file__).resolve().parents[2]
 CONVERT = [sys.executable, str(REPO / "data_prep" / "convert_dataset.py"), "--no-progress"]
 TRAIN_TOKENIZER = [sys.executable, str(REPO / "data_prep" / "train_tokenizer.py"), "--no-progress"]
 # In a fresh mount namespace ($0 = size, $1 = mount point): mount a tmpfs, run the command, list what it left.
@@ -32,9 +31,7 @@ ON_TMPFS = 'mount -t tmpfs -o size="$0" tmpfs "$1" || exit 99; disk="$1"; shift;
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer(synthetic_documents(1000, seed=0), 1024, progress=False).save(str(out / "tokenizer.json"))
-    return out
+    return save_synthetic_tokenizer(tmp_path_factory.mktemp("tokenizer"), documents=1000, vocab_size=1024)
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:

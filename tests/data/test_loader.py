@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from composer_bert.data.manifest import MANIFEST_NAME, write_manifest
 from composer_bert.data.masking import IGNORE_INDEX, MLMMasker
 from composer_bert.data.mlm_dataset import MappedShard
 from composer_bert.errors import UserError
+from tests.helpers import REPO, free_port
 
 SEQ_LEN = 32
 VOCAB = 1000
@@ -179,12 +179,6 @@ def test_resumed_mid_epoch_runs_see_the_uninterrupted_batches(shards):
     assert same_batches(take(resumed_again), epochs[2])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_rank(root: str, out_dir: str, checkpoint_step: int) -> None:
     """One rank of a simulated 2-GPU run (in a subprocess; streaming reads the rank from the environment)."""
     loader = loader_for(config(Path(root)), batch_size=BATCH // 2)
@@ -202,11 +196,11 @@ def _run_rank(root: str, out_dir: str, checkpoint_step: int) -> None:
 def test_state_of_a_two_rank_run_resumes_on_one_rank(shards, tmp_path):
     root, train, _ = shards
     checkpoint_step = 50
-    port = _free_port()
+    port = free_port()
     ranks = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONPATH=str(REPO))  # this file imports tests.*
         command = [sys.executable, __file__, str(root), str(tmp_path), str(checkpoint_step)]
         ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:

@@ -12,7 +12,7 @@ from composer_bert.data import encoding
 from composer_bert.data.manifest import read_manifest
 from composer_bert.data.mixture import SourceTally, interleave
 from composer_bert.data.synthetic import synthetic_documents
-from tests.data.shard_helpers import tree_hashes
+from tests.data.shard_helpers import kept_documents, tree_hashes
 from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
 SEQ_LEN = 32
@@ -55,23 +55,10 @@ def convert(tokenizer_dir: Path, out: Path, *flags: str) -> dict:
 
 def expected_counts(documents: list[str], tokenizer_dir: Path, seen: set[str]) -> dict[str, int]:
     """Plain-Python filters for one fully read source (default cutoffs), de-duplicating against `seen`."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     counts = dict.fromkeys(("ratio_dropped", "too_short_dropped", "duplicate_dropped", "documents", "tokens"), 0)
-    for doc in documents:
-        ids = tokenizer.encode(doc, add_special_tokens=False).ids
-        key = " ".join(doc.lower().split())
-        if len(ids) > 0.25 * len(doc):
-            counts["ratio_dropped"] += 1
-        elif len(ids) < 8:
-            counts["too_short_dropped"] += 1
-        elif key in seen:
-            counts["duplicate_dropped"] += 1
-        else:
-            seen.add(key)
-            counts["documents"] += 1
-            counts["tokens"] += len(ids) + 1
+    for _, ids in kept_documents(documents, tokenizer_dir, seen, counts):
+        counts["documents"] += 1
+        counts["tokens"] += len(ids) + 1
     return counts
 
 

@@ -18,8 +18,7 @@ from composer_bert.data import loader
 from composer_bert.data.config import DataConfig
 from composer_bert.data.loader import build_mlm_dataloader, build_mlm_dataspec
 from composer_bert.errors import UserError
-from tests.helpers import assert_one_error_line, run_cli
-from tests.test_pretrain import tiny_args
+from tests.helpers import assert_one_error_line, run_cli, tiny_args
 
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
 

@@ -18,10 +18,10 @@ import pytest
 from composer_bert.data.sources import limit_documents, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
-from tests.helpers import assert_one_error_line, load_script_main
+from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN_CLI = REPO / "data_prep" / "train_tokenizer.py"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
 TEXT_CORPUS = (
     "The quick brown fox jumps over the lazy dog.\nIt was a sunny day.\n\n"
@@ -30,15 +30,8 @@ TEXT_CORPUS = (
 ) * 30
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(TRAIN_CLI), *map(str, args), "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def train_cli(*args: str | Path | int) -> subprocess.CompletedProcess:
+    return run_cli(TRAIN_CLI, *args, "--no-progress", env=OFFLINE, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +109,7 @@ def test_cli_trains_refuses_to_overwrite_then_replaces(text_file, tmp_path, caps
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
     assert "from 90 documents" in capsys.readouterr().err  # 3 paragraphs x 30 repetitions
 
-    again = run_cli("--source", f"text:{text_file}", "--vocab-size", 400, "--out", out)
+    again = train_cli("--source", f"text:{text_file}", "--vocab-size", 400, "--out", out)
     assert_one_error_line(again, str(out), "--overwrite")
 
     before = (out / "tokenizer.json").read_bytes()
@@ -148,7 +141,7 @@ def test_limit_documents_caps_count_and_bytes():
 )
 def test_cli_bad_source_is_one_line_and_leaves_nothing(tmp_path, source, words):
     out = tmp_path / "tok"
-    assert_one_error_line(run_cli("--source", source, "--vocab-size", 400, "--out", out), *words)
+    assert_one_error_line(train_cli("--source", source, "--vocab-size", 400, "--out", out), *words)
     assert not list(tmp_path.iterdir())
 
 
@@ -156,13 +149,13 @@ def test_cli_empty_text_file_is_an_error(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n\n")
     out = tmp_path / "tok"
-    assert_one_error_line(run_cli("--source", f"text:{empty}", "--vocab-size", 400, "--out", out), "no documents")
+    assert_one_error_line(train_cli("--source", f"text:{empty}", "--vocab-size", 400, "--out", out), "no documents")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
 
 
 def test_cli_refuses_a_tiny_vocabulary(tmp_path):
     out = tmp_path / "tok"
-    assert_one_error_line(run_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
+    assert_one_error_line(train_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
     assert not out.exists()
 
 
@@ -193,7 +186,7 @@ def test_ctrl_c_stops_training_promptly_and_leaves_nothing(tmp_path, phase):
     process = subprocess.Popen(
         [sys.executable, str(TRAIN_CLI), "--source", f"text:{corpus}", "--vocab-size", "32768", "--out", str(out)],
         stderr=subprocess.PIPE,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        env={**os.environ, **OFFLINE},
     )
     chunks: queue.Queue[bytes] = queue.Queue()  # stderr as it comes, then b"" at its end
     threading.Thread(target=_pump, args=(process.stderr, chunks), daemon=True).start()

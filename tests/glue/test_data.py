@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn import metrics as skm
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from composer_bert.config import load_config
@@ -25,6 +24,8 @@ from composer_bert.glue.data import (
 )
 from composer_bert.glue.results import RunResult, format_console, format_markdown, glue_average, summarize
 from composer_bert.glue.tasks import TASKS, TRAIN_SPLIT, get_task
+from tests.glue.glue_helpers import STSB_HEADER, write_tsv
+from tests.helpers import bert_tokenizer
 
 SENTENCES = [
     "the movie was great and fun",
@@ -37,30 +38,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerFast:
-    """A tiny BERT-style WordPiece tokenizer: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    wordpiece.train_from_iterator(SENTENCES * 4, trainer)
-    wordpiece.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=wordpiece,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-
-
-def write_tsv(path: Path, rows: list[list[str]], header: list[str] | None = None, bom: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ([header] if header else []) + rows
-    path.write_text(("\ufeff" if bom else "") + "".join("\t".join(row) + "\n" for row in lines), encoding="utf-8")
-    return path
+    """The tiny BERT tokenizer, its vocabulary trained on SENTENCES."""
+    return bert_tokenizer(trained_on=SENTENCES * 4, vocab_size=120)
 
 
 MNLI_HEADER = [
@@ -105,20 +84,8 @@ def test_sst2_and_stsb_are_read_by_header_names(tmp_path):
     assert sst2.texts == [("a fine film",), ('a "quoted film',)]
     assert sst2.labels == [1, 0]
 
-    header = [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ]
     rows = [["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none", "a man plays", "a man sings", "3.2"]]
-    write_tsv(tmp_path / "STS-B/dev.tsv", rows, header)
+    write_tsv(tmp_path / "STS-B/dev.tsv", rows, STSB_HEADER)
     stsb = load_examples(TASKS["STS-B"], TASKS["STS-B"].eval_sets[0], "glue_dir", str(tmp_path))
     assert stsb.texts == [("a man plays", "a man sings")]
     assert stsb.labels == [pytest.approx(3.2)]
@@ -215,7 +182,7 @@ def test_unknown_label_names_file_and_line(tmp_path):
 
 
 def test_out_of_range_sts_score_is_rejected(tmp_path):
-    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    header = "\t".join(STSB_HEADER) + "\n"
     message = _error_for(tmp_path, "STS-B", header + "0\tg\tf\ty\to\ts\ts\ta\tb\t7.5\n")
     assert ":2: '7.5' is not a STS-B score" in message
 
@@ -269,19 +236,7 @@ def test_pairs_get_token_types_and_batches_pad_to_longest(tokenizer, tmp_path):
 
 
 def test_regression_labels_are_float(tokenizer, tmp_path):
-    header = [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ]
-    stsb = read_glue_tsv(TASKS["STS-B"], write_tsv(tmp_path / "dev.tsv", [["0", *"gfyoss", "a", "b", "2.5"]], header))
+    stsb = read_glue_tsv(TASKS["STS-B"], write_tsv(tmp_path / "dev.tsv", [["0", *"gfyoss", "a", "b", "2.5"]], STSB_HEADER))
     batch = PadToLongest(0)([tokenize_examples(stsb, tokenizer, 16)[0]])
     assert batch["labels"].dtype.is_floating_point and batch["labels"].tolist() == [2.5]
 

@@ -1,163 +1,26 @@
-"""End-to-end GLUE finetuning on CPU: a tiny pretrained checkpoint made here, two tiny GLUE-layout tasks,
+"""End-to-end GLUE finetuning on CPU: a tiny pretrained checkpoint and tiny GLUE-layout tasks (conftest.py),
 two seeds, one epoch; then the reports, the skip-on-rerun logic, MNLI m/mm with start_from_mnli, the CLI,
 and a saved SST-2 model exported to Hugging Face."""
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from composer import Trainer
 from composer.optim import CosineAnnealingScheduler, CosineAnnealingWithWarmupScheduler
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-from torch.utils.data import DataLoader
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from composer_bert.checkpoint import ClassifierInfo, RunMetadata, load_composer_checkpoint
-from composer_bert.config import load_config
+from composer_bert.checkpoint import ClassifierInfo, load_composer_checkpoint
 from composer_bert.errors import UserError
 from composer_bert.glue import runner, train
-from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.results import mnli_weights_path, model_path
-from composer_bert.glue.runner import run_glue
-from composer_bert.models import ComposerClassifier, ComposerMLM, ModelConfig
-from tests.helpers import run_cli
-
-WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
-RECIPE = Path(__file__).resolve().parents[2] / "yamls/finetune/glue.yaml"
-RECIPE_CLI = Path(__file__).resolve().parents[2] / "recipes/finetune_glue.py"
-
-
-def sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
-
-
-def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join("\t".join(row) + "\n" for row in [header, *rows]))
-
-
-def write_tokenizer(folder: Path) -> None:
-    """A tiny BERT-style WordPiece tokenizer: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    wordpiece.train_from_iterator([" ".join(WORDS)] * 8, trainer)
-    wordpiece.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=wordpiece,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    ).save_pretrained(str(folder))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A pretraining checkpoint in the format recipes/pretrain.py writes: one MLM step, RunMetadata attached."""
-    root = tmp_path_factory.mktemp("pretrained")
-    write_tokenizer(root / "tokenizer")
-    model_config = ModelConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_vocab_multiple=8,
-    )
-    torch.manual_seed(0)
-    input_ids = torch.randint(5, 100, (4, 16))
-    labels = torch.full_like(input_ids, -100)
-    labels[:, 3] = input_ids[:, 3]
-    batch = [
-        {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": lab}
-        for ids, lab in zip(input_ids, labels, strict=True)
-    ]
-    trainer = Trainer(
-        model=ComposerMLM(model_config),
-        train_dataloader=DataLoader(batch, batch_size=4),
-        max_duration="1ba",
-        callbacks=[RunMetadata(model_config, root / "tokenizer")],
-        save_folder=str(root / "ckpt"),
-        save_interval="1ba",
-        progress_bar=False,
-        device="cpu",
-    )
-    trainer.fit()
-    trainer.close()
-    return next((root / "ckpt").glob("ep*-ba1-rank0.pt"))
-
-
-@pytest.fixture(scope="module")
-def glue_dir(tmp_path_factory) -> Path:
-    """SST-2, STS-B, MNLI and RTE in the GLUE download layout, with labels a tiny model can partly learn."""
-    root = tmp_path_factory.mktemp("glue")
-    rng = random.Random(0)
-    for split, size in (("train", 64), ("dev", 32)):
-        rows = [[text, str(int("good" in text or "great" in text))] for text in (sentence(rng) for _ in range(size))]
-        write_tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"], rows)
-        pairs = [(sentence(rng), sentence(rng)) for _ in range(size)]
-        rows = [
-            [str(i), "g", "f", "y", "o", "s", "s", a, b, f"{5 * len(set(a.split()) & set(b.split())) / 9:.2f}"]
-            for i, (a, b) in enumerate(pairs)
-        ]
-        write_tsv(
-            root / "STS-B" / f"{split}.tsv",
-            [
-                "index",
-                "genre",
-                "filename",
-                "year",
-                "old_index",
-                "source1",
-                "source2",
-                "sentence1",
-                "sentence2",
-                "score",
-            ],
-            rows,
-        )
-        rows = [[str(i), a, b, rng.choice(["entailment", "not_entailment"])] for i, (a, b) in enumerate(pairs[:16])]
-        write_tsv(root / "RTE" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"], rows)
-    labels = ["entailment", "neutral", "contradiction"]
-    for file in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
-        rows = [
-            [str(i), sentence(rng), sentence(rng), rng.choice(labels)] for i in range(32 if file == "train.tsv" else 12)
-        ]
-        write_tsv(root / "MNLI" / file, ["index", "sentence1", "sentence2", "gold_label"], rows)
-    return root
-
-
-def tiny_run(checkpoint: Path, glue_dir: Path, save_folder: Path, *overrides: str):
-    cfg = load_config(FinetuneConfig,
-        str(RECIPE),
-        [
-            f"checkpoint={checkpoint}",
-            f"save_folder={save_folder}",
-            "data.source=glue_dir",
-            f"data.path={glue_dir}",
-            "epochs=1",
-            "max_seq_length=32",
-            "device_eval_batch_size=16",
-            "progress_bar=false",
-            *overrides,
-        ],
-    )
-    return run_glue(cfg)
+from composer_bert.models import ComposerClassifier
+from tests.glue.glue_helpers import RECIPE, RECIPE_CLI, tiny_run
+from tests.helpers import load_script_main, run_cli
 
 
 def test_finetune_two_tasks_two_seeds_then_rerun_skips(checkpoint, glue_dir, tmp_path, monkeypatch, capsys):
@@ -239,17 +102,13 @@ def test_warmup_is_counted_in_batches():
 
 
 def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_path, capsys, monkeypatch):
-    from importlib.util import module_from_spec, spec_from_file_location
-
-    spec = spec_from_file_location("finetune_glue_cli", RECIPE_CLI)
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli_main = load_script_main(RECIPE_CLI)
     shutil.copytree(glue_dir / "SST-2", tmp_path / "SST-2")
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE/train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbroken\n")
     monkeypatch.setattr(runner, "train_and_evaluate", lambda *args, **kwargs: pytest.fail("trained despite bad data"))
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(
+        cli_main(
             [
                 str(RECIPE),
                 f"checkpoint={checkpoint}",
@@ -323,14 +182,7 @@ def test_finetuned_sst2_model_exports_to_transformers(checkpoint, glue_dir, tmp_
 
     results = tmp_path / "results.pt"
     sentences = "a good film|the dull movie was boring on the mat"  # unequal lengths: the batch is padded
-    load = subprocess.run(
-        [sys.executable, "-c", HF_LOADER, str(out), sentences, str(results)],
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    load = run_cli("-c", HF_LOADER, str(out), sentences, str(results), cwd=tmp_path, env=env, timeout=300)
     assert load.returncode == 0, load.stderr[-3000:]
     hf = torch.load(results, weights_only=False)
     assert hf["id2label"] == {0: "negative", 1: "positive"}

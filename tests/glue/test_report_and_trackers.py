@@ -12,8 +12,8 @@ from PIL import Image
 from composer_bert.glue.published import LABEL, PUBLISHED
 from composer_bert.glue.results import RunResult, format_markdown, plot_summary, summarize
 from composer_bert.glue.tasks import TASKS
-from tests.glue.test_finetune import checkpoint, glue_dir, tiny_run  # noqa: F401 (module fixtures)
-from tests.test_loggers import mlflow_history, mlflow_runs, require_trackers, tensorboard_scalars, wandb_offline_run
+from tests.glue.glue_helpers import tiny_run
+from tests.trackers import mlflow_history, mlflow_runs, require_trackers, tensorboard_scalars, wandb_offline_run
 
 
 def full_glue_runs(seeds: int = 3) -> list[RunResult]:
@@ -50,7 +50,7 @@ def test_bar_chart_is_a_png_with_every_dev_set(tmp_path):
     assert plot_summary(summarize([], "ckpt.pt"), tmp_path / "empty.png") is None
 
 
-def test_each_glue_run_is_its_own_tracker_run(checkpoint, glue_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_each_glue_run_is_its_own_tracker_run(checkpoint, glue_dir, tmp_path, monkeypatch):
     require_trackers()
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 
 import ast
 import contextlib
-import importlib.util
 import io
 import json
 import subprocess
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from composer import ComposerModel, Trainer
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from torch.utils.data import DataLoader
+from composer import ComposerModel
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -38,23 +35,23 @@ from composer_bert.models.bert import BertForMaskedLM as OurBertForMaskedLM
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.hf_bert import is_plain_bert
-from tests.helpers import REPO
+from tests.helpers import (
+    BERT_SPECIALS,
+    REPO,
+    load_script_main,
+    run_cli,
+    save_bert_tokenizer,
+    save_mlm_checkpoint,
+    tiny_model_config,
+)
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = "the a cat dog sat ran on in mat park big small red blue ##s ##ed and was is it".split()
 SENTENCES = ["the cat sat on the mat", "a big dog ran"]  # unequal lengths: the batch is padded
 TOLERANCE = 1e-5
 CLASS_NAMES = ("negative", "neutral", "positive")
 
-CRAMMED = ModelConfig(  # pre-norm, GEGLU, scaled sinusoidal positions, no biases (the defaults), tiny
-    vocab_size=len(SPECIALS) + len(WORDS),
-    hidden_size=32,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=48,
-    max_position_embeddings=64,
-    pad_vocab_multiple=8,
-)
+# pre-norm, GEGLU, scaled sinusoidal positions, no biases (the defaults), tiny
+CRAMMED = tiny_model_config(len(BERT_SPECIALS) + len(WORDS), intermediate_size=48)
 ROTARY_RMS = replace(CRAMMED, position_embedding="rotary", norm_type="rmsnorm", ffn_type="swiglu", type_vocab_size=0)
 ALIBI = replace(CRAMMED, position_embedding="alibi")
 PLAIN_BERT = replace(
@@ -111,25 +108,7 @@ torch.save(results, jobs["results"])
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """A fixed-vocabulary WordPiece tokenizer with BERT's special tokens and post-processor."""
-    vocab = {token: index for index, token in enumerate(SPECIALS + WORDS)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    out = tmp_path_factory.mktemp("tokenizer")
-    wrapped.save_pretrained(str(out))
-    return out
+    return save_bert_tokenizer(tmp_path_factory.mktemp("tokenizer"), WORDS)
 
 
 @pytest.fixture(scope="module")
@@ -171,36 +150,21 @@ def trained_checkpoint(tmp_path_factory, tokenizer_dir) -> tuple[Path, ComposerM
     perturbed(composer_model.model, seed=1).train()
     samples = []
     for index in range(4):
-        input_ids = torch.randint(len(SPECIALS), CRAMMED.vocab_size, (16,))
+        input_ids = torch.randint(len(BERT_SPECIALS), CRAMMED.vocab_size, (16,))
         labels = torch.full((16,), -100)
         labels[index + 1 :: 4] = input_ids[index + 1 :: 4]
-        input_ids[index + 1 :: 4] = SPECIALS.index("[MASK]")
+        input_ids[index + 1 :: 4] = BERT_SPECIALS.index("[MASK]")
         samples.append({"input_ids": input_ids, "attention_mask": torch.ones(16, dtype=torch.long), "labels": labels})
     save_folder = tmp_path_factory.mktemp("pretrain")
-    trainer = Trainer(
-        model=composer_model,
-        train_dataloader=DataLoader(samples, batch_size=2),
-        max_duration="2ba",
-        save_folder=str(save_folder),
-        save_interval="2ba",
-        callbacks=[RunMetadata(CRAMMED, tokenizer_dir)],
-        progress_bar=False,
-        log_to_console=False,
-        device="cpu",
-    )
-    trainer.fit()
-    trainer.close()
+    save_mlm_checkpoint(composer_model, CRAMMED, tokenizer_dir, samples, save_folder, batch_size=2, batches=2)
     checkpoint = save_folder / "latest-rank0.pt"
     assert checkpoint.exists(), sorted(p.name for p in save_folder.iterdir())
     return checkpoint, composer_model.eval()
 
 
-def export_cli():
-    """recipes/export_hf.py as a module: its `main(argv)` runs in this process (no second torch import)."""
-    spec = importlib.util.spec_from_file_location("export_hf_recipe", REPO / "recipes" / "export_hf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def export_main(argv: list[str]) -> None:
+    """recipes/export_hf.py's `main(argv)`, run in this process (no second torch import)."""
+    load_script_main(REPO / "recipes" / "export_hf.py")(argv)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +173,7 @@ def mlm_export(trained_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "crammed-mlm"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        export_cli().main(["--checkpoint", str(trained_checkpoint[0]), "--out", str(out)])
+        export_main(["--checkpoint", str(trained_checkpoint[0]), "--out", str(out)])
     assert printed.getvalue() == f"exported masked LM to {out}\n"
     return out
 
@@ -417,7 +381,7 @@ def test_checkpoint_format_does_not_import_the_hf_package():
         "import sys, composer_bert.checkpoint; "
         "print(sorted(m for m in sys.modules if m.startswith('composer_bert.hf')))"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    loaded = run_cli("-c", probe, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout == "[]\n"
 
@@ -455,7 +419,7 @@ def test_load_exported_classifier_gives_its_encoder(classifier_export, classifie
 
 def test_bad_checkpoint_is_one_line_cli_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        export_cli().main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+        export_main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and stderr.startswith("error: checkpoint") and "missing.pt" in stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -11,18 +12,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from composer_bert.models.bert import BertEncoder, BertForMaskedLM, masked_positions, masked_targets
-from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import mlm_flops_per_batch
 from composer_bert.models.layers import AttentionInputs, Block, Rotary, alibi_bias, alibi_slopes, apply_rotary
+from tests.models import model_helpers
+from tests.models.model_helpers import VOCAB, padded_ids
 
-VOCAB = 100
 POSITIONS = ["learned", "sinusoidal", "rotary", "alibi"]
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    base = dict(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                max_position_embeddings=32, norm_eps=1e-6)
-    return ModelConfig(**{**base, **overrides})
+tiny_config = partial(model_helpers.tiny_config, norm_eps=1e-6)
 
 
 def tiny_model(**overrides) -> BertForMaskedLM:
@@ -33,12 +29,7 @@ def tiny_model(**overrides) -> BertForMaskedLM:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     """Three sequences of lengths 12, 7 and 3, right-padded to 12, with a few masked labels in 4 slots per row."""
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(1, VOCAB, (3, 12), generator=generator)
-    attention_mask = torch.zeros(3, 12, dtype=torch.long)
-    for row, length in enumerate((12, 7, 3)):
-        attention_mask[row, :length] = 1
-    input_ids = input_ids * attention_mask  # pad id 0
+    input_ids, attention_mask = padded_ids(torch.Generator().manual_seed(1), (12, 7, 3), 12)
     labels = torch.full_like(input_ids, -100)
     labels[0, [1, 5, 9]] = input_ids[0, [1, 5, 9]]
     labels[1, [2, 6]] = input_ids[1, [2, 6]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,16 +13,16 @@ from composer.loggers import InMemoryLogger
 
 from composer_bert.models.bert import masked_positions
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM, build_composer_model
-from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import mlm_flops_per_batch
+from tests.models import model_helpers
+from tests.models.model_helpers import VOCAB, padded_ids
 
-VOCAB = 100
+tiny_config = partial(model_helpers.tiny_config, classifier_dropout=0.0)
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    base = dict(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                max_position_embeddings=32, classifier_dropout=0.0)
-    return ModelConfig(**{**base, **overrides})
+def tiny_mlm(**overrides) -> ComposerMLM:
+    torch.manual_seed(0)
+    return ComposerMLM(tiny_config(**overrides))
 
 
 @pytest.fixture
@@ -39,11 +40,8 @@ def mlm_batch() -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def finetune_batch() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(1, VOCAB, (6, 12), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[::2, 7:] = 0
-    return dict(input_ids=input_ids * attention_mask, attention_mask=attention_mask,
+    input_ids, attention_mask = padded_ids(torch.Generator().manual_seed(1), (7, 12) * 3, 12)
+    return dict(input_ids=input_ids, attention_mask=attention_mask,
                 token_type_ids=torch.zeros_like(input_ids), labels=torch.tensor([0, 1, 2, 1, 0, 2]))
 
 
@@ -62,8 +60,7 @@ def train_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: 
 
 @pytest.mark.parametrize("sparse_prediction", [True, False])
 def test_mlm_loss_decreases_on_a_fixed_batch(mlm_batch, sparse_prediction):
-    torch.manual_seed(0)
-    losses = train_losses(ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)), mlm_batch)
+    losses = train_losses(tiny_mlm(sparse_prediction=sparse_prediction), mlm_batch)
     assert losses[0] == pytest.approx(math.log(VOCAB), rel=0.1)  # near-uniform predictions at init
     assert losses[-1] < 0.7 * losses[0]
 
@@ -71,8 +68,7 @@ def test_mlm_loss_decreases_on_a_fixed_batch(mlm_batch, sparse_prediction):
 @pytest.mark.parametrize("sparse_prediction", [True, False])
 def test_mlm_loss_is_the_same_with_an_attention_mask_or_without_masked_positions(mlm_batch, sparse_prediction):
     """A batch built by hand (all-ones mask, no masked_positions) gets the collator batch's loss."""
-    torch.manual_seed(0)
-    model = ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)).eval()
+    model = tiny_mlm(sparse_prediction=sparse_prediction).eval()
     by_hand = {k: v for k, v in mlm_batch.items() if k != "masked_positions"}
     by_hand["attention_mask"] = torch.ones_like(mlm_batch["input_ids"])
     with torch.no_grad():
@@ -93,8 +89,7 @@ def test_classifier_and_regressor_losses_decrease(finetune_batch):
 
 @pytest.mark.parametrize("sparse_prediction", [True, False])
 def test_mlm_metrics_count_only_masked_tokens(mlm_batch, sparse_prediction):
-    torch.manual_seed(0)
-    model = ComposerMLM(tiny_config(sparse_prediction=sparse_prediction)).eval()
+    model = tiny_mlm(sparse_prediction=sparse_prediction).eval()
     with torch.no_grad():
         outputs = model.eval_forward(mlm_batch)
         loss = model.loss(outputs, mlm_batch)
@@ -122,8 +117,7 @@ def test_classifier_metrics(finetune_batch):
 
 
 def test_load_encoder_state_dict_from_a_pretraining_checkpoint(finetune_batch):
-    torch.manual_seed(0)
-    mlm = ComposerMLM(tiny_config())
+    mlm = tiny_mlm()
     checkpoint_state = {k.removeprefix("model."): v for k, v in mlm.state_dict().items()}
     assert any(k.startswith("head.") for k in checkpoint_state)  # ignored by the classifier
     classifier = ComposerClassifier(tiny_config(), num_labels=2)
@@ -143,8 +137,7 @@ def test_build_composer_model():
 
 def test_trainer_logs_mlm_metrics_and_mfu_inputs(mlm_batch):
     """Two real Composer steps: metric names as the loggers see them, and SpeedMonitor's FLOP rate."""
-    torch.manual_seed(0)
-    model = ComposerMLM(tiny_config())
+    model = tiny_mlm()
     dataset = [{k: v[i] for k, v in mlm_batch.items()} for i in range(4)]
     loader = torch.utils.data.DataLoader(dataset, batch_size=2)
     logger = InMemoryLogger()

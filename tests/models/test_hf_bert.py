@@ -15,6 +15,7 @@ from composer_bert.models.hf_bert import (
     state_dict_from_hf_bert,
     state_dict_to_hf_bert,
 )
+from tests.models.model_helpers import padded_ids
 
 VOCAB = 99  # not a multiple of 64: our embedding and decoder hold 128 rows
 
@@ -40,12 +41,9 @@ def randomized(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
-    input_ids = torch.randint(1, VOCAB, (3, 16), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 9:] = 0
-    attention_mask[2, 4:] = 0
+    input_ids, attention_mask = padded_ids(generator, (16, 9, 4), 16, vocab=VOCAB)
     token_type_ids = torch.randint(0, 2, (3, 16), generator=generator)
-    return dict(input_ids=input_ids * attention_mask, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])

@@ -9,14 +9,13 @@ from composer.callbacks import LRMonitor
 from composer.loggers import InMemoryLogger
 from composer.models import ComposerClassifier
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from composer_bert.callbacks.budget import WallClockBudget
-from composer_bert.config import PretrainConfig, load_config
 from composer_bert.errors import UserError
 from composer_bert.optim.config import SchedulerConfig
 from composer_bert.optim.schedulers import ProgressScheduler, build_scheduler, schedule_shape
 from composer_bert.run_progress import RunProgress
+from tests.tiny_training import logged, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 
 # (name, overrides, [(p, multiplier), ...]) with the config defaults unless overridden.
 KEY_VALUES = [
@@ -61,9 +60,8 @@ def test_every_configurable_schedule_has_a_shape():
     ],
 )
 def test_bad_schedule_settings_name_the_key(overrides, key):
-    base = ["run_name=t", "max_duration=6ba", "global_train_batch_size=8"]
     with pytest.raises(UserError, match=key):
-        load_config(PretrainConfig, overrides=[*base, *(f"scheduler.{k}={v}" for k, v in overrides.items())])
+        tiny_pretrain_config(*(f"scheduler.{k}={v}" for k, v in overrides.items()))
 
 
 def test_progress_follows_the_budget_when_there_is_one():
@@ -82,23 +80,17 @@ STEPS = 10
 def schedule_trainer(folder, logger: InMemoryLogger, **kwargs) -> Trainer:
     torch.manual_seed(0)
     model = ComposerClassifier(nn.Linear(8, 2), num_classes=2)
-    generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(STEPS * 4, 8, generator=generator), torch.randint(0, 2, (STEPS * 4,), generator=generator)
-    return Trainer(
-        model=model,
-        train_dataloader=DataLoader(TensorDataset(x, y), batch_size=4),
-        optimizers=torch.optim.SGD(model.parameters(), lr=LR),
+    return tiny_trainer(
+        model,
+        tiny_loader(*tiny_rows(STEPS * 4, seed=0), batch_size=4),
+        torch.optim.SGD(model.parameters(), lr=LR),
+        f"{STEPS}ba",
+        logger,
         schedulers=[build_scheduler(SchedulerConfig(name="triangle"), RunProgress())],
         step_schedulers_every_batch=True,
-        max_duration=f"{STEPS}ba",
         callbacks=[LRMonitor()],
-        loggers=[logger],
         save_folder=str(folder),
         save_interval="5ba",
-        device="cpu",
-        progress_bar=False,
-        log_to_console=False,
-        seed=0,
         **kwargs,
     )
 
@@ -108,11 +100,7 @@ def test_multiplier_after_resume_equals_the_uninterrupted_one(tmp_path):
     schedule_trainer(tmp_path / "a", straight).fit()
     resumed = InMemoryLogger()
     schedule_trainer(tmp_path / "b", resumed, load_path=str(tmp_path / "a" / "ep0-ba5-rank0.pt")).fit()
-
-    def lrs(logger: InMemoryLogger) -> dict[int, float]:
-        return {int(t.batch): v for t, v in logger.data["lr-SGD/group0"]}
-
-    expected, got = lrs(straight), lrs(resumed)
+    expected, got = logged(straight, "lr-SGD/group0"), logged(resumed, "lr-SGD/group0")
     # By steps, p after batch b is (b - 1) / STEPS (Composer evaluates schedulers before advancing the timestamp).
     shape = schedule_shape(SchedulerConfig(name="triangle"))
     assert expected == pytest.approx({b: LR * shape((b - 1) / STEPS) for b in range(1, STEPS + 1)})
