@@ -28,6 +28,9 @@ _DROPOUT_ATTRIBUTES = {
     "classifier": ("classifier_dropout",),
 }
 
+# Any one of these in a model folder means it carries a tokenizer (fast, WordPiece, BPE or SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
 
 def hf_name(checkpoint: str) -> str | None:
     """NAME_OR_PATH of an `hf:` checkpoint value, else None."""
@@ -74,6 +77,9 @@ def load_hf_source(name: str) -> HFSource:
             f"checkpoint=hf:{name} is not a local folder and not in the offline Hugging Face cache; "
             f"download it first (huggingface-cli download {name}) or pass hf:FOLDER"
         ) from None
+    # transformers 5 builds an empty tokenizer for a folder that has none, so look for the files first.
+    if local.is_dir() and not any((local / file).is_file() for file in TOKENIZER_FILES):
+        raise UserError(f"checkpoint=hf:{name} has no tokenizer AutoTokenizer can load; save one beside the model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):  # transformers fails in many ways here

@@ -82,7 +82,7 @@ def _roberta_checkpoint(folder: Path) -> None:
             vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         ),
     )
-    bpe.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))  # (sep, cls): keywords differ across tokenizers
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         cls_token="<s>", sep_token="</s>", mask_token="<mask>",
