@@ -110,7 +110,10 @@ def load_run(folder: str | Path) -> Run:
     if not path.is_dir():
         raise UserError(f"run folder '{path}' does not exist; pass save folders of recipes/pretrain.py runs")
     if not metrics.is_file():
-        raise UserError(f"'{path}' has no metrics.jsonl; pass save folders of recipes/pretrain.py runs (runs/NAME)")
+        raise UserError(
+            f"'{path}' has no metrics.jsonl (nor glue_results.json); pass save folders of recipes/pretrain.py "
+            "or recipes/finetune_glue.py runs"
+        )
     summary_path = path / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

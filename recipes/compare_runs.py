@@ -1,11 +1,15 @@
-"""Compare pretraining runs: one PNG of every run's loss against tokens and against training hours, and a
-markdown table of where each ended.
+"""Compare runs: pretraining runs by their loss curves, GLUE results by their scores, each in one picture and
+one markdown table.
 
     python recipes/compare_runs.py runs/crammed-a runs/crammed-b --out runs/compare
+    python recipes/compare_runs.py glue/crammed glue/bert-base-uncased --out runs/compare
 
-Each argument is a run's save_folder (it holds metrics.jsonl, and summary.json once the run finished).
-Writes {out}/compare_runs.png and {out}/compare_runs.md, and prints the table. A run still training can be
-compared too: its table row shows the figures so far.
+Each argument is a save folder. A pretraining run's (recipes/pretrain.py; it holds metrics.jsonl, and
+summary.json once finished) goes into compare_runs.png: every run's loss against tokens and against training
+hours. A GLUE run's (recipes/finetune_glue.py, any checkpoint including hf:NAME; it holds glue_results.json)
+goes into compare_glue.png: per-dev-set bars beside the published averages. Both kinds may be mixed. The
+tables go to {out}/compare_runs.md and the console. A run still training can be compared too: its table row
+shows the figures so far.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from pathlib import Path
 from composer_bert.errors import cli_entry
 
 PNG_NAME = "compare_runs.png"
+GLUE_PNG_NAME = "compare_glue.png"
 TABLE_NAME = "compare_runs.md"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders (save_folder of recipes/pretrain.py)")
+    parser.add_argument("runs", nargs="+", help="save folders of recipes/pretrain.py or recipes/finetune_glue.py runs")
     parser.add_argument("--out", default=".", help=f"folder for {PNG_NAME} and {TABLE_NAME} (default: here)")
     return parser.parse_args(argv)
 
@@ -31,17 +36,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from composer_bert.files import atomic_file, ensure_writable_dir
+    from composer_bert.glue.compare import comparison_markdown, load_glue_folders, plot_comparison
+    from composer_bert.glue.results import RESULTS_JSON
     from composer_bert.run_report import load_runs, markdown_table, plot_runs
 
-    runs = load_runs(args.runs)  # every folder is checked before anything is written
+    glue_folders = [folder for folder in args.runs if (Path(folder) / RESULTS_JSON).is_file()]
+    # every folder is read and checked before anything is written
+    runs = load_runs([folder for folder in args.runs if folder not in glue_folders])
+    glue_runs = load_glue_folders(glue_folders)
     ensure_writable_dir(args.out, "--out")
     out = Path(args.out)
-    table = markdown_table(runs)
-    png = plot_runs(runs, out / PNG_NAME)
+    sections, written = [], []
+    if runs:
+        table = markdown_table(runs)
+        written.append(plot_runs(runs, out / PNG_NAME))
+        sections.append(f"# Pretraining runs compared\n\n![loss curves]({PNG_NAME})\n\n{table}")
+        print(table, flush=True)
+    if glue_runs:
+        table = comparison_markdown(glue_runs)
+        written.append(plot_comparison(glue_runs, out / GLUE_PNG_NAME))
+        sections.append(f"# GLUE results compared\n\n![GLUE dev scores]({GLUE_PNG_NAME})\n\n{table}")
+        print(table, flush=True)
     with atomic_file(out / TABLE_NAME) as temporary:
-        temporary.write_text(f"# Pretraining runs compared\n\n![loss curves]({PNG_NAME})\n\n{table}")
-    print(table, flush=True)
-    print(f"wrote {png} and {out / TABLE_NAME}", flush=True)
+        temporary.write_text("\n".join(sections))
+    print(f"wrote {', '.join(map(str, written))} and {out / TABLE_NAME}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composer_bert.errors import UserError
 from composer_bert.files import atomic_file
 from composer_bert.glue.metrics import METRIC_LABELS
 from composer_bert.glue.published import LABEL, PUBLISHED
@@ -266,3 +267,23 @@ def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, 
     with atomic_file(markdown_path) as temporary:
         temporary.write_text(format_markdown(summary))
     return json_path, markdown_path, plot_summary(summary, folder / RESULTS_CHART)
+
+
+def read_summary(save_folder: str | Path) -> GlueSummary:
+    """A finished GLUE save folder's summary, read back from its `glue_results.json` (for comparisons)."""
+    path = Path(save_folder) / RESULTS_JSON
+    try:
+        payload = json.loads(path.read_text())
+        return GlueSummary(
+            checkpoint=str(payload["checkpoint"]),
+            medians=payload["tasks"],
+            per_seed=payload["per_seed"],
+            glue_average=payload["glue_average"],
+            averaged_over=list(payload["glue_average_over"]),
+            missing_from_average=list(payload["missing_from_average"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"{path} is unreadable or not a GLUE result ({type(error).__name__}); rerun recipes/finetune_glue.py "
+            f"with save_folder={save_folder} to rewrite it"
+        ) from None

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
@@ -148,3 +149,37 @@ def test_model_folder_without_tokenizer_is_one_line(glue_dir, tmp_path):
         path.unlink()
     done = _finetune(f"hf:{tmp_path / 'model'}", glue_dir, tmp_path / "g")
     assert_one_error_line(done, "has no tokenizer", after_other_output=True)
+
+
+def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glue_dir, tmp_path):
+    """Both scored by the same recipe on the same tasks and seeds, then one table and one chart of the two."""
+    _bert_checkpoint(tmp_path / "bert")
+    folders = {"hf-bert": f"hf:{tmp_path / 'bert'}", "crammed": str(checkpoint)}
+    for name, source in folders.items():
+        done = _finetune(source, glue_dir, tmp_path / name)
+        assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "compare"
+    result = run_cli("recipes/compare_runs.py", *(str(tmp_path / name) for name in folders), "--out", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    with Image.open(out / "compare_glue.png") as image:
+        assert image.format == "PNG" and image.size[0] > 400
+    assert not (out / "compare_runs.png").exists()  # no pretraining folder was given
+    table = (out / "compare_runs.md").read_text()
+    for name, source in folders.items():
+        results = json.loads((tmp_path / name / "glue_results.json").read_text())
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} (measured)"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        scores = [f"{results['tasks'][task]['accuracy']:.1f}" for task in ("SST-2", "RTE")]
+        assert cells[1:4] == [*scores, f"{results['glue_average']:.1f}*"], row  # two of nine dev sets: partial
+        assert cells[4] == f"`{source}`"
+    assert "published, not measured" in table and "* partial" in table
+    assert "| hf-bert (measured)" in result.stdout
+
+
+def test_compare_runs_refuses_a_damaged_glue_result(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "glue_results.json").write_text('{"checkpoint": "x"')
+    result = run_cli("recipes/compare_runs.py", str(tmp_path / "g"), "--out", str(tmp_path / "out"), timeout=120)
+    assert_one_error_line(result, "glue_results.json is unreadable or not a GLUE result")
+    assert not (tmp_path / "out").exists()
