@@ -63,6 +63,7 @@ class ConvertOptions:
     max_documents: int | None = None  # per source
     seed: int = 0  # seeds the synthetic source; recorded in the manifest
     progress: bool = True
+    shard_bytes: int = 1 << 26  # streaming's size_limit; smaller shards: finer-grained downloads from a remote
 
     def check(self) -> None:
         if self.seq_len < MIN_SEQ_LEN:
@@ -75,6 +76,8 @@ class ConvertOptions:
             raise UserError(f"--min-tokens {self.min_tokens} must be 0 or more")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers} must be at least 1")
+        if self.shard_bytes < 1024:
+            raise UserError(f"--shard-bytes {self.shard_bytes} is too small; use at least 1024 (default 64 MiB)")
         if self.max_documents is not None and self.max_documents < 1:
             raise UserError(f"--max-documents {self.max_documents} must be at least 1")
 
@@ -147,7 +150,7 @@ def convert_dataset(
     ):
         what = f"shards to '{os.path.abspath(out)}'"
         writers = {
-            split: RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what) for split in _SPLITS
+            split: RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what, options.shard_bytes) for split in _SPLITS
         }
         streams = [
             encoded_chunks(pool, _tagged_chunks(part.source, docs), options.workers)
