@@ -81,14 +81,9 @@ def fetch_checkpoint(path: str) -> Path:
                 "pass a .pt from a pretraining save_folder or a GLUE runs/TASK/seedN.model.pt"
             )
         return local
-    from composer.utils import get_file
+    from composer_bert.remote import download_to_temp  # Composer's get_file, its errors as one line
 
-    destination = Path(tempfile.mkdtemp(prefix="composer_bert_ckpt_")) / Path(path).name
-    try:
-        get_file(path, str(destination))
-    except Exception as err:
-        raise UserError(f"could not download checkpoint '{path}': {str(err).splitlines()[0]}") from None
-    return destination
+    return download_to_temp(path)
 
 
 def load_composer_checkpoint(path: str) -> Pretrained:

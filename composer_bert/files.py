@@ -112,12 +112,15 @@ def write_errors(what: str) -> Iterator[None]:
 
 
 def ensure_writable_dir(folder: str | Path, key: str) -> None:
-    """Create `folder` (a local path; URIs such as s3://... are left to their uploader) and prove it writable.
+    """Create `folder` and prove it writable; for a bucket URI (s3://...), prove it reachable and listable.
 
     Runs before any training, so a `save_folder` that is, or sits under, a regular file, or that this user
-    cannot write, fails in one line instead of after hours of work.
+    cannot write, or a bucket these credentials cannot use, fails in one line instead of after hours of work.
     """
     if "://" in str(folder):
+        from composer_bert.remote import check_remote_folder
+
+        check_remote_folder(str(folder), key)
         return
     path = Path(folder)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)

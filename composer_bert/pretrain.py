@@ -7,6 +7,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +29,15 @@ from composer_bert.files import atomic_file, ensure_writable_dir
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import build_composer_model
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.remote import RemoteFolder, checkpoint_uploads, is_remote, store_problem
 from composer_bert.resources import EnergyMeter, peak_memory
-from composer_bert.resume import LATEST_FILENAME, SAVE_FILENAME, on_rank_zero, prepare_autoresume
+from composer_bert.resume import (
+    LATEST_FILENAME,
+    SAVE_FILENAME,
+    on_rank_zero,
+    prepare_autoresume,
+    restore_remote_run,
+)
 from composer_bert.run_report import summarize_metrics
 from composer_bert.run_setup import microbatch_size, per_device_batch, pick_device
 from composer_bert.training_controls import build_training_controls
@@ -58,11 +67,22 @@ class PretrainResult:
     eval_perplexity: float | None = None  # causal runs: exp(eval loss), Composer's LanguagePerplexity
 
 
-def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
-    loggers: list[LoggerDestination] = [MetricsFile(cfg.save_folder)]
+def _loggers(cfg: PretrainConfig, run_dir: str, remote: RemoteFolder | None) -> list[LoggerDestination]:
+    loggers: list[LoggerDestination] = [MetricsFile(run_dir, remote_folder=remote.prefix if remote else None)]
     if cfg.loggers.progress_bar:
         loggers.append(TrainProgressBar())
-    return loggers + tracker_loggers(cfg.loggers, cfg.save_folder)
+    return loggers + tracker_loggers(cfg.loggers, run_dir)
+
+
+def _local_run_dir(cfg: PretrainConfig) -> str:
+    """Where the run writes: `save_folder` itself, or for a bucket a fresh local folder filled from the bucket
+    (newest checkpoint, metrics) when resuming; what is written there is uploaded as the run goes."""
+    if not is_remote(cfg.save_folder):
+        return cfg.save_folder
+    run_dir = tempfile.mkdtemp(prefix=f"composer_bert_{cfg.run_name}_")
+    if cfg.autoresume:
+        restore_remote_run(cfg.save_folder, run_dir)
+    return run_dir
 
 
 def build_trainer(cfg: PretrainConfig) -> Trainer:
@@ -74,6 +94,8 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     # before save_folder exists: shards of the other objective leave nothing behind
     check_objective(manifest, cfg.model.objective, ", ".join(root.local for root in shard_roots(cfg.data)))
     on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
+    remote = RemoteFolder(cfg.save_folder) if is_remote(cfg.save_folder) else None
+    run_dir = on_rank_zero(_local_run_dir, cfg)  # one path for every rank: Composer broadcasts rank 0's
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
     # init_from only says where a fresh run's weights come from: checkpoints and resume checks never see it.
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, init_from=None)
@@ -84,7 +106,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         )
     resuming = False
     if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused
-        resuming = on_rank_zero(prepare_autoresume, cfg.save_folder, dataclasses.asdict(model_cfg)) is not None
+        resuming = on_rank_zero(prepare_autoresume, run_dir, dataclasses.asdict(model_cfg)) is not None
     device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     objective = model_cfg.objective  # the loader refuses shards built for the other one
     train_data = build_mlm_dataspec(
@@ -124,6 +146,27 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     controls = build_training_controls(cfg)
     tokenizer_dir = manifest["tokenizer"].get("path")
     metadata = RunMetadata(model_cfg, tokenizer_dir if tokenizer_dir and Path(tokenizer_dir).is_dir() else None)
+    saving: dict = dict(
+        save_folder=run_dir,
+        save_filename=SAVE_FILENAME,
+        save_latest_filename=LATEST_FILENAME,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=not cfg.autoresume,
+    )
+    callbacks, loggers = [*controls.callbacks, metadata], _loggers(cfg, run_dir, remote)
+    if remote is not None:  # Composer's CheckpointSaver names each checkpoint's copy in the bucket; Trainer adopts it
+        saver, uploader = checkpoint_uploads(
+            remote,
+            run_dir,
+            filename=SAVE_FILENAME,
+            latest_filename=LATEST_FILENAME,
+            save_interval=cfg.save_interval,
+            overwrite=not cfg.autoresume,
+            num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        )
+        callbacks.append(saver)
+        loggers.append(uploader)
 
     trainer = Trainer(
         run_name=cfg.run_name,
@@ -137,18 +180,13 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         schedulers=controls.schedulers,
         step_schedulers_every_batch=True,
         algorithms=controls.algorithms,
-        callbacks=[*controls.callbacks, metadata],
-        loggers=_loggers(cfg),
+        callbacks=callbacks,
+        loggers=loggers,
         progress_bar=False,
         log_to_console=False,
         precision=cfg.precision if device.name == "gpu" else "fp32",
         device_train_microbatch_size=microbatch_size(cfg.device_train_microbatch_size, device, device_batch),
-        save_folder=cfg.save_folder,
-        save_filename=SAVE_FILENAME,
-        save_latest_filename=LATEST_FILENAME,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=not cfg.autoresume,
+        **saving,
         autoresume=cfg.autoresume,
         seed=cfg.seed,
         compile_config={} if cfg.compile else None,
@@ -159,16 +197,25 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
     trainer.logger.log_hyperparameters(flat_hyperparameters(resolved))  # once, to every tracker (rank 0 only)
     if dist.get_global_rank() == 0:  # only once the run starts (checkpoint loaded): a failed rerun keeps the old one
-        with atomic_file(Path(cfg.save_folder) / "config.yaml") as tmp:
+        with atomic_file(Path(run_dir) / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(resolved))
+        if remote is not None:
+            trainer.logger.upload_file(remote.key("config.yaml"), Path(run_dir) / "config.yaml", overwrite=True)
     return trainer
 
 
+def _run_dir(trainer: Trainer) -> Path:
+    """The folder the run writes to (the local copy for a bucket save_folder): where its MetricsFile writes."""
+    return next(d for d in trainer.logger.destinations if isinstance(d, MetricsFile)).path.parent
+
+
 def summarize(trainer: Trainer, cfg: PretrainConfig, energy_kwh: float | None = None) -> PretrainResult:
-    """Read the run's own metrics file for the summary table (rank 0)."""
-    metrics_path = Path(cfg.save_folder) / "metrics.jsonl"
+    """Read the run's own metrics file for the summary table (rank 0); paths name the bucket's copies if remote."""
+    run_dir = _run_dir(trainer)
+    metrics_path = run_dir / "metrics.jsonl"
     figures = summarize_metrics(read_metrics(metrics_path) if metrics_path.exists() else [])
-    plot = Path(cfg.save_folder) / "loss_curve.png"
+    plot = run_dir / "loss_curve.png"
+    shown = (lambda path: f"{cfg.save_folder.rstrip('/')}/{path.name}") if is_remote(cfg.save_folder) else str
     memory = peak_memory()
     causal = cfg.model.objective == "causal"
     return PretrainResult(
@@ -179,8 +226,8 @@ def summarize(trainer: Trainer, cfg: PretrainConfig, energy_kwh: float | None = 
         eval_masked_accuracy=figures.eval_masked_accuracy,
         tokens_per_sec=figures.tokens_per_sec,
         mfu=figures.mfu,
-        metrics_path=str(metrics_path),
-        plot_path=str(plot) if plot.exists() else None,
+        metrics_path=shown(metrics_path),
+        plot_path=shown(plot) if plot.exists() else None,
         save_folder=cfg.save_folder,
         budget_used=figures.budget_used,
         peak_memory_gib=memory.gib,
@@ -226,12 +273,21 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
         trainer.fit()
         trainer.close()
         energy_kwh = energy.kwh() if energy is not None else None
+    except Exception as err:  # an upload to a bucket save_folder that failed in Composer's uploader: one line
+        problem = store_problem(err, cfg.save_folder) if is_remote(cfg.save_folder) else None
+        if problem is None or isinstance(err, UserError):
+            raise
+        raise UserError(problem) from None
     finally:
         if energy is not None:
             energy.close()
     if dist.get_global_rank() != 0:
         return None
     result = summarize(trainer, cfg, energy_kwh)
-    with atomic_file(Path(cfg.save_folder) / "summary.json") as tmp:
+    summary = _run_dir(trainer) / "summary.json"
+    with atomic_file(summary) as tmp:
         tmp.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    if is_remote(cfg.save_folder):  # the uploader closed with the trainer: this last file goes up directly
+        RemoteFolder(cfg.save_folder).upload(summary, summary.name)
+        shutil.rmtree(summary.parent, ignore_errors=True)  # everything is in the bucket now
     return result

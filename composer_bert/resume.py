@@ -177,3 +177,26 @@ def prepare_autoresume(save_folder: str, model_config: dict[str, Any]) -> Path |
             folder, kept, path.name, batch,
         )
     return path
+
+
+def restore_remote_run(save_folder: str, local_dir: str) -> None:
+    """Fill `local_dir` from the bucket folder `save_folder` so that autoresume works there as on a local folder:
+    the newest intact rank-0 checkpoint (newest first; damaged ones are skipped with a warning and left in the
+    bucket) and the run's metrics.jsonl. Then `prepare_autoresume(local_dir, ...)` checks and links it as usual.
+    """
+    from composer_bert.remote import RANK0_CHECKPOINT, RemoteFolder
+
+    folder = RemoteFolder(save_folder)
+    names = folder.names()
+    checkpoints = sorted(
+        ((int(match.group(2)), name) for name in names if (match := RANK0_CHECKPOINT.match(name))), reverse=True
+    )
+    for batch, name in checkpoints:
+        path = folder.download(name, Path(local_dir) / name)
+        if is_intact(path):
+            log.warning("resuming from %s (batch %d)", folder.uri_of(name), batch)
+            break
+        path.unlink()
+        log.warning("checkpoint %s is incomplete or damaged; trying an older one", folder.uri_of(name))
+    if checkpoints and "metrics.jsonl" in names:
+        folder.download("metrics.jsonl", Path(local_dir) / "metrics.jsonl")

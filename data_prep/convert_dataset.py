@@ -7,14 +7,21 @@ writes DIR/train/, DIR/val/ (StreamingDataset splits) and DIR/manifest.json. See
 composer_bert/data/packing.py for the row format, filters and split, composer_bert/data/sources.py
 for SOURCE (in text files, documents are separated by one or more blank lines), and
 composer_bert/data/mixture.py for how --mix shares out the kept tokens.
+
+`--out s3://bucket/prefix` (any Composer object-store URI) builds the shards in a local temp folder, then uploads
+them with manifest.json last, so a reader never takes a half-uploaded prefix for a finished one. The bucket is
+checked first: an existing output there is refused without --overwrite, as a local one is.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from composer_bert.data.manifest import OBJECTIVES
+from composer_bert.data.manifest import MANIFEST_NAME, OBJECTIVES
 from composer_bert.data.mixture import open_mixture
 from composer_bert.data.packing import (
     DEFAULT_MAX_TOKEN_RATIO,
@@ -24,7 +31,8 @@ from composer_bert.data.packing import (
     convert_dataset,
 )
 from composer_bert.data.sources import SOURCE_HELP, open_source
-from composer_bert.errors import cli_entry
+from composer_bert.errors import UserError, cli_entry
+from composer_bert.remote import RemoteFolder, is_remote
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included (default: %(default)s)"
     )
-    parser.add_argument("--out", required=True, help="output directory (train/, val/, manifest.json)")
+    parser.add_argument(
+        "--out", required=True, help="output directory (train/, val/, manifest.json), or a bucket: s3://bucket/prefix"
+    )
     parser.add_argument(
         "--workers", type=int, default=defaults.workers, help="tokenizer processes (default: %(default)s)"
     )
@@ -78,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MIN_TOKENS,
         help="drop documents with fewer tokens than this (default: %(default)s)",
     )
+    parser.add_argument(
+        "--shard-bytes",
+        type=int,
+        default=defaults.shard_bytes,
+        help="shard size limit in bytes; smaller shards stream from a bucket in smaller steps (default: %(default)s)",
+    )
     parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicates (after normalization)")
     parser.add_argument(
         "--objective",
@@ -105,13 +121,18 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         progress=not args.no_progress,
         objective=args.objective,
+        shard_bytes=args.shard_bytes,
     )
     options.check()  # before opening the source, so bad flags fail fast
+    remote = _check_remote_out(args.out, args.overwrite) if is_remote(args.out) else None
     if args.mix:
         source = open_mixture(args.mix, text_field=args.text_field, seed=args.seed)
     else:
         source = open_source(args.source, text_field=args.text_field, seed=args.seed)
-    manifest = convert_dataset(source, args.tokenizer, args.out, options, overwrite=args.overwrite)
+    if remote is None:
+        manifest = convert_dataset(source, args.tokenizer, args.out, options, overwrite=args.overwrite)
+    else:
+        manifest = _convert_and_upload(source, args.tokenizer, remote, options)
     splits, filters = manifest["splits"], manifest["filters"]
     print(
         f"wrote {args.out}: train {splits['train']['rows']} rows / val {splits['val']['rows']} rows of "
@@ -133,6 +154,36 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mixture of kept tokens: {shares}; it stopped when {ran_out[0]} ran out", file=sys.stderr)
     if options.val_fraction > 0 and splits["val"]["rows"] == 0:
         print("note: the val split is empty; use more documents or a larger --val-fraction", file=sys.stderr)
+
+
+def _check_remote_out(out: str, overwrite: bool) -> tuple[RemoteFolder, list[str]]:
+    """The bucket folder and what it holds now; refuses, before any work, what a local --out would refuse."""
+    folder = RemoteFolder(out)
+    existing = folder.names()  # also proves the endpoint and credentials
+    if existing and not overwrite:
+        raise UserError(
+            f"output '{folder.uri}' already exists ({len(existing)} objects); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    if existing and MANIFEST_NAME not in existing:
+        raise UserError(
+            f"'{folder.uri}' is not a previous output (it has no {MANIFEST_NAME}); refusing to replace it, "
+            "choose another --out"
+        )
+    return folder, existing
+
+
+def _convert_and_upload(source: Any, tokenizer: str, remote: tuple[RemoteFolder, list[str]], options: Any) -> dict:
+    """Build locally, then upload with the manifest last; an old output's manifest goes first, its leftovers last."""
+    folder, existing = remote
+    with tempfile.TemporaryDirectory(prefix="composer_bert_shards_") as staging:
+        local = Path(staging) / "out"
+        manifest = convert_dataset(source, tokenizer, local, options)
+        if existing:
+            folder.delete([MANIFEST_NAME])  # a half-replaced output must not look complete
+        uploaded = folder.upload_tree(local, last=[MANIFEST_NAME])
+        folder.delete(sorted(set(existing) - set(uploaded)))
+    return manifest
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ Rows are written every `write_interval` batches, not as they come: Composer logs
 for the GPU. Buffered rows are turned into numbers together, with one read per write. Rows also go to
 disk right after every checkpoint (so the file is never behind a checkpoint a resumed run starts from),
 at the end of training and when the trainer closes.
+
+With `remote_folder` (a run whose save_folder is in a bucket), every write is also handed to Composer's
+`Logger.upload_file` (the run's RemoteUploaderDownloader uploads it in the background under
+`remote_folder/metrics.jsonl`), as is the loss curve at the end.
 """
 
 from __future__ import annotations
@@ -60,8 +64,10 @@ def host_values(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class MetricsFile(LoggerDestination):
     """Appends every logged metric, grouped by batch, to a JSONL file; plots the loss when training ends."""
 
-    def __init__(self, folder: str | Path, write_interval: int = 50) -> None:
+    def __init__(self, folder: str | Path, write_interval: int = 50, remote_folder: str | None = None) -> None:
         self.path = Path(folder) / "metrics.jsonl"
+        self.remote_folder = remote_folder  # a key prefix in the uploader's bucket; None: local only
+        self._logger: Logger | None = None
         self.plot_path = Path(folder) / "loss_curve.png"
         self.write_interval = write_interval
         self._pending: dict[str, Any] = {}
@@ -74,6 +80,7 @@ class MetricsFile(LoggerDestination):
         if dist.get_global_rank() != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._logger = logger
         self._truncate_from(int(state.timestamp.batch))
         self._saver = next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
         self._checkpoint_written = self._saver.last_checkpoint_batch if self._saver is not None else None
@@ -109,6 +116,11 @@ class MetricsFile(LoggerDestination):
         with self.path.open("a") as handle:
             handle.write("".join(lines))
         self._rows = []
+        self._upload(self.path)
+
+    def _upload(self, path: Path) -> None:
+        if self.remote_folder is not None and self._logger is not None:
+            self._logger.upload_file(f"{self.remote_folder}/{path.name}", path, overwrite=True)
 
     def _write_if_checkpointed(self) -> None:
         """After a checkpoint, the rows before it go to disk: a run resumed from it keeps exactly those."""
@@ -132,8 +144,8 @@ class MetricsFile(LoggerDestination):
             return
         self._close_row()
         self._write()
-        if self.path.exists():
-            plot_loss_curve(read_metrics(self.path), self.plot_path)
+        if self.path.exists() and plot_loss_curve(read_metrics(self.path), self.plot_path) is not None:
+            self._upload(self.plot_path)
 
     def close(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() == 0:

@@ -31,8 +31,10 @@ from composer_bert.data.manifest import (
 )
 from composer_bert.data.masking import MLMMasker
 from composer_bert.data.mlm_dataset import CausalCollator, MLMCollator, MLMDataLoader, MLMStreamingDataset
+from composer_bert.data.rows import SHARD_HASH
 from composer_bert.data.shard_checks import INDEX_NAME, check_split_shards
 from composer_bert.errors import UserError
+from composer_bert.remote import store_problem
 from composer_bert.schema import validate
 
 _MUST_AGREE = (("tokenizer", "sha256"), ("tokenizer", "vocab_size"), ("tokenizer", "special_tokens"), ("seq_len",))
@@ -82,9 +84,9 @@ def _fetch_manifest(root: ShardRoot, timeout: float) -> None:
         CloudDownloader.direct_download(os.path.join(root.remote, MANIFEST_NAME), partial, timeout)
     except Exception as err:  # each cloud client raises its own types; all mean "can't get it"
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        where = f"{MANIFEST_NAME} of {root.name}.remote '{root.remote}'"
         raise UserError(
-            f"cannot fetch {MANIFEST_NAME} from {root.name}.remote '{root.remote}' ({reason}); "
-            "check the path and credentials"
+            store_problem(err, where) or f"cannot fetch {where} ({reason}); check the path and credentials"
         ) from None
     os.replace(partial, local_path)
 
@@ -163,7 +165,7 @@ def build_mlm_dataset(
             f"shuffle seed {shuffle_seed} is negative; set data.shuffle_seed (or seed) to a non-negative integer"
         )
     try:
-        return MLMStreamingDataset(
+        dataset = MLMStreamingDataset(
             remask_each_epoch=remask_each_epoch,
             streams=streams,
             batch_size=device_batch_size,
@@ -178,6 +180,22 @@ def build_mlm_dataset(
     except (FileNotFoundError, ValueError) as err:  # StreamingDataset's checks of its arguments and of the remote
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"cannot open the '{split}' shards: {reason}; check the data: settings") from None
+    except Exception as err:  # the index download: boto3 and friends raise their own types
+        where = " or ".join(str(root.remote) for root in roots if root.remote)
+        problem = store_problem(err, f"the '{split}' shards of {where}") if where else None
+        if problem is None:
+            raise
+        raise UserError(problem) from None
+    _validate_downloads(dataset)
+    return dataset
+
+
+def _validate_downloads(dataset: MLMStreamingDataset) -> None:
+    """Check every shard downloaded from a remote against the hash its index.json records (shards built before
+    hashes were recorded are taken as they come)."""
+    if all(SHARD_HASH in shard.file_pairs[0][0].hashes for shard in dataset.shards):
+        for stream in dataset.streams:
+            stream.validate_hash = SHARD_HASH
 
 
 def build_masker(cfg: DataConfig, manifest: dict[str, Any], seed: int) -> MLMMasker:

@@ -20,6 +20,7 @@ for, but would still take the GIL for every sample.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -34,8 +35,10 @@ from streaming.base.dataset import _Iterator, _ShardState
 from torch.utils.data import DataLoader
 
 from composer_bert.data.masking import IGNORE_INDEX, MASKED_POSITIONS, MLMMasker
+from composer_bert.data.rows import SHARD_HASH
 from composer_bert.data.shard_checks import check_shard_file, shard_file
 from composer_bert.errors import UserError
+from composer_bert.remote import store_problem
 
 MAX_MAPPED_SHARDS = 256  # per process; bounds open file handles when a dataset has thousands of shards
 
@@ -91,6 +94,7 @@ class MLMStreamingDataset(StreamingDataset):
         self._mapped_shards: OrderedDict[int, MappedShard | None] = OrderedDict()
         self._shards_on_disk = False  # sticky once true: without cache_limit nothing is ever evicted
         self._first_sample_of_shard = np.asarray(self.sample_offset_per_shard, dtype=np.int64)
+        self._download_error: str | None = None  # why this process's download thread stopped, as one line
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the maps (spawned DataLoader workers map shards themselves)."""
@@ -118,9 +122,27 @@ class MLMStreamingDataset(StreamingDataset):
 
     def _prepare_thread(self, it: _Iterator) -> None:
         if not self._shards_on_disk:
-            return super()._prepare_thread(it)
+            try:
+                return super()._prepare_thread(it)
+            except Exception as err:  # kept for __iter__ to raise: streaming would only log it and end the epoch
+                self._download_error = download_problem(err)
+                raise
         it.prepare_index = it.total
         it.on_exit()
+
+    def on_exception(self, future: Any) -> None:
+        """Stop the other threads on a failed download without streaming's re-raise in the callback thread, which
+        only prints a traceback; `__iter__` raises the error as one line instead."""
+        if future.exception() is not None:
+            self._event.set()
+
+    def __iter__(self) -> Iterator[int]:
+        """StreamingDataset's iteration; a download that failed in its background thread (it would end the epoch
+        early, silently) raises here as one UserError."""
+        self._download_error = None
+        yield from super().__iter__()
+        if self._download_error is not None:
+            raise UserError(self._download_error)
 
     def _ready_thread(self, it: _Iterator) -> None:
         if not self._shards_on_disk:
@@ -156,7 +178,14 @@ class MLMStreamingDataset(StreamingDataset):
             # StreamingDataset's reader first: it downloads the shard if needed, and checks the map against it.
             try:
                 first_row = self.get_item(int(sample_ids[0]))["input_ids"]
-            except Exception:
+            except UserError:
+                raise
+            except Exception as err:
+                if self._download_error is not None:  # the background download failed first: that is the cause
+                    raise UserError(self._download_error) from None
+                problem = download_problem(err)
+                if problem is not None:
+                    raise UserError(problem) from None
                 self._check_shard(shard_id)  # a damaged file is the likely cause: name it
                 raise
             self._check_shard(shard_id)  # e.g. downloaded since the loader checked what was on disk
@@ -188,6 +217,22 @@ class MLMStreamingDataset(StreamingDataset):
         self._mapped_shards[shard_id] = mapped
         if len(self._mapped_shards) > MAX_MAPPED_SHARDS:
             self._mapped_shards.popitem(last=False)  # the map closes once no array refers to it
+
+
+def download_problem(err: BaseException) -> str | None:
+    """One line for a shard that could not be downloaded, or that failed its hash (its bad copy is deleted
+    from the cache, so the next run downloads it again); None for other errors."""
+    message = str(err)
+    if isinstance(err, ValueError) and message.startswith("Checksum failure: "):
+        path = message.removeprefix("Checksum failure: ").strip()
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        shard = os.path.join(*path.split(os.sep)[-2:])
+        return (
+            f"shard '{shard}' does not match the {SHARD_HASH} hash in its index.json after download (damaged in "
+            "the object store or in transit); upload the shards again with data_prep/convert_dataset.py"
+        )
+    return store_problem(err, "a shard of data.remote")
 
 
 class MLMCollator:

@@ -66,6 +66,7 @@ class ConvertOptions:
     seed: int = 0  # seeds the synthetic source; recorded in the manifest
     progress: bool = True
     objective: str = "mlm"  # "causal": rows without [CLS]; recorded in the manifest, checked by training
+    shard_bytes: int = 1 << 26  # streaming's size_limit; smaller shards: finer-grained downloads from a remote
 
     def check(self) -> None:
         if self.seq_len < MIN_SEQ_LEN:
@@ -80,6 +81,8 @@ class ConvertOptions:
             raise UserError(f"--workers {self.workers} must be at least 1")
         if self.objective not in OBJECTIVES:
             raise UserError(f"--objective {self.objective!r} is unknown; use one of: {', '.join(OBJECTIVES)}")
+        if self.shard_bytes < 1024:
+            raise UserError(f"--shard-bytes {self.shard_bytes} is too small; use at least 1024 (default 64 MiB)")
         if self.max_documents is not None and self.max_documents < 1:
             raise UserError(f"--max-documents {self.max_documents} must be at least 1")
 
@@ -152,7 +155,10 @@ def convert_dataset(
     ):
         what = f"shards to '{os.path.abspath(out)}'"
         cls_id = info.special_ids["cls"] if options.objective == "mlm" else None
-        writers = {split: RowWriter(tmp / split, options.seq_len, cls_id, info.dtype, what) for split in _SPLITS}
+        writers = {
+            split: RowWriter(tmp / split, options.seq_len, cls_id, info.dtype, what, options.shard_bytes)
+            for split in _SPLITS
+        }
         streams = [
             encoded_chunks(pool, _tagged_chunks(part.source, docs), options.workers)
             for part, docs in zip(mixture.parts, documents, strict=True)

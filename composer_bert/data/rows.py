@@ -19,6 +19,8 @@ from composer_bert.data.manifest import SPECIAL_TOKENS, tokenizer_fingerprint
 from composer_bert.errors import UserError
 from composer_bert.files import write_errors
 
+SHARD_HASH = "xxh64"  # streaming's fastest non-cryptographic hash; detects damage, not tampering
+
 
 @dataclass
 class TokenizerInfo:
@@ -58,7 +60,7 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
     return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids)
 
 
-def row_mds_writer(out: Path, dtype: np.dtype) -> Any:
+def row_mds_writer(out: Path, dtype: np.dtype, size_limit: int = 1 << 26) -> Any:
     """An MDSWriter for the `input_ids` column whose rows all share one shape and dtype.
 
     The stock per-sample encoder re-derives the shape header of every row (tens of microseconds, a
@@ -79,16 +81,22 @@ def row_mds_writer(out: Path, dtype: np.dtype) -> Any:
                 return encoded
             return self.header + row.tobytes()
 
-    return RowMDSWriter(out=str(out), columns={"input_ids": f"ndarray:{dtype.name}"}, compression=None)
+    # xxh64 of each shard in index.json: a shard damaged in a bucket is caught on download (data.remote)
+    return RowMDSWriter(
+        out=str(out), columns={"input_ids": f"ndarray:{dtype.name}"}, compression=None, hashes=[SHARD_HASH],
+        size_limit=size_limit,
+    )
 
 
 class RowWriter:
     """Packs one split's token stream into rows of seq_len, [CLS]-led unless cls_id is None, and writes them to MDS."""
 
-    def __init__(self, out: Path, seq_len: int, cls_id: int | None, dtype: np.dtype, what: str) -> None:
+    def __init__(
+        self, out: Path, seq_len: int, cls_id: int | None, dtype: np.dtype, what: str, size_limit: int = 1 << 26
+    ) -> None:
         self.what = what  # names the output in a write error (a full disk): the final --out, not the staging dir
         with write_errors(what):
-            self.writer = row_mds_writer(out, dtype)
+            self.writer = row_mds_writer(out, dtype, size_limit)
         self.body = seq_len - (cls_id is not None)  # tokens of the stream per row
         self.seq_len = seq_len
         self.cls_id = cls_id
