@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tokenizer", required=True, help="directory written by data_prep/train_tokenizer.py")
     parser.add_argument(
-        "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included (default: %(default)s)"
+        "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included for mlm (default: %(default)s)"
     )
     parser.add_argument(
         "--out", required=True, help="output directory (train/, val/, manifest.json), or a bucket: s3://bucket/prefix"
