@@ -228,7 +228,7 @@ def test_shard_damaged_in_the_bucket_is_caught_by_its_hash(s3, s3_shards, tmp_pa
     cache = tmp_path / "cache"
     args = tiny_args(cache, tmp_path / "run", "max_duration=2ba", "run_name=bad", f"data.remote={bucket_uri('shards-bad')}")
     result = run_cli("recipes/pretrain.py", *args, env=s3.env, timeout=300)
-    assert_one_error_line(result, f"shard '{shard}'", "xxh64", after_other_output=True)
+    assert_one_error_line(result, f"shard '{cache / shard}'", "xxh64", "upload them again", after_other_output=True)
     assert "Traceback" not in result.stderr
     assert not (cache / shard).exists()  # the bad copy is not kept to be trusted next time
 

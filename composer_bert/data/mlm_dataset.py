@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from composer_bert.data.masking import IGNORE_INDEX, MASKED_POSITIONS, MLMMasker
 from composer_bert.data.rows import SHARD_HASH
-from composer_bert.data.shard_checks import check_shard_file, shard_file
+from composer_bert.data.shard_checks import REBUILD, check_shard_file, shard_file
 from composer_bert.errors import UserError
 from composer_bert.remote import store_problem
 
@@ -122,11 +122,7 @@ class MLMStreamingDataset(StreamingDataset):
 
     def _prepare_thread(self, it: _Iterator) -> None:
         if not self._shards_on_disk:
-            try:
-                return super()._prepare_thread(it)
-            except Exception as err:  # kept for __iter__ to raise: streaming would only log it and end the epoch
-                self._download_error = download_problem(err)
-                raise
+            return self._recording_errors(super()._prepare_thread, it)
         it.prepare_index = it.total
         it.on_exit()
 
@@ -146,9 +142,19 @@ class MLMStreamingDataset(StreamingDataset):
 
     def _ready_thread(self, it: _Iterator) -> None:
         if not self._shards_on_disk:
-            return super()._ready_thread(it)
+            return self._recording_errors(super()._ready_thread, it)
         it.ready_index = it.total
         it.on_exit()
+
+    def _recording_errors(self, thread: Any, it: _Iterator) -> None:
+        """Run one of streaming's download threads (both download); its error is kept for __iter__ to raise, as
+        streaming would only log it and end the epoch early."""
+        try:
+            thread(it)
+        except Exception as err:
+            if self._download_error is None:
+                self._download_error = download_problem(err, self) or f"shard download failed: {(str(err).splitlines() or [type(err).__name__])[0]}"
+            raise
 
     def __getitem__(self, sample_id: int) -> tuple[int, int]:
         """(sample id, epoch): all the collate needs; the rows are read a batch at a time by `rows`."""
@@ -183,7 +189,7 @@ class MLMStreamingDataset(StreamingDataset):
             except Exception as err:
                 if self._download_error is not None:  # the background download failed first: that is the cause
                     raise UserError(self._download_error) from None
-                problem = download_problem(err)
+                problem = download_problem(err, self)
                 if problem is not None:
                     raise UserError(problem) from None
                 self._check_shard(shard_id)  # a damaged file is the likely cause: name it
@@ -219,20 +225,31 @@ class MLMStreamingDataset(StreamingDataset):
             self._mapped_shards.popitem(last=False)  # the map closes once no array refers to it
 
 
-def download_problem(err: BaseException) -> str | None:
-    """One line for a shard that could not be downloaded, or that failed its hash (its bad copy is deleted
-    from the cache, so the next run downloads it again); None for other errors."""
+def download_problem(err: BaseException, dataset: StreamingDataset | None = None) -> str | None:
+    """One line for a shard that could not be downloaded, or that failed its hash check (named by its cache path;
+    that bad copy is deleted, so the next run downloads it again); None for other errors."""
     message = str(err)
     if isinstance(err, ValueError) and message.startswith("Checksum failure: "):
         path = message.removeprefix("Checksum failure: ").strip()
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        shard = os.path.join(*path.split(os.sep)[-2:])
+        try:
+            _check_downloaded(dataset, path)  # a truncated or damaged header says more than a hash
+        except UserError as damaged:
+            return str(damaged)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(path)
         return (
-            f"shard '{shard}' does not match the {SHARD_HASH} hash in its index.json after download (damaged in "
-            "the object store or in transit); upload the shards again with data_prep/convert_dataset.py"
+            f"shard '{path}' does not match the {SHARD_HASH} hash in its index.json after download from the remote "
+            f"(damaged there or in transit; the copy was deleted from the cache); {REBUILD}, and upload them again"
         )
     return store_problem(err, "a shard of data.remote")
+
+
+def _check_downloaded(dataset: StreamingDataset | None, path: str) -> None:
+    for shard in dataset.shards if dataset is not None else []:
+        split_dir = os.path.join(shard.dirname, shard.split)
+        if os.path.join(split_dir, shard_file(shard).basename) == path:
+            check_shard_file(split_dir, shard_file(shard))
 
 
 class MLMCollator:

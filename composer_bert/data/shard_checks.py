@@ -4,7 +4,8 @@ StreamingDataset trusts `index.json` and the shard files: a truncated or overwri
 IndexError or a dtype error deep inside a DataLoader worker, or as silently wrong rows. Here every local
 shard is checked against its index entry without reading its data: the file size, and for MDS shards the
 header (sample count, first and last record offsets). That catches truncation and a damaged header; a
-corrupted byte inside the data is left to hashes, which our shards do not carry.
+corrupted byte inside the data is caught by the xxh64 hash each shard's index entry carries, which streaming
+checks when it downloads a shard from a remote (local shards are not hashed on every run).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from composer_bert.data import encoding, sources
 from composer_bert.data.manifest import read_manifest
 from composer_bert.data.packing import ConvertOptions, convert_dataset
-from composer_bert.data.rows import row_mds_writer
+from composer_bert.data.rows import SHARD_HASH, row_mds_writer
 from composer_bert.data.sources import DocumentSource, open_source
 from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.errors import UserError
@@ -205,7 +205,8 @@ def test_row_writer_matches_the_stock_mds_writer(tmp_path):
     from streaming import MDSWriter
 
     rows = np.random.default_rng(0).integers(0, 65535, size=(50, 16), dtype=np.uint16)
-    with MDSWriter(out=str(tmp_path / "stock"), columns={"input_ids": "ndarray:uint16"}, compression=None) as writer:
+    stock = {"columns": {"input_ids": "ndarray:uint16"}, "compression": None, "hashes": [SHARD_HASH]}
+    with MDSWriter(out=str(tmp_path / "stock"), **stock) as writer:
         for row in rows:
             writer.write({"input_ids": row})
     fast = row_mds_writer(tmp_path / "fast", np.dtype(np.uint16))
