@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
@@ -62,7 +63,11 @@ class Embeddings(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Embeddings and blocks; padded batches (attention_mask given) attend only to their real tokens."""
+    """Embeddings and blocks; padded batches (attention_mask given) attend only to their real tokens.
+
+    The trunk of both objectives: with `objective: causal` every position attends only to itself and earlier
+    ones (models/causal.py puts the LM head on it).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -75,31 +80,45 @@ class BertEncoder(nn.Module):
         self.rotary = Rotary(cfg.head_dim) if cfg.position_embedding == "rotary" else None
         slopes = alibi_slopes(cfg.num_heads) if cfg.position_embedding == "alibi" else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
+        self.causal = cfg.objective == "causal"
+        self.activation_checkpointing = cfg.activation_checkpointing
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
         """[B, L] ids -> [B, L, D] hidden states; zeros where attention_mask is 0 (padding).
 
         Without a mask every position is a real token (pretraining rows are full); that is also the fast
-        path: no mask lets SDPA pick its flash kernel.
+        path: no mask lets SDPA pick its flash kernel. `position_ids` ([L] or [B, L], default 0..L-1) place
+        the tokens for learned, sinusoidal and rotary positions; ALiBi and the causal mask go by index.
         """
         seq_len = input_ids.shape[1]
-        position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
         x = self.embeddings(input_ids, position_ids, token_type_ids)
         inputs = self._attention_inputs(seq_len, position_ids, attention_mask)
         for layer in self.layers:
-            x = layer(x, inputs)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, inputs, use_reentrant=False)
+            else:
+                x = layer(x, inputs)
         x = self.final_norm(x)
         return x if attention_mask is None else x.masked_fill(attention_mask[..., None] == 0, 0.0)
 
     def _attention_inputs(self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None) -> AttentionInputs:
         bias = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] keys
+        if self.causal and bias is not None:  # padded causal batch: the causal mask joins the key mask
+            position = torch.arange(seq_len, device=bias.device)
+            bias = bias & (position[None, :] <= position[:, None])  # [B, 1, L, L]
         if self.alibi_slopes is not None:
-            alibi = alibi_bias(self.alibi_slopes, seq_len)
+            alibi = alibi_bias(self.alibi_slopes, seq_len, causal=self.causal)
             bias = alibi if bias is None else alibi.masked_fill(~bias, float("-inf"))
         rotary = None if self.rotary is None else self.rotary(position_ids)
-        return AttentionInputs(bias, rotary)
+        return AttentionInputs(bias, rotary, causal=self.causal)
 
 
 class MLMHead(nn.Module):
@@ -125,6 +144,7 @@ class BertForMaskedLM(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        require_objective(cfg, "mlm", "BertForMaskedLM")
         self.config = cfg
         self.bert = BertEncoder(cfg)
         self.head = MLMHead(cfg)
@@ -182,6 +202,7 @@ class BertForSequenceClassification(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_labels: int):
         super().__init__()
+        require_objective(cfg, "mlm", "BertForSequenceClassification")
         self.config = cfg
         self.bert = BertEncoder(cfg)
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
@@ -198,6 +219,12 @@ class BertForSequenceClassification(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def require_objective(cfg: ModelConfig, objective: str, what: str) -> None:
+    """One line instead of a model that would silently train or score the other objective."""
+    if cfg.objective != objective:
+        raise UserError(f"{what} needs a model with objective '{objective}', but this one is '{cfg.objective}'")
 
 
 def init_weights(model: nn.Module, std: float) -> None:

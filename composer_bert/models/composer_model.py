@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import MeanSquaredError, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from composer_bert.data.causal import next_token_labels
 from composer_bert.data.masking import MASKED_POSITIONS
 from composer_bert.models.bert import (
     IGNORE_INDEX,
@@ -25,8 +26,9 @@ from composer_bert.models.bert import (
     masked_positions,
     masked_targets,
 )
+from composer_bert.models.causal import CausalLM, next_token_loss
 from composer_bert.models.config import ModelConfig
-from composer_bert.models.flops import classifier_flops_per_batch, mlm_flops_per_batch
+from composer_bert.models.flops import causal_flops_per_batch, classifier_flops_per_batch, mlm_flops_per_batch
 
 Batch = dict[str, Tensor]
 
@@ -75,6 +77,47 @@ class ComposerMLM(ComposerModel):
 
     def flops_per_batch(self, batch: Batch) -> int:
         return mlm_flops_per_batch(self.config, batch)
+
+    def num_parameters(self) -> int:
+        return self.model.num_parameters()
+
+
+class ComposerCausalLM(ComposerModel):
+    """Next-token language modelling on batches of input_ids and labels shifted by the loader (data/causal.py).
+
+    A batch without labels (one built by hand) gets them from its input_ids. Train metric: cross entropy;
+    eval: cross entropy and perplexity, over every predicted position.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = CausalLM(cfg)
+        self.train_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX)}
+        self.eval_metrics = {
+            "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
+            "LanguagePerplexity": LanguagePerplexity(ignore_index=IGNORE_INDEX),
+        }
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Logits [B, L, V]."""
+        return self.model(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+
+    def loss(self, outputs: Tensor, batch: Batch, *args: Any, **kwargs: Any) -> Tensor:
+        return next_token_loss(outputs, self._labels(batch))
+
+    def _labels(self, batch: Batch) -> Tensor:
+        labels = batch.get("labels")
+        return next_token_labels(batch["input_ids"]) if labels is None else labels
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: Batch, outputs: Tensor, metric: Metric) -> None:
+        metric.update(outputs, self._labels(batch))
+
+    def flops_per_batch(self, batch: Batch) -> int:
+        return causal_flops_per_batch(self.config, batch)
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
@@ -160,6 +203,10 @@ class ComposerClassifier(ComposerModel):
         return self.model.num_parameters()
 
 
-def build_composer_model(cfg: ModelConfig, num_labels: int | None = None) -> ComposerMLM | ComposerClassifier:
-    """The MLM model for pretraining, or a classifier (regressor when num_labels == 1) for finetuning."""
-    return ComposerMLM(cfg) if num_labels is None else ComposerClassifier(cfg, num_labels)
+def build_composer_model(
+    cfg: ModelConfig, num_labels: int | None = None
+) -> ComposerMLM | ComposerCausalLM | ComposerClassifier:
+    """The pretraining model of `cfg.objective`, or a classifier (regressor when num_labels == 1) for finetuning."""
+    if num_labels is not None:
+        return ComposerClassifier(cfg, num_labels)
+    return ComposerCausalLM(cfg) if cfg.objective == "causal" else ComposerMLM(cfg)

@@ -12,11 +12,19 @@ from composer_bert.schema import bounded, choice, key_error, positive, probabili
 class ModelConfig:
     """Defaults are Cramming's crammed BERT; `yamls/pretrain/*.yaml` switch them per recipe.
 
+    `objective` picks the model: `mlm` is the BERT encoder with its MLM head, `causal` the same blocks with
+    causal self-attention and a next-token LM head over every position (a GPT). A causal model has no token
+    types (`type_vocab_size` must be 0, one error line otherwise) and never predicts sparsely
+    (`sparse_prediction` applies to the MLM head only and is ignored); its LM head is the MLM head's class, so
+    `head_transform`, `decoder_bias` and `tie_embeddings` mean the same for both (GPT-2: no transform, no
+    bias, tied).
+
     `intermediate_size` is the width the feed-forward's output projection reads, as in MosaicBERT: a GLU
     (geglu, swiglu) projects to twice that and halves it again. Cramming's crammed BERT (its `intermed_size`
     3072 with GLU) is therefore intermediate_size 1536 here. LayerNorm biases follow `linear_bias`.
     """
 
+    objective: str = choice("mlm", ["mlm", "causal"])
     vocab_size: int | None = positive(32768)  # None: take it from the shards' manifest
     hidden_size: int = positive(768)
     num_layers: int = positive(16)
@@ -38,13 +46,16 @@ class ModelConfig:
     tie_embeddings: bool = True
     # embedding/decoder rows rounded up to a multiple of this, so the decoder matmul is aligned
     pad_vocab_multiple: int = bounded(64, "a multiple >= 1", ge=1)
-    sparse_prediction: bool = True  # the MLM head runs only on masked positions
+    sparse_prediction: bool = True  # the MLM head runs only on masked positions (mlm only; causal ignores it)
     head_transform: bool = True  # BERT's dense + GELU + norm before the decoder
     init_std: float = positive(0.02, "a positive standard deviation such as 0.02")
     embedding_dropout: float = probability(0.0)
     hidden_dropout: float = probability(0.0)
     attention_dropout: float = probability(0.0)
     classifier_dropout: float = probability(0.1)
+    # recompute each block's activations in the backward pass (torch.utils.checkpoint, per block): less memory,
+    # about one more forward of compute; same gradients
+    activation_checkpointing: bool = False
     # hf:DIR: a fresh run starts from this transformers BERT's weights (not on resume); the keys above must
     # match its config. Start-up only: pretraining drops it from the config its checkpoints carry.
     init_from: str | None = None
@@ -60,6 +71,8 @@ class ModelConfig:
             raise key_error(
                 "model.num_heads", self.num_heads, f"a head count that gives rotary an even head dimension (now {self.head_dim})"
             )
+        if self.objective == "causal" and self.type_vocab_size:
+            raise key_error("model.type_vocab_size", self.type_vocab_size, "0 for a causal model (it has no token types)")
         if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
             raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
 

@@ -6,6 +6,11 @@ Everything is counted from tensor shapes, never from tensor values (a value read
 GPU every batch): the model computes every position of a padded batch (padding is masked, not removed),
 and a sparse MLM head computes every slot of `masked_positions`, empty ones included. The decoder is
 counted at the padded vocabulary it multiplies.
+
+Causal attention is counted as the full L x L score matrix, as PyTorch's FLOP counter and nanoGPT's
+`estimate_mfu` (and PaLM's MFU formula) count it: causal kernels skip the masked half, so MFU of a causal
+model counts up to L^2 * d per layer that no kernel computes (a few percent of the total at seq 1024 and
+width 768). Full matrices keep causal and MLM figures comparable and match the published MFU numbers.
 """
 
 from __future__ import annotations
@@ -45,4 +50,12 @@ def classifier_flops_per_batch(cfg: ModelConfig, num_labels: int, batch: Mapping
     input_ids = batch["input_ids"]
     d = cfg.hidden_size
     head = 2 * input_ids.shape[0] * (d * d + d * num_labels)
+    return 3 * (encoder_forward_flops(cfg, *input_ids.shape) + head)
+
+
+def causal_flops_per_batch(cfg: ModelConfig, batch: Mapping[str, Tensor]) -> int:
+    """Forward + backward FLOPs of `ComposerCausalLM`: the trunk (full score matrices) and the LM head at every position."""
+    input_ids = batch["input_ids"]
+    d = cfg.hidden_size
+    head = 2 * input_ids.numel() * (d * d * cfg.head_transform + d * cfg.padded_vocab_size)
     return 3 * (encoder_forward_flops(cfg, *input_ids.shape) + head)

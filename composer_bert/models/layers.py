@@ -68,21 +68,30 @@ def alibi_slopes(num_heads: int) -> Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
-def alibi_bias(slopes: Tensor, seq_len: int) -> Tensor:
-    """[1, H, L, L] scores bias -slope * |i - j|: symmetric, as MosaicBERT's bidirectional ALiBi."""
+def alibi_bias(slopes: Tensor, seq_len: int, causal: bool = False) -> Tensor:
+    """[1, H, L, L] scores bias -slope * |i - j|: symmetric, as MosaicBERT's bidirectional ALiBi.
+
+    causal: ALiBi's original (decoder) form, -slope * (i - j) for keys j <= i and -inf for later keys, so the
+    bias is also the causal mask.
+    """
     position = torch.arange(seq_len, device=slopes.device)
-    distance = (position[None, :] - position[:, None]).abs()
-    return (-slopes[:, None, None] * distance)[None]
+    offset = position[None, :] - position[:, None]  # key - query
+    bias = (-slopes[:, None, None] * offset.abs())[None]
+    return bias.masked_fill(offset > 0, float("-inf")) if causal else bias
 
 
 @dataclass
 class AttentionInputs:
     """What every layer's attention needs to know about the batch, built once per forward by the encoder."""
 
-    # SDPA's attn_mask: bool [B, 1, 1, L] key padding (True = attend), float ALiBi scores [B or 1, H, L, L]
-    # with -inf at padded keys, or None (full rows, no ALiBi): then SDPA may pick its flash kernel
+    # SDPA's attn_mask: bool [B, 1, 1 or L, L] key padding (True = attend; [B, 1, L, L] when causal, the
+    # causal mask folded in), float ALiBi scores [B or 1, H, L, L] with -inf at masked keys, or None (full
+    # rows, no ALiBi): then SDPA may pick its flash kernel
     bias: Tensor | None
     rotary: tuple[Tensor, Tensor] | None  # cos, sin per position, for rotary positions
+    # causal self-attention: query i sees keys j <= i. Without a bias this is SDPA's is_causal (the flash and
+    # efficient kernels skip the masked half); with one, the bias already holds the causal mask.
+    causal: bool = False
 
 
 class Attention(nn.Module):
@@ -96,13 +105,24 @@ class Attention(nn.Module):
         self.dropout = cfg.attention_dropout
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        return self.attend(*self.project(x, inputs), inputs)
+
+    def project(self, x: Tensor, inputs: AttentionInputs) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v [B, H, L, d] of hidden states [B, L, D], rotated at their positions (rotary).
+
+        Split from `attend` so that a decoder's key/value cache can join earlier positions' k and v in between.
+        """
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)  # each [..., H, d]
         if inputs.rotary is not None:
             q, k = apply_rotary(q, *inputs.rotary), apply_rotary(k, *inputs.rotary)
+        return q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
+        """Attention of queries [B, H, Lq, d] over keys and values [B, H, Lk, d], projected out to [B, Lq, D]."""
         dropout = self.dropout if self.training else 0.0
-        q, k, v = q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # [B, H, L, d]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias, dropout_p=dropout).transpose(-3, -2)
-        return self.out(y.flatten(-2))
+        is_causal = inputs.causal and inputs.bias is None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias, dropout_p=dropout, is_causal=is_causal)
+        return self.out(y.transpose(-3, -2).flatten(-2))
 
 
 class FeedForward(nn.Module):
