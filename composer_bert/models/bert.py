@@ -100,6 +100,8 @@ class BertEncoder(nn.Module):
         A `cache` (causal generation) places the tokens after the cached ones: see `_forward_cached`.
         """
         if cache is not None:
+            if attention_mask is not None or position_ids is not None:
+                raise ValueError("a KV cache takes full rows at the positions after the cached ones: no mask, no position_ids")
             return self._forward_cached(input_ids, cache)
         seq_len = input_ids.shape[1]
         if position_ids is None:
