@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,12 @@ from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.checkpoint import RunMetadata
 from composer_bert.config import PretrainConfig, to_dict
-from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
+from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest, shard_roots
+from composer_bert.data.manifest import check_objective
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_file, ensure_writable_dir
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
-from composer_bert.models import ComposerMLM
+from composer_bert.models import build_composer_model
 from composer_bert.optim.optimizer import build_optimizer
 from composer_bert.resources import EnergyMeter, peak_memory
 from composer_bert.resume import LATEST_FILENAME, SAVE_FILENAME, on_rank_zero, prepare_autoresume
@@ -52,6 +54,8 @@ class PretrainResult:
     peak_memory_gib: float | None = None
     peak_memory_of: str = ""  # "GPU, max allocated" or "CPU, peak RSS"
     energy_kwh: float | None = None  # NVML, all GPUs of this node; None without NVML
+    objective: str = "mlm"
+    eval_perplexity: float | None = None  # causal runs: exp(eval loss), Composer's LanguagePerplexity
 
 
 def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
@@ -66,8 +70,10 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     reproducibility.seed_all(cfg.seed)
     device = pick_device()
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
-    on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
     manifest = read_data_manifest(cfg.data)
+    # before save_folder exists: shards of the other objective leave nothing behind
+    check_objective(manifest, cfg.model.objective, ", ".join(root.local for root in shard_roots(cfg.data)))
+    on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
     vocab_size = cfg.model.vocab_size or manifest["tokenizer"]["vocab_size"]
     # init_from only says where a fresh run's weights come from: checkpoints and resume checks never see it.
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab_size, init_from=None)
@@ -80,8 +86,14 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused
         resuming = on_rank_zero(prepare_autoresume, cfg.save_folder, dataclasses.asdict(model_cfg)) is not None
     device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
+    objective = model_cfg.objective  # the loader refuses shards built for the other one
     train_data = build_mlm_dataspec(
-        cfg.data, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed, vocab_size=vocab_size
+        cfg.data,
+        split=cfg.data.train_split,
+        device_batch_size=device_batch,
+        seed=cfg.seed,
+        vocab_size=vocab_size,
+        objective=objective,
     )
     evaluators = []
     eval_rows = manifest.get("splits", {}).get(cfg.data.eval_split or "", {}).get("rows")
@@ -97,10 +109,11 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
             vocab_size=vocab_size,
             shuffle=False,
             drop_last=False,
+            objective=objective,
         )
         evaluators.append(Evaluator(label="eval", dataloader=eval_data))
 
-    model = ComposerMLM(model_cfg)
+    model = build_composer_model(model_cfg)  # ComposerMLM or ComposerCausalLM, by model.objective
     if cfg.model.init_from and not resuming:  # a resumed run continues from its own checkpoint
         from composer_bert.hf.load import init_state_from_hf
 
@@ -157,6 +170,7 @@ def summarize(trainer: Trainer, cfg: PretrainConfig, energy_kwh: float | None = 
     figures = summarize_metrics(read_metrics(metrics_path) if metrics_path.exists() else [])
     plot = Path(cfg.save_folder) / "loss_curve.png"
     memory = peak_memory()
+    causal = cfg.model.objective == "causal"
     return PretrainResult(
         batches=int(trainer.state.timestamp.batch),
         tokens=int(trainer.state.timestamp.token),
@@ -172,6 +186,8 @@ def summarize(trainer: Trainer, cfg: PretrainConfig, energy_kwh: float | None = 
         peak_memory_gib=memory.gib,
         peak_memory_of=memory.of,
         energy_kwh=energy_kwh,
+        objective=cfg.model.objective,
+        eval_perplexity=math.exp(figures.eval_loss) if causal and figures.eval_loss is not None else None,
     )
 
 
@@ -186,7 +202,9 @@ def format_result(result: PretrainResult) -> str:
         ("tokens", f"{result.tokens:,}"),
         ("train loss (last 5 logged)", show(result.final_train_loss, ".4f")),
         ("eval loss", show(result.eval_loss, ".4f")),
-        ("eval masked accuracy", show(result.eval_masked_accuracy, ".4f")),
+        ("eval perplexity", show(result.eval_perplexity, ".3f"))
+        if result.objective == "causal"
+        else ("eval masked accuracy", show(result.eval_masked_accuracy, ".4f")),
         ("tokens/s (last 20 logged)", show(result.tokens_per_sec, ",.0f")),
         ("MFU", show(result.mfu, ".1%")),
         ("budget used", show(result.budget_used, ".1%")),

@@ -40,7 +40,8 @@ _RANK0_CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
 _RANK0_LATEST = LATEST_FILENAME.format(rank=0)
 # Model settings that do not change what the saved weights mean: a resumed run may change them.
 RESUMABLE_MODEL_CHANGES = frozenset(
-    {"init_std", "embedding_dropout", "hidden_dropout", "attention_dropout", "classifier_dropout"}
+    {"init_std", "embedding_dropout", "hidden_dropout", "attention_dropout", "classifier_dropout",
+     "activation_checkpointing"}
 )
 
 

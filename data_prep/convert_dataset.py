@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from composer_bert.data.manifest import OBJECTIVES
 from composer_bert.data.mixture import open_mixture
 from composer_bert.data.packing import (
     DEFAULT_MAX_TOKEN_RATIO,
@@ -78,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="drop documents with fewer tokens than this (default: %(default)s)",
     )
     parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicates (after normalization)")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=defaults.objective,
+        help="mlm: rows start with [CLS]; causal: rows are the packed documents only, each ended by [SEP] as "
+        "end-of-text (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         max_documents=args.max_documents,
         seed=args.seed,
         progress=not args.no_progress,
+        objective=args.objective,
     )
     options.check()  # before opening the source, so bad flags fail fast
     if args.mix:

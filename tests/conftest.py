@@ -27,3 +27,15 @@ def tiny_shards(tmp_path_factory) -> Path:
     )
     assert step.returncode == 0, step.stderr
     return shards
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_shards(tiny_shards) -> Path:
+    """The same corpus and tokenizer as `tiny_shards`, as seq-64 shards for a causal LM (`--objective causal`)."""
+    shards = tiny_shards.parent / "causal"
+    step = run_cli(
+        "data_prep/convert_dataset.py", "--source", "synthetic:6000", "--tokenizer", str(tiny_shards.parent / "tokenizer"),
+        "--seq-len", "64", "--out", str(shards), "--val-fraction", "0.05", "--no-ratio-filter", "--objective", "causal",
+    )
+    assert step.returncode == 0, step.stderr
+    return shards

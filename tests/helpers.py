@@ -76,10 +76,11 @@ def free_port() -> int:
 # ---------------------------------------------------------------- the tiny pretraining run
 
 
-def tiny_args(shards: Path, save_folder: Path, *extra: str) -> list[str]:
-    """recipes/pretrain.py's arguments for a tiny CPU run on `shards` (the session's `tiny_shards`)."""
+def tiny_args(shards: Path, save_folder: Path, *extra: str, objective: str = "mlm") -> list[str]:
+    """recipes/pretrain.py's arguments for a tiny CPU run on `shards` (the session's `tiny_shards`, or with
+    objective="causal" the gpt-tiny recipe on `tiny_causal_shards`)."""
     return [
-        "yamls/pretrain/tiny.yaml",
+        "yamls/pretrain/gpt-tiny.yaml" if objective == "causal" else "yamls/pretrain/tiny.yaml",
         f"data.local={shards}",
         f"save_folder={save_folder}",
         "model.hidden_size=64",

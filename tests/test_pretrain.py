@@ -1,12 +1,22 @@
-"""End to end: the pretraining recipe trains, logs, plots, resumes bit-exactly after SIGKILL, and scales to 2 ranks."""
+"""End to end: the pretraining recipe trains, logs, plots, resumes bit-exactly after SIGKILL, and scales to 2 ranks,
+for both objectives (the MLM `tiny` and the causal `gpt-tiny` recipes)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
-from tests.helpers import REPO, launch_two_ranks, run_cli, tiny_args, train_losses
+from tests.helpers import REPO, assert_one_error_line, launch_two_ranks, run_cli, tiny_args, train_losses
+
+OBJECTIVES = ["mlm", "causal"]
+
+
+def shards_for(request: pytest.FixtureRequest, objective: str) -> Path:
+    """The session's shards built for `objective`."""
+    return request.getfixturevalue("tiny_causal_shards" if objective == "causal" else "tiny_shards")
 
 PROBED_RECIPE = """
 import hashlib, json, os, runpy, signal, sys
@@ -59,14 +69,16 @@ def test_tiny_pretrain_learns_and_reports(tiny_shards, tmp_path):
     assert summary["batches"] == 120 and len(rows) == len({row["batch"] for row in rows}) and summary["eval_masked_accuracy"] > 0.0
 
 
-def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
+    shards = shards_for(request, objective)
     common = ("max_duration=40ba", "save_interval=10ba", "eval_interval=40ba", "run_name=resume")
     straight = tmp_path / "straight"
-    result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, straight, *common))
+    result = run_cli("recipes/pretrain.py", *tiny_args(shards, straight, *common, objective=objective))
     assert result.returncode == 0, result.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    args = tiny_args(tiny_shards, killed, *common)
+    args = tiny_args(shards, killed, *common, objective=objective)
     first = run_cli("-c", PROBED_RECIPE, *args, env={"KILL_AT_BATCH": "25", "REPO": str(REPO)})
     assert first.returncode == -9, first.stderr[-3000:]
     assert max(train_losses(killed)) < 40
@@ -76,6 +88,33 @@ def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
     expected, resumed = train_losses(straight), train_losses(killed)
     assert sorted(resumed) == sorted(expected) == list(range(40))
     assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
+
+
+def test_tiny_causal_pretrain_learns_reports_perplexity_and_refuses_mlm_shards(tiny_shards, tiny_causal_shards, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args(tiny_causal_shards, out, "max_duration=60ba", "eval_interval=30ba", objective="causal")
+    result = run_cli("recipes/pretrain.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval perplexity" in result.stdout and "masked accuracy" not in result.stdout
+    rows = read_metrics(out / "metrics.jsonl")
+    keys = set().union(*rows)
+    for key in (LOSS_KEY, "throughput/tokens_per_sec", "l2_norm/grad/global", "metrics/eval/LanguagePerplexity"):
+        assert key in keys, f"{key} missing from metrics.jsonl (has {sorted(keys)})"
+    losses = list(train_losses(out).values())
+    early, late = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert late < early - 1.0, f"causal loss did not fall on the synthetic corpus ({early:.2f} -> {late:.2f})"
+    summary = json.loads((out / "summary.json").read_text())
+    eval_rows = [row for row in rows if "metrics/eval/LanguagePerplexity" in row]
+    assert summary["eval_perplexity"] == pytest.approx(eval_rows[-1]["metrics/eval/LanguagePerplexity"], rel=1e-4)
+    assert (out / "loss_curve.png").stat().st_size > 1000
+
+    for objective, shards in (("causal", tiny_shards), ("mlm", tiny_causal_shards)):
+        refused = tmp_path / f"refused-{objective}"
+        result = run_cli("recipes/pretrain.py", *tiny_args(shards, refused, objective=objective), timeout=300)
+        other = "mlm" if objective == "causal" else "causal"
+        words = (f"built for objective '{other}' but model.objective is '{objective}'", f"--objective {objective}")
+        assert_one_error_line(result, *words, after_other_output=True)
+        assert not refused.exists()  # nothing written
 
 
 def recorded_batches(record_dir: Path) -> dict[int, list[str]]:
@@ -88,9 +127,16 @@ def recorded_batches(record_dir: Path) -> dict[int, list[str]]:
     return {batch: sorted(rows) for batch, rows in batches.items()}
 
 
-def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards, tmp_path):
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(request, objective, tmp_path):
     """Checkpointed on 2 processes (gloo), resumed on 1: every global batch holds exactly the samples (and
-    masks) of an uninterrupted 1-process run. Losses can't be compared exactly: DDP averages per-rank means."""
+    masks, or next-token labels) of an uninterrupted 1-process run. Losses can't be compared exactly: DDP
+    averages per-rank means."""
+    shards = shards_for(request, objective)
+
+    def args(save_folder: Path, *extra: str) -> list[str]:
+        return tiny_args(shards, save_folder, *extra, *common, objective=objective)
+
     script = tmp_path / "probed_pretrain.py"
     script.write_text(PROBED_RECIPE)
     common = ("save_interval=10ba", "eval_interval=20ba", "run_name=elastic")
@@ -98,16 +144,16 @@ def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards
     straight, straight_record = tmp_path / "one", tmp_path / "one-record"
     straight_record.mkdir()
     env = {"REPO": str(REPO), "RECORD_DIR": str(straight_record)}
-    result = run_cli(str(script), *tiny_args(tiny_shards, straight, "max_duration=20ba", *common), env=env)
+    result = run_cli(str(script), *args(straight, "max_duration=20ba"), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     elastic, elastic_record = tmp_path / "two", tmp_path / "two-record"
     elastic_record.mkdir()
     env = {"REPO": str(REPO), "RECORD_DIR": str(elastic_record)}
-    ran = launch_two_ranks(script, *tiny_args(tiny_shards, elastic, "max_duration=10ba", *common), env=env)
+    ran = launch_two_ranks(script, *args(elastic, "max_duration=10ba"), env=env)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert sorted(recorded_batches(elastic_record)) == list(range(10))
-    resumed = run_cli(str(script), *tiny_args(tiny_shards, elastic, "max_duration=20ba", *common), env=env)
+    resumed = run_cli(str(script), *args(elastic, "max_duration=20ba"), env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     expected, got = recorded_batches(straight_record), recorded_batches(elastic_record)

@@ -1,4 +1,10 @@
-"""Causal-LM batches: the packed rows as input_ids, plus their next-token labels (no masking)."""
+"""Causal-LM batches: the packed rows as input_ids, plus their next-token labels (no masking).
+
+The causal loader is the MLM one with another collate (`mlm_dataset.CausalCollator`): the same
+`MLMStreamingDataset` (so the same elastic-deterministic sample order under resume and any rank count)
+and the same compact-then-widen batches (`mlm_dataset.model_batch`). Nothing is random, so a sample's
+batch entry depends on its id alone.
+"""
 
 from __future__ import annotations
 

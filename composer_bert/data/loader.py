@@ -1,7 +1,7 @@
-"""From the `data:` config to a Composer DataSpec of masked batches, refusing shards the model can't read.
+"""From the `data:` config to a Composer DataSpec of masked (or causal-LM) batches, refusing shards the model can't read.
 
 The trainer calls `read_data_manifest` (to learn vocab_size, seq_len, special ids) and `build_mlm_dataspec`
-once per split. Sample order is StreamingDataset's elastic-deterministic order (batch_size = device batch)
+once per split; with `objective="causal"` it yields next-token batches of shards built for a causal LM. Sample order is StreamingDataset's elastic-deterministic order (batch_size = device batch)
 and masks are a function of (seed, epoch, sample id), so a resumed run or one on another number of GPUs
 (same global batch) sees the very same batches.
 """
@@ -21,14 +21,22 @@ from streaming import Stream
 from streaming.base.storage import CloudDownloader
 
 from composer_bert.data.config import DataConfig
-from composer_bert.data.manifest import MANIFEST_NAME, check_compatible, check_loader_fields, read_manifest
+from composer_bert.data.manifest import (
+    MANIFEST_NAME,
+    check_compatible,
+    check_loader_fields,
+    check_objective,
+    read_manifest,
+    shard_objective,
+)
 from composer_bert.data.masking import MLMMasker
-from composer_bert.data.mlm_dataset import MLMCollator, MLMDataLoader, MLMStreamingDataset
+from composer_bert.data.mlm_dataset import CausalCollator, MLMCollator, MLMDataLoader, MLMStreamingDataset
 from composer_bert.data.shard_checks import INDEX_NAME, check_split_shards
 from composer_bert.errors import UserError
 from composer_bert.schema import validate
 
 _MUST_AGREE = (("tokenizer", "sha256"), ("tokenizer", "vocab_size"), ("tokenizer", "special_tokens"), ("seq_len",))
+_OBJECTIVE_KEY = ("objective",)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ def _root_manifest(root: ShardRoot, timeout: float) -> dict[str, Any]:
 
 
 def _field(manifest: dict[str, Any], path: tuple[str, ...]) -> Any:
+    if path == _OBJECTIVE_KEY:
+        return shard_objective(manifest)
     for key in path:
         manifest = manifest[key]
     return manifest
@@ -105,7 +115,7 @@ def read_data_manifest(cfg: DataConfig) -> dict[str, Any]:
     manifests = [_root_manifest(root, cfg.download_timeout) for root in roots]
     first = manifests[0]
     for root, manifest in zip(roots[1:], manifests[1:], strict=True):
-        for path in _MUST_AGREE:
+        for path in (*_MUST_AGREE, _OBJECTIVE_KEY):
             if _field(manifest, path) != _field(first, path):
                 raise UserError(
                     f"{root.name} disagrees with {roots[0].name} on {'.'.join(path)} ({_field(manifest, path)} vs "
@@ -199,10 +209,12 @@ def build_mlm_dataloader(
     tokenizer_sha256: str | None = None,
     shuffle: bool | None = None,
     drop_last: bool = True,
+    objective: str = "mlm",
 ) -> MLMDataLoader:
-    """A DataLoader of masked batches {input_ids, labels, masked_positions} of `split`.
+    """A DataLoader of masked batches {input_ids, labels, masked_positions} of `split`, or with
+    `objective="causal"` of next-token batches {input_ids, labels} (data/causal.py), no masking.
 
-    `vocab_size` is the model's (None: accept the shards'); shards of another vocab or tokenizer are refused.
+    `vocab_size` is the model's (None: accept the shards'); shards of another vocab, tokenizer or objective are refused.
     `shuffle=None` shuffles the train split per `data.shuffle` and leaves other splits in order. Masks are
     redrawn each epoch for the train split and fixed for the others, so every eval pass sees the same batches.
     """
@@ -219,6 +231,7 @@ def build_mlm_dataloader(
         tokenizer_sha256,
         where=where,
     )
+    check_objective(manifest, objective, where)
     is_train = split == cfg.train_split
     dataset = build_mlm_dataset(
         cfg,
@@ -231,10 +244,15 @@ def build_mlm_dataloader(
     if drop_last:
         _check_one_global_batch(dataset, split, device_batch_size)
     workers = cfg.num_workers
+    shard_vocab = manifest["tokenizer"]["vocab_size"]
+    if objective == "causal":
+        collate: CausalCollator | MLMCollator = CausalCollator(dataset, shard_vocab)
+    else:
+        collate = MLMCollator(dataset, build_masker(cfg, manifest, seed), shard_vocab)
     return MLMDataLoader(
         dataset,
         batch_size=device_batch_size,
-        collate_fn=MLMCollator(dataset, build_masker(cfg, manifest, seed), manifest["tokenizer"]["vocab_size"]),
+        collate_fn=collate,
         num_workers=workers,
         drop_last=drop_last,
         pin_memory_batches=cfg.pin_memory and torch.cuda.is_available(),

@@ -6,7 +6,9 @@ Layout of a shard root written by `data_prep/convert_dataset.py`::
     ROOT/train/   StreamingDataset split (MDS, column `input_ids`: ndarray of exactly seq_len tokens)
     ROOT/val/     StreamingDataset split, same format
 
-Every row starts with [CLS]; the rest is the packed token stream, each document followed by [SEP].
+Every row starts with [CLS]; the rest is the packed token stream, each document followed by [SEP]. Shards
+for a causal LM (`"objective": "causal"`) have no [CLS]: the whole row is the packed stream, [SEP] ending
+each document. Manifests written before the key existed are MLM shards.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+OBJECTIVES = ("mlm", "causal")  # what the rows were built for (model.objective must match)
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
@@ -85,6 +88,21 @@ def _int(value: Any) -> bool:
 
 def _positive_int(value: Any) -> bool:
     return _int(value) and value > 0
+
+
+def shard_objective(manifest: dict[str, Any]) -> str:
+    """The objective the shards were built for; manifests older than the key hold MLM rows."""
+    return manifest.get("objective", "mlm")
+
+
+def check_objective(manifest: dict[str, Any], objective: str, where: str = "") -> None:
+    """Refuse shards built for the other objective: [CLS]-led MLM rows teach a causal LM a wrong first token."""
+    built_for = shard_objective(manifest)
+    if built_for != objective:
+        raise UserError(
+            f"shards{' in ' + where if where else ''} were built for objective '{built_for}' but model.objective is "
+            f"'{objective}'; rebuild them with data_prep/convert_dataset.py --objective {objective}"
+        )
 
 
 def check_compatible(manifest: dict[str, Any], vocab_size: int, tokenizer_sha256: str | None = None, where: str = "") -> None:

@@ -1,4 +1,5 @@
-"""A StreamingDataset of token rows that knows its epoch, and the collate that turns its items into masked batches.
+"""A StreamingDataset of token rows that knows its epoch, and the collates that turn its items into masked
+batches (MLM) or next-token batches (causal LM).
 
 Iterating the dataset yields (sample id, epoch) pairs in StreamingDataset's deterministic order; the
 collate reads the batch's rows at once and masks them from those pairs (masking.py), so a sample's mask
@@ -32,7 +33,7 @@ from streaming import StreamingDataset
 from streaming.base.dataset import _Iterator, _ShardState
 from torch.utils.data import DataLoader
 
-from composer_bert.data.masking import MASKED_POSITIONS, MLMMasker
+from composer_bert.data.masking import IGNORE_INDEX, MASKED_POSITIONS, MLMMasker
 from composer_bert.data.shard_checks import check_shard_file, shard_file
 from composer_bert.errors import UserError
 
@@ -214,10 +215,34 @@ class MLMCollator:
         num_rows, seq_len = rows.shape
         slots = self.masker.prediction_slots(seq_len)
         dtype = torch.int16 if max(self.vocab_size, seq_len) <= 1 << 15 else torch.int32
-        packed = _batch_buffer((2 * num_rows * seq_len + num_rows * slots,), dtype)
+        packed = batch_buffer((2 * num_rows * seq_len + num_rows * slots,), dtype)
         input_ids, labels, positions = _split_batch(packed, num_rows, seq_len, slots)
         self.masker(rows, sample_ids, epochs, out=(input_ids.numpy(), labels.numpy()), positions_out=positions.numpy())
         return {"input_ids": input_ids, "labels": labels, MASKED_POSITIONS: positions}
+
+
+class CausalCollator:
+    """(sample id, epoch) items -> a compact causal batch {input_ids, labels}, labels as data/causal.py's
+    `next_token_labels`: int16 (int32 for vocabularies over 32768) views of one storage, in shared memory in a
+    DataLoader worker (as `MLMCollator`).
+
+    Holds the dataset to read rows; in a DataLoader worker that is the worker's own copy.
+    """
+
+    def __init__(self, dataset: MLMStreamingDataset, vocab_size: int) -> None:
+        self.dataset = dataset
+        self.vocab_size = vocab_size
+
+    def __call__(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        sample_ids = np.array(items, dtype=np.int64).reshape(-1, 2)[:, 0]
+        rows = self.dataset.rows(sample_ids)
+        dtype = torch.int16 if self.vocab_size <= 1 << 15 else torch.int32
+        packed = batch_buffer((2, *rows.shape), dtype)
+        input_ids, labels = packed.numpy()
+        input_ids[:] = rows
+        labels[:, :-1] = rows[:, 1:]  # next_token_labels, in numpy on the compact rows
+        labels[:, -1] = IGNORE_INDEX
+        return {"input_ids": packed[0], "labels": packed[1]}
 
 
 def _split_batch(
@@ -232,7 +257,7 @@ def _split_batch(
     )
 
 
-def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A tensor for a whole batch; in a DataLoader worker, born in shared memory (as torch's default_collate does)."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
@@ -241,17 +266,17 @@ def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def model_batch(compact: dict[str, torch.Tensor], pin_memory: bool = False) -> dict[str, torch.Tensor]:
-    """The batch the model gets: `input_ids`, `labels` (original id where masked, -100 elsewhere) and
-    `masked_positions`, all int64 views of one (optionally pinned) storage. No attention_mask: rows are full.
+    """The batch the model gets: each entry of the compact one (MLM: `input_ids`, `labels` (original id where
+    masked, -100 elsewhere) and `masked_positions`; causal: `input_ids` and next-token `labels`), all int64
+    views of one (optionally pinned) storage. No attention_mask: rows are full.
     """
-    num_rows, seq_len = compact["input_ids"].shape
-    slots = compact[MASKED_POSITIONS].shape[1]
-    wide = torch.empty((2 * num_rows * seq_len + num_rows * slots,), dtype=torch.int64, pin_memory=pin_memory)
-    input_ids, labels, positions = _split_batch(wide, num_rows, seq_len, slots)
-    input_ids.copy_(compact["input_ids"])
-    labels.copy_(compact["labels"])
-    positions.copy_(compact[MASKED_POSITIONS])
-    return {"input_ids": input_ids, "labels": labels, MASKED_POSITIONS: positions}
+    wide = torch.empty((sum(t.numel() for t in compact.values()),), dtype=torch.int64, pin_memory=pin_memory)
+    batch, start = {}, 0
+    for key, tensor in compact.items():
+        batch[key] = wide[start : start + tensor.numel()].view(tensor.shape)
+        batch[key].copy_(tensor)
+        start += tensor.numel()
+    return batch
 
 
 class MLMDataLoader(DataLoader):

@@ -6,6 +6,8 @@ the Cramming filters (tokens/characters ratio, minimum length, exact de-duplicat
 kept document to train or val by its hash, and packs each split into rows (rows.py)::
 
     [CLS] doc tokens [SEP] doc tokens [SEP] ...      exactly seq_len tokens, no padding
+    doc tokens [SEP] doc tokens [SEP] ...            the same, for a causal LM (--objective causal): no [CLS],
+                                                     [SEP] ends each document (the end-of-text token)
 
 Several sources are mixed by shares of kept tokens (mixture.py). Since chunks come back in order and
 all decisions are made in the main process, the shards are byte-identical for any number of workers.
@@ -33,7 +35,7 @@ from tqdm import tqdm
 import composer_bert
 from composer_bert.data.encoding import DIGEST_BYTES as _DIGEST_BYTES
 from composer_bert.data.encoding import EncodedChunk, document_chunks, encoded_chunks, encoder_pool
-from composer_bert.data.manifest import MANIFEST_NAME, write_manifest
+from composer_bert.data.manifest import MANIFEST_NAME, OBJECTIVES, write_manifest
 from composer_bert.data.mixture import MixPart, Mixture, SourceTally, interleave, source_entries
 from composer_bert.data.rows import RowWriter, load_tokenizer, row_mds_writer
 from composer_bert.data.sources import DocumentSource, limit_documents
@@ -63,6 +65,7 @@ class ConvertOptions:
     max_documents: int | None = None  # per source
     seed: int = 0  # seeds the synthetic source; recorded in the manifest
     progress: bool = True
+    objective: str = "mlm"  # "causal": rows without [CLS]; recorded in the manifest, checked by training
 
     def check(self) -> None:
         if self.seq_len < MIN_SEQ_LEN:
@@ -75,6 +78,8 @@ class ConvertOptions:
             raise UserError(f"--min-tokens {self.min_tokens} must be 0 or more")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers} must be at least 1")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"--objective {self.objective!r} is unknown; use one of: {', '.join(OBJECTIVES)}")
         if self.max_documents is not None and self.max_documents < 1:
             raise UserError(f"--max-documents {self.max_documents} must be at least 1")
 
@@ -146,9 +151,8 @@ def convert_dataset(
         encoder_pool(info.tokenizer, info.special_ids["sep"], info.dtype, options.workers) as pool,
     ):
         what = f"shards to '{os.path.abspath(out)}'"
-        writers = {
-            split: RowWriter(tmp / split, options.seq_len, info.special_ids["cls"], info.dtype, what) for split in _SPLITS
-        }
+        cls_id = info.special_ids["cls"] if options.objective == "mlm" else None
+        writers = {split: RowWriter(tmp / split, options.seq_len, cls_id, info.dtype, what) for split in _SPLITS}
         streams = [
             encoded_chunks(pool, _tagged_chunks(part.source, docs), options.workers)
             for part, docs in zip(mixture.parts, documents, strict=True)
@@ -175,6 +179,7 @@ def convert_dataset(
                 "special_tokens": info.special_ids,
             },
             "seq_len": options.seq_len,
+            "objective": options.objective,
             "dtype": info.dtype.name,
             "splits": splits,
             "documents_read": sum(tally.documents_read for tally in tallies),

@@ -2,7 +2,8 @@
 
 Each row is exactly seq_len tokens: [CLS], then seq_len - 1 tokens of the packed stream (each document
 followed by [SEP]); a document may continue from one row into the next, and the trailing partial row
-is dropped and counted.
+is dropped and counted. Causal-LM rows (`--objective causal`) have no [CLS]: all seq_len tokens are the
+packed stream, and the [SEP] after each document is its end-of-text token.
 """
 
 from __future__ import annotations
@@ -82,13 +83,13 @@ def row_mds_writer(out: Path, dtype: np.dtype) -> Any:
 
 
 class RowWriter:
-    """Packs one split's token stream into [CLS]-led rows of seq_len and writes them to MDS."""
+    """Packs one split's token stream into rows of seq_len, [CLS]-led unless cls_id is None, and writes them to MDS."""
 
-    def __init__(self, out: Path, seq_len: int, cls_id: int, dtype: np.dtype, what: str) -> None:
+    def __init__(self, out: Path, seq_len: int, cls_id: int | None, dtype: np.dtype, what: str) -> None:
         self.what = what  # names the output in a write error (a full disk): the final --out, not the staging dir
         with write_errors(what):
             self.writer = row_mds_writer(out, dtype)
-        self.body = seq_len - 1  # tokens after [CLS]
+        self.body = seq_len - (cls_id is not None)  # tokens of the stream per row
         self.seq_len = seq_len
         self.cls_id = cls_id
         self.dtype = dtype
@@ -101,8 +102,9 @@ class RowWriter:
         buffer = np.concatenate([self.carry, stream]) if len(self.carry) else stream
         num_rows = len(buffer) // self.body
         rows = np.empty((num_rows, self.seq_len), dtype=self.dtype)
-        rows[:, 0] = self.cls_id
-        rows[:, 1:] = buffer[: num_rows * self.body].reshape(num_rows, self.body)
+        if self.cls_id is not None:
+            rows[:, 0] = self.cls_id
+        rows[:, self.seq_len - self.body :] = buffer[: num_rows * self.body].reshape(num_rows, self.body)
         self.carry = buffer[num_rows * self.body :].copy()
         with write_errors(self.what):
             for row in rows:

@@ -73,6 +73,8 @@ class ModelConfig:
             )
         if self.objective == "causal" and self.type_vocab_size:
             raise key_error("model.type_vocab_size", self.type_vocab_size, "0 for a causal model (it has no token types)")
+        if self.objective == "causal" and self.init_from:
+            raise key_error("model.init_from", self.init_from, "null for a causal model (it starts from a transformers BERT)")
         if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
             raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 
@@ -10,6 +11,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from composer_bert.config import PretrainConfig, load_config
 from composer_bert.data.causal import next_token_labels
 from composer_bert.errors import UserError
 from composer_bert.models.bert import BertForMaskedLM, BertForSequenceClassification
@@ -19,10 +21,12 @@ from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import causal_flops_per_batch
 from composer_bert.models.layers import alibi_bias, alibi_slopes
 from composer_bert.schema import validate
+from tests.helpers import REPO
 from tests.models import model_helpers
 from tests.models.model_helpers import VOCAB
 
 POSITIONS = ["learned", "sinusoidal", "rotary", "alibi"]
+CAUSAL_RECIPES = ["gpt-tiny", "gpt2-124m", "minigpt-100m"]
 causal_config = partial(
     model_helpers.tiny_config, objective="causal", type_vocab_size=0, norm_eps=1e-6, head_transform=False
 )
@@ -171,3 +175,22 @@ def test_causal_model_compiles_without_graph_breaks(position_embedding):
     ids = random_ids()
     compiled(ids).sum().backward()
     torch.testing.assert_close(compiled(ids), model(ids))
+
+
+def test_causal_recipes_load_and_have_their_published_sizes():
+    """Built on the meta device (no memory, no init cost): GPT-2 small is 124M parameters, as published."""
+    recipes = {name: load_config(PretrainConfig, REPO / f"yamls/pretrain/{name}.yaml") for name in CAUSAL_RECIPES}
+    sizes = {}
+    for name, cfg in recipes.items():
+        assert cfg.model.objective == "causal" and not cfg.model.type_vocab_size
+        with torch.device("meta"):
+            sizes[name] = CausalLM(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or 50257)).num_parameters()
+    gpt2, mini = recipes["gpt2-124m"].model, recipes["minigpt-100m"]
+    assert (gpt2.num_layers, gpt2.hidden_size, gpt2.max_position_embeddings) == (12, 768, 1024)
+    assert (gpt2.position_embedding, gpt2.ffn_type, gpt2.norm_placement, gpt2.linear_bias) == ("learned", "gelu", "pre", True)
+    assert 124.4e6 < sizes["gpt2-124m"] < 124.5e6  # 124,439,808 with GPT-2's 50257 rows; ours pads to 50304
+    m = mini.model
+    assert (m.norm_type, m.position_embedding, m.ffn_type, m.max_position_embeddings) == ("rmsnorm", "rotary", "swiglu", 512)
+    assert m.tie_embeddings and not (m.qkv_bias or m.linear_bias or m.decoder_bias)
+    assert mini.batch_ramp.final_global_batch_size > mini.global_train_batch_size and mini.optimizer.name == "adamw"
+    assert 100e6 < sizes["minigpt-100m"] < 115e6
