@@ -11,9 +11,11 @@ models are interleaved (`bench_model_cpu.time_training_steps`) so machine load h
   default tanh approximation would be a different function) and SDPA attention.
 - generation: greedy tokens/s of the Llama-like model from a 16-token prompt for 256 new tokens, our KV cache vs
   recomputing the sequence every token (same model, same tokens), and vs `LlamaForCausalLM.generate` (its
-  cache on) on the exported weights (hf/llama.py, the conversion recipes/export_hf.py writes).
+  cache on) on the exported weights (hf/llama.py, the conversion recipes/export_hf.py writes). Batch-1 decoding
+  multiplies one row at a time, which a second thread barely speeds up and a loaded machine slows down a lot
+  (threads waiting on each other), so generation runs on `--generation-threads` (default 1), training on 2.
 
-    python benchmarks/bench_causal_cpu.py [--steps 5] [--new-tokens 256]
+    python benchmarks/bench_causal_cpu.py [--steps 5] [--new-tokens 256] [--generation-threads 1]
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens each generation run produces")
+    parser.add_argument("--generation-threads", type=int, default=1, help="torch threads while generating")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -128,8 +131,11 @@ def main() -> None:
         "ours (GPT-2 switches)": ours(GPT2_LIKE),
         "transformers GPT2LMHeadModel": hf_gpt2(),
     }
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"training on {torch.get_num_threads()} threads")
     print("\n".join(train_rows(runs, args.steps, args.warmup)))
+    torch.set_num_threads(args.generation_threads)
+    print(f"generation on {torch.get_num_threads()} thread(s)")
     print("\n".join(generation_rows(args.new_tokens)))
 
 

@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,37 @@ def test_llama_export_reads_back_for_generation_and_training(exports, llama_chec
         init_state_from_hf(f"hf:{exports['llama']}", dataclasses.replace(recipe, ffn_type="geglu"), "x")
     with pytest.raises(UserError, match="a model with objective 'causal' starts from a LlamaForCausalLM folder"):
         init_state_from_hf(f"hf:{exports['remote']}", recipe, "x")
+
+
+def test_pretraining_continues_from_a_llama_export(tiny_causal_shards, tmp_path):
+    """model.init_from=hf:DIR through recipes/pretrain.py: a gpt-tiny run starts from the export's weights.
+
+    The exported model's weights are far off their init (perturbed), so its loss is far above ln(vocab), where
+    a freshly initialized model starts: the first logged loss tells which weights the run started from.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from composer_bert.data.manifest import read_manifest
+    from tests.helpers import run_cli, tiny_args, train_losses
+
+    tokenizer_dir = tiny_causal_shards.parent / "tokenizer"
+    vocab_size = read_manifest(tiny_causal_shards)["tokenizer"]["vocab_size"]
+    recipe = dataclasses.replace(
+        LLAMA, vocab_size=vocab_size, hidden_size=64, num_heads=2, intermediate_size=128, pad_vocab_multiple=64
+    )
+    assert len(PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))) == vocab_size
+    torch.manual_seed(7)
+    export = export_causal(perturbed(ComposerCausalLM(recipe).model, seed=8), recipe, tokenizer_dir, tmp_path / "llama")
+    shards = tmp_path / "shards"  # built with the export's tokenizer, as init_from requires
+    step = run_cli(
+        "data_prep/convert_dataset.py", "--source", "synthetic:1500", "--tokenizer", str(export), "--seq-len", "64",
+        "--out", str(shards), "--val-fraction", "0.05", "--no-ratio-filter", "--objective", "causal", timeout=300,
+    )  # fmt: skip
+    assert step.returncode == 0, step.stderr[-3000:]
+    run = tmp_path / "run"
+    args = tiny_args(shards, run, "max_duration=2ba", "eval_interval=2ba", f"model.init_from=hf:{export}", objective="causal")
+    result = run_cli("recipes/pretrain.py", *args, "model.num_layers=2", "model.num_heads=2", timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"initialized the model from hf:{export}" in result.stderr
+    first_loss = train_losses(run)[1]
+    assert first_loss > 2 * math.log(vocab_size), f"loss {first_loss:.2f}: the run did not start from the export"
