@@ -21,7 +21,7 @@ PYC := $(VENV_CURRENT)/bin/python
 CURRENT_TORCH := torch==2.14.1 torchvision==0.29.1
 OUT := demo_out
 
-.PHONY: install install-current demo test test-pinned test-current lint clean
+.PHONY: install install-current demo demo-gpt test test-pinned test-current lint clean
 
 $(VENV)/.installed: setup.py requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,15 @@ demo: install
 	$(PY) data_prep/convert_dataset.py --source synthetic --tokenizer $(OUT)/tokenizer --seq-len 128 --out $(OUT)/shards --overwrite
 	rm -rf $(OUT)/runs/tiny
 	$(PY) recipes/pretrain.py yamls/pretrain/tiny.yaml
+
+# The causal twin of `demo`: gpt-tiny (Llama's switches, 2 x 128) on the same synthetic corpus, then a sampled
+# continuation streamed to the console.
+demo-gpt: install
+	$(PY) data_prep/train_tokenizer.py --source synthetic --vocab-size 4096 --out $(OUT)/tokenizer --overwrite
+	$(PY) data_prep/convert_dataset.py --source synthetic --tokenizer $(OUT)/tokenizer --seq-len 128 --out $(OUT)/gpt_shards --objective causal --overwrite
+	rm -rf $(OUT)/runs/gpt-tiny
+	$(PY) recipes/pretrain.py yamls/pretrain/gpt-tiny.yaml
+	$(PY) recipes/generate.py checkpoint=$(OUT)/runs/gpt-tiny/latest-rank0.pt prompt="Geata Sloukglont is a" max_new_tokens=60 temperature=0.8 top_p=0.95 seed=0
 
 lint: install
 	$(VENV)/bin/ruff check .

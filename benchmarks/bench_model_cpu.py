@@ -89,6 +89,27 @@ def hugging_face() -> tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]:
     return model, lambda batch: model(**batch).loss
 
 
+def time_training_steps(
+    runs: dict[str, tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]], batch: dict, steps: int, warmup: int
+) -> dict[str, float]:
+    """Seconds each run spent in `steps` AdamW training steps on `batch`, after `warmup` untimed ones.
+
+    The runs' steps are interleaved (one step of each in turn), so machine load hits all of them alike.
+    """
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in runs.items()}
+    seconds = dict.fromkeys(runs, 0.0)
+    for step in range(warmup + steps):
+        for name, (_, loss_of) in runs.items():
+            start = time.perf_counter()
+            loss = loss_of(batch)
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[name].step()
+            if step >= warmup:
+                seconds[name] += time.perf_counter() - start
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
@@ -102,17 +123,7 @@ def main() -> None:
         "ours (crammed)": ours(),
         "transformers BERT": hugging_face(),
     }
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in runs.items()}
-    seconds = dict.fromkeys(runs, 0.0)
-    for step in range(args.warmup + args.steps):
-        for name, (_, loss_of) in runs.items():
-            start = time.perf_counter()
-            loss = loss_of(batch)
-            optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[name].step()
-            if step >= args.warmup:
-                seconds[name] += time.perf_counter() - start
+    seconds = time_training_steps(runs, batch, args.steps, args.warmup)
     tokens = BATCH * SEQ * args.steps
     print(f"{'model':<22} {'params':>12} {'tokens/s':>10} {'s/step':>8}")
     for name, (model, _) in runs.items():

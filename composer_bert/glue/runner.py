@@ -126,6 +126,11 @@ class GlueRunner:
                 log.info("save_models does not apply to hf: checkpoints; no model files are written")
         else:
             self.pretrained = load_pretrained(cfg.checkpoint)
+            if self.pretrained.model_config.objective != "mlm":  # a decoder has no [CLS] summary to classify from
+                raise UserError(
+                    f"checkpoint '{cfg.checkpoint}' holds a {self.pretrained.model_config.objective} language model; "
+                    "GLUE finetunes masked-LM encoders: pass a checkpoint of a run with model.objective=mlm"
+                )
             self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
             self.tokenizer = load_tokenizer(self.tokenizer_dir)
             self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)

@@ -1,19 +1,17 @@
 """Export to a Hugging Face directory that `transformers` loads without composer-bert (read back by `hf.load`).
 
 A plain original-BERT config exports as `transformers`' own `BertForMaskedLM` /
-`BertForSequenceClassification` (no remote code). Every other config exports as remote code: our model
-sources are copied next to the weights with their `composer_bert` imports rewritten to relative ones, and
-config.json's `auto_map` points `transformers` at the wrappers in `modeling_composer_bert.py`, so
+`BertForSequenceClassification`, and a causal model with Llama's switches as `LlamaForCausalLM` (`hf/llama.py`),
+both without remote code. Every other config exports as remote code: our model
+sources are copied next to the weights with their `composer_bert` imports rewritten to relative ones
+(`hf/remote_code.py`), and config.json's `auto_map` points `transformers` at the wrappers in `modeling_composer_bert.py`, so
 `from_pretrained(dir, trust_remote_code=True)` runs exactly the modules we trained.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,18 +21,19 @@ from composer_bert.checkpoint import load_composer_checkpoint
 from composer_bert.compat import make_tokenizer_portable
 from composer_bert.errors import UserError
 from composer_bert.files import atomic_output_dir
+from composer_bert.hf.remote_code import remote_code_files
 from composer_bert.models.config import ModelConfig
-from composer_bert.version import __version__
 
-# The two modules `transformers` imports from an export; everything they import from us is copied with them.
-REMOTE_ENTRY_MODULES = ("composer_bert.hf.configuration_composer_bert", "composer_bert.hf.modeling_composer_bert")
 AUTO_MAP = {
     "AutoConfig": "configuration_composer_bert.ComposerBertConfig",
     "AutoModelForMaskedLM": "modeling_composer_bert.ComposerBertForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_composer_bert.ComposerBertForSequenceClassification",
 }
+CAUSAL_AUTO_MAP = {
+    "AutoConfig": "configuration_composer_bert.ComposerBertConfig",
+    "AutoModelForCausalLM": "modeling_composer_bert.ComposerBertForCausalLM",
+}
 EXPORT_MARKER = "config.json"  # every export has one; --overwrite replaces only a directory that does
-_FROM_IMPORT_HEADER = re.compile(r"^(\s*from\s+)(\.*[\w.]*)(\s+import\b)")
 
 
 # ---------------------------------------------------------------------------------------------- exporting
@@ -54,6 +53,24 @@ def export_mlm(
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
         _save_model(state, model_config, None, None, staging)
         _save_tokenizer(tokenizer_dir, model_config, staging)
+    return Path(out_dir)
+
+
+def export_causal(
+    model_or_state: nn.Module | Mapping[str, Tensor],
+    model_config: ModelConfig,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    overwrite: bool = False,
+) -> Path:
+    """Write a causal-LM export (`LlamaForCausalLM` when the switches are Llama's): `ComposerCausalLM`, its
+    `.model`, or that module's state dict."""
+    from composer_bert.models.causal import CausalLM
+
+    state = _module_state(model_or_state, CausalLM(model_config))
+    with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
+        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging)
+        _save_model(state, model_config, None, None, staging, eos_token_id)
     return Path(out_dir)
 
 
@@ -100,6 +117,11 @@ def export_checkpoint(
     if tokenizer_dir is None:
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer; pass --tokenizer DIR")
     config, state = pretrained.model_config, pretrained.state_dict
+    if config.objective == "causal":
+        from composer_bert.hf.llama import is_llama
+
+        kind = "causal LM as transformers LlamaForCausalLM" if is_llama(config) else "causal LM"
+        return export_causal(state, config, tokenizer_dir, out_dir, overwrite), kind
     if "classifier.weight" not in state:
         return export_mlm(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
     num_labels = state["classifier.weight"].shape[0]
@@ -136,26 +158,51 @@ def _save_model(
     num_labels: int | None,
     label_names: Sequence[str] | None,
     out_dir: Path,
+    eos_token_id: int | None = None,
 ) -> None:
-    """Weights and config.json: transformers' own BERT for a plain-BERT config, remote code otherwise."""
+    """Weights and config.json: transformers' own BERT for a plain-BERT config (Llama for a Llama-like causal
+    one), remote code otherwise."""
+    from composer_bert.hf.llama import is_llama
     from composer_bert.models.hf_bert import is_plain_bert
 
     label_kwargs = {} if num_labels is None else _label_kwargs(num_labels, label_names)
-    if is_plain_bert(model_config):
+    causal = model_config.objective == "causal"
+    if causal and is_llama(model_config):
+        _save_llama(state, model_config, out_dir, eos_token_id)
+        return
+    if not causal and is_plain_bert(model_config):
         hf_model = _plain_bert_model(state, model_config, label_kwargs)
         hf_model.save_pretrained(out_dir, safe_serialization=True)
         return
     from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
-    from composer_bert.hf.modeling_composer_bert import ComposerBertForMaskedLM, ComposerBertForSequenceClassification
+    from composer_bert.hf.modeling_composer_bert import (
+        ComposerBertForCausalLM,
+        ComposerBertForMaskedLM,
+        ComposerBertForSequenceClassification,
+    )
 
-    hf_config = ComposerBertConfig.from_model_config(model_config, auto_map=AUTO_MAP, **label_kwargs)
+    auto_map = CAUSAL_AUTO_MAP if causal else AUTO_MAP
+    hf_config = ComposerBertConfig.from_model_config(model_config, auto_map=auto_map, **label_kwargs)
     model_class = ComposerBertForMaskedLM if num_labels is None else ComposerBertForSequenceClassification
+    if causal:
+        hf_config.eos_token_id, hf_config.bos_token_id = eos_token_id, None  # rows start without a bos token
+        model_class = ComposerBertForCausalLM
     hf_model = model_class(hf_config)
     hf_model.model.load_state_dict(state, strict=True)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
     _write_full_config(out_dir / "config.json", model_config)
     for name, source in remote_code_files().items():
         (out_dir / name).write_text(source)
+
+
+def _save_llama(state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, eos_token_id: int | None) -> None:
+    from transformers import LlamaForCausalLM
+
+    from composer_bert.hf.llama import llama_config, state_dict_to_llama
+
+    hf_model = LlamaForCausalLM(llama_config(model_config, eos_token_id))
+    hf_model.load_state_dict(state_dict_to_llama(state, model_config), strict=not model_config.tie_embeddings)
+    hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
 def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
@@ -188,12 +235,14 @@ def _write_full_config(path: Path, model_config: ModelConfig) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path) -> None:
+def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path) -> int | None:
     """Re-save through `transformers` so tokenizer_config.json names its class (AutoTokenizer needs it), by a
     name that both transformers 4 and 5 resolve.
 
     It also records the model's inputs: transformers 5's generic tokenizer returns no token_type_ids unless told
     to, and without them a sentence pair would reach a model with segment embeddings as one segment.
+    A causal model's tokenizer adds no special tokens (see `_as_causal_tokenizer`). Returns its end-of-text id
+    (causal models; None for the others).
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -210,100 +259,22 @@ def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_di
             "pass the tokenizer the model was trained with"
         )
     tokenizer.model_max_length = min(tokenizer.model_max_length, model_config.max_position_embeddings)
+    eos_token_id = _as_causal_tokenizer(tokenizer) if model_config.objective == "causal" else None
     tokenizer.save_pretrained(str(out_dir))
     make_tokenizer_portable(out_dir)
+    return eos_token_id
 
 
-# ---------------------------------------------------------------------------------------------- remote code
+def _as_causal_tokenizer(tokenizer) -> int | None:
+    """Encode text as causal rows hold it, with no [CLS]/[SEP] around it, so `pipeline("text-generation")`
+    feeds the model what recipes/generate.py does; name the end-of-text token as eos, where generation stops."""
+    from tokenizers import processors
 
+    from composer_bert.generation.sampling import end_of_text_id
 
-def remote_code_files() -> dict[str, str]:
-    """File name -> source of every module the export's remote code needs, imports made relative.
-
-    Starts from the configuration and modeling modules and follows their `composer_bert` imports, so a
-    new import in our model code is copied without touching this list.
-    """
-    sources: dict[str, str] = {}
-    direct_imports: dict[str, list[str]] = {}
-    pending = list(REMOTE_ENTRY_MODULES)
-    while pending:
-        module = pending.pop()
-        if module not in sources:
-            sources[module], direct_imports[module] = _relative_source(module)
-            pending.extend(direct_imports[module])
-    for entry in REMOTE_ENTRY_MODULES:
-        indirect = _reachable(entry, direct_imports) - set(direct_imports[entry]) - {entry}
-        sources[entry] = _with_direct_imports(sources[entry], sorted(indirect))
-    by_file_name: dict[str, list[str]] = {}
-    for module in sources:
-        by_file_name.setdefault(_file_stem(module) + ".py", []).append(module)
-    for file_name, modules in by_file_name.items():
-        if len(modules) > 1:
-            raise RuntimeError(f"remote code modules {' and '.join(modules)} would both be copied as {file_name}")
-    return {_file_stem(module) + ".py": source for module, source in sources.items()}
-
-
-def _file_stem(module: str) -> str:
-    return module.rsplit(".", 1)[-1]
-
-
-def _reachable(module: str, direct_imports: dict[str, list[str]]) -> set[str]:
-    seen, pending = set(), [module]
-    while pending:
-        current = pending.pop()
-        if current not in seen:
-            seen.add(current)
-            pending.extend(direct_imports[current])
-    return seen
-
-
-def _with_direct_imports(source: str, modules: list[str]) -> str:
-    """`source` that also imports `modules` relatively, after its last top-level import.
-
-    For a local directory, `transformers` copies into its module cache only the files that the module it
-    loads imports directly, not what those import in turn; naming every file here gets them all copied.
-    """
-    if not modules:
-        return source
-    last_import = max(
-        node.end_lineno for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))
-    )
-    lines = source.splitlines(keepends=True)
-    added = ["# transformers copies only the files this module imports directly; these name the rest.\n"]
-    added += [f"from .{_file_stem(m)} import __name__ as _{_file_stem(m)}_module  # noqa: F401\n" for m in modules]
-    return "".join(lines[:last_import] + added + lines[last_import:])
-
-
-def _relative_source(module: str) -> tuple[str, list[str]]:
-    """`module`'s source with each `from composer_bert.x.y import ...` made `from .y import ...`, and the y's."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise RuntimeError(f"cannot find the source of {module}")
-    source = Path(spec.origin).read_text()
-    lines = source.splitlines(keepends=True)
-    imported = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import) and any(_is_ours(alias.name) for alias in node.names):
-            raise RuntimeError(
-                f"{module} line {node.lineno}: write `from composer_bert.x import y` so it can be copied"
-            )
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        target = importlib.util.resolve_name("." * node.level + (node.module or ""), spec.parent)
-        if not _is_ours(target):
-            continue
-        target_spec = importlib.util.find_spec(target)
-        if target_spec is None or target_spec.submodule_search_locations is not None:
-            raise RuntimeError(f"{module} line {node.lineno}: import names from a module, not the package {target}")
-        header = _FROM_IMPORT_HEADER.match(lines[node.lineno - 1])
-        if header is None:
-            raise RuntimeError(f"{module} line {node.lineno}: put `from {target} import` on one line")
-        relative = "." + _file_stem(target)
-        lines[node.lineno - 1] = header.expand(rf"\g<1>{relative}\g<3>") + lines[node.lineno - 1][header.end() :]
-        imported.append(target)
-    provenance = f"# Copied from {module} (composer-bert {__version__}) with its imports made relative.\n"
-    return provenance + "".join(lines), imported
-
-
-def _is_ours(module: str) -> bool:
-    return module == "composer_bert" or module.startswith("composer_bert.")
+    plain = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    tokenizer.backend_tokenizer.post_processor = plain
+    eos_token_id = end_of_text_id(tokenizer)
+    if tokenizer.eos_token is None and eos_token_id is not None:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_token_id)
+    return eos_token_id

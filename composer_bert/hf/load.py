@@ -48,8 +48,12 @@ def load_exported(path: str | Path) -> Pretrained:
         model_config, state = _read_remote_export(directory, config)
     elif model_type == "bert":
         model_config, state = _read_bert_export(directory)
+    elif model_type == "llama":
+        model_config, state = _read_llama_export(directory)
     else:
-        raise UserError(f"'{directory}' holds a '{model_type}' model; only composer_bert and bert directories load")
+        raise UserError(
+            f"'{directory}' holds a '{model_type}' model; only composer_bert, bert and llama directories load"
+        )
     state = {key: value for key, value in state.items() if key.startswith(MLM_KEY_PREFIXES)}
     return Pretrained(model_config, state, directory)
 
@@ -62,6 +66,19 @@ def _read_remote_export(directory: Path, config: dict) -> tuple[ModelConfig, dic
     if has_mlm_head and model_config.tie_embeddings:  # save_pretrained stores the tied decoder weight once
         state.setdefault("head.decoder.weight", state["bert.embeddings.tokens.weight"])
     return model_config, state
+
+
+def _read_llama_export(directory: Path, base: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """A `LlamaForCausalLM` folder (ours or any whose shape our blocks compute) as `CausalLM` weights."""
+    from transformers import LlamaConfig
+
+    from composer_bert.hf.llama import model_config_from_llama, state_dict_from_llama
+
+    model_config = model_config_from_llama(LlamaConfig.from_pretrained(str(directory)), base)
+    try:
+        return model_config, state_dict_from_llama(_read_weights(directory), model_config)
+    except KeyError as err:
+        raise UserError(f"'{directory}' lacks the Llama weight {err}; save a complete LlamaForCausalLM") from None
 
 
 def _read_bert_export(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
@@ -110,7 +127,8 @@ _SHAPE_KEYS = (
 
 
 def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokenizer_sha256: str) -> dict[str, Tensor]:
-    """`model.init_from=hf:DIR`: the weights of an HF BERT (MLM head included) as `ComposerMLM.model` keys.
+    """`model.init_from=hf:DIR`: the weights of an HF BERT (MLM head included) as `ComposerMLM.model` keys, or for
+    a causal model those of a `LlamaForCausalLM` (such as our Llama export) as `ComposerCausalLM.model` keys.
 
     Our model keys must describe the checkpoint's architecture (a mismatch names the key to set), and the
     shards must be tokenized by the checkpoint's own tokenizer (same tokenizer.json sha256).
@@ -118,14 +136,23 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
     from composer_bert.data.manifest import tokenizer_fingerprint
     from composer_bert.models.hf_bert import state_dict_from_hf_bert
 
+    causal = model_config.objective == "causal"
+    kind = "LlamaForCausalLM" if causal else "BERT"
     if not init_from.startswith(INIT_FROM_PREFIX):
-        raise UserError(f"model.init_from is '{init_from}'; write hf:DIR (a transformers BERT folder)")
+        raise UserError(f"model.init_from is '{init_from}'; write hf:DIR (a transformers {kind} folder)")
     directory = Path(init_from.removeprefix(INIT_FROM_PREFIX))
     if not (directory / "config.json").is_file():
-        raise UserError(f"model.init_from: '{directory}' has no config.json; pass a transformers BERT folder")
-    if json.loads((directory / "config.json").read_text()).get("model_type") != "bert":
-        raise UserError(f"model.init_from: '{directory}' is not a BERT checkpoint; only model_type 'bert' loads")
-    theirs = _read_bert_config(directory)
+        raise UserError(f"model.init_from: '{directory}' has no config.json; pass a transformers {kind} folder")
+    model_type = json.loads((directory / "config.json").read_text()).get("model_type")
+    if model_type != ("llama" if causal else "bert"):
+        raise UserError(
+            f"model.init_from: '{directory}' holds a '{model_type}' model; a model with objective "
+            f"'{model_config.objective}' starts from a {kind} folder only"
+        )
+    if causal:
+        theirs, llama_state = _read_llama_export(directory, base=model_config)
+    else:
+        theirs = _read_bert_config(directory)
     for key in _SHAPE_KEYS:
         if getattr(model_config, key) != getattr(theirs, key):
             raise UserError(
@@ -139,6 +166,8 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
             f"the shards were built with a different tokenizer than the checkpoint in '{directory}'; "
             "rebuild the shards with that checkpoint's tokenizer (data_prep/convert_dataset.py --tokenizer DIR)"
         )
+    if causal:
+        return llama_state
     hf_state = {key: value for key, value in _read_weights(directory).items() if not key.startswith("cls.seq_rel")}
     if not any(key.startswith("cls.predictions.") for key in hf_state):
         raise UserError(f"model.init_from: '{directory}' has no MLM head (cls.predictions); save a BertForMaskedLM")

@@ -12,16 +12,22 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import CausalLMOutput, MaskedLMOutput, SequenceClassifierOutput
 
 from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
 from composer_bert.models.bert import BertEncoder, BertForMaskedLM, BertForSequenceClassification, init_module
+from composer_bert.models.causal import CausalLM
 from composer_bert.models.layers import Rotary, ScaledSinusoidalPositions, alibi_slopes
 
 try:  # transformers 5: these leave alone every tensor already loaded from the checkpoint
     from transformers import initialization as init
 except ImportError:  # transformers 4 calls _init_weights only on modules whose weights the checkpoint lacks
     from torch.nn import init
+
+try:  # transformers 5 exports GenerationMixin at the top level, 4.x too from 4.45; older ones only here
+    from transformers import GenerationMixin
+except ImportError:
+    from transformers.generation import GenerationMixin
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -128,3 +134,42 @@ class ComposerBertForSequenceClassification(ComposerBertPreTrainedModel):
         if problem_type == "single_label_classification":
             return F.cross_entropy(logits, labels.view(-1))
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class ComposerBertForCausalLM(ComposerBertPreTrainedModel, GenerationMixin):
+    """Our `CausalLM`; `labels` follow transformers' convention (the input ids: shifted here, -100 skipped).
+
+    `generate` works, without a cache: each step recomputes the whole sequence (a Llama-like model exports as
+    transformers' own `LlamaForCausalLM`, which has one). Padded batches must be right-padded (positions count
+    from each row's first token).
+    """
+
+    _tied_weights_keys = ComposerBertForMaskedLM._tied_weights_keys
+
+    def __init__(self, config: ComposerBertConfig) -> None:
+        super().__init__(config)
+        self.model = CausalLM(config.to_model_config())
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.head.decoder
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput | tuple[Tensor, ...]:
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # full rows: the unmasked (flash-capable) path
+        logits = self.model(input_ids, attention_mask=attention_mask)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        return self._output(CausalLMOutput, loss, logits, return_dict)
+
+    def prepare_inputs_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> dict:
+        """The whole sequence every step: no cache is kept between steps."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask}

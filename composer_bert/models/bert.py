@@ -27,6 +27,7 @@ from composer_bert.models.config import ModelConfig
 from composer_bert.models.layers import (
     AttentionInputs,
     Block,
+    KVCache,
     Rotary,
     ScaledSinusoidalPositions,
     alibi_bias,
@@ -89,13 +90,19 @@ class BertEncoder(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """[B, L] ids -> [B, L, D] hidden states; zeros where attention_mask is 0 (padding).
 
         Without a mask every position is a real token (pretraining rows are full); that is also the fast
         path: no mask lets SDPA pick its flash kernel. `position_ids` ([L] or [B, L], default 0..L-1) place
         the tokens for learned, sinusoidal and rotary positions; ALiBi and the causal mask go by index.
+        A `cache` (causal generation) places the tokens after the cached ones: see `_forward_cached`.
         """
+        if cache is not None:
+            if attention_mask is not None or position_ids is not None:
+                raise ValueError("a KV cache takes full rows at the positions after the cached ones: no mask, no position_ids")
+            return self._forward_cached(input_ids, cache)
         seq_len = input_ids.shape[1]
         if position_ids is None:
             position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
@@ -108,6 +115,29 @@ class BertEncoder(nn.Module):
                 x = layer(x, inputs)
         x = self.final_norm(x)
         return x if attention_mask is None else x.masked_fill(attention_mask[..., None] == 0, 0.0)
+
+    # ------------------------------------------------------------------------------------------ KV cache
+
+    def _forward_cached(self, input_ids: Tensor, cache: KVCache) -> Tensor:
+        """Full rows at positions cache.length.. (the tokens after the cached ones), each attending to every
+        earlier position and itself; their keys and values join the cache."""
+        seq_len = input_ids.shape[1]
+        start = cache.reserve(seq_len)
+        position_ids = torch.arange(start, start + seq_len, device=input_ids.device)
+        x = self.embeddings(input_ids, position_ids, None)
+        key = torch.arange(start + seq_len, device=input_ids.device)
+        offset = key[None, :] - position_ids[:, None]  # [L, start + L]: key - query; > 0 is a later key
+        bias = None  # one new token attends to every cached position: no mask
+        if self.alibi_slopes is not None:
+            bias = (-self.alibi_slopes[:, None, None] * offset.abs())[None].masked_fill(offset > 0, float("-inf"))
+        elif seq_len > 1:
+            bias = (offset <= 0)[None, None]
+        rotary = None if self.rotary is None else self.rotary(position_ids)
+        inputs = AttentionInputs(bias, rotary, causal=False)  # the bias holds the mask; SDPA's is_causal would not offset
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer(x, inputs, layer_cache)
+        cache.length += seq_len
+        return self.final_norm(x)
 
     def _attention_inputs(self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None) -> AttentionInputs:
         bias = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] keys

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from composer_bert.models.bert import IGNORE_INDEX, BertEncoder, MLMHead, init_weights, require_objective
 from composer_bert.models.config import ModelConfig
+from composer_bert.models.layers import KVCache
 
 
 class CausalLM(nn.Module):
@@ -34,13 +35,18 @@ class CausalLM(nn.Module):
             self.head.decoder.weight = self.bert.embeddings.tokens.weight
 
     def forward(
-        self, input_ids: Tensor, position_ids: Tensor | None = None, attention_mask: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """Logits [B, L, vocab_size] (vocabulary padding sliced off); position t sees tokens 0..t only.
 
         `position_ids` [L] or [B, L] default to 0..L-1; `attention_mask` [B, L] (1 = real) for right-padded rows.
+        A `cache` (generation) places the tokens after those it holds and keeps their keys and values.
         """
-        return self.head(self.bert(input_ids, attention_mask, position_ids=position_ids))
+        return self.head(self.bert(input_ids, attention_mask, position_ids=position_ids, cache=cache))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once

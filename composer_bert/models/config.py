@@ -56,8 +56,8 @@ class ModelConfig:
     # recompute each block's activations in the backward pass (torch.utils.checkpoint, per block): less memory,
     # about one more forward of compute; same gradients
     activation_checkpointing: bool = False
-    # hf:DIR: a fresh run starts from this transformers BERT's weights (not on resume); the keys above must
-    # match its config. Start-up only: pretraining drops it from the config its checkpoints carry.
+    # hf:DIR: a fresh run starts from this transformers BERT's weights (a causal model: a LlamaForCausalLM's,
+    # hf/llama.py) (not on resume); the keys above must match its config. Start-up only: pretraining drops it from the config its checkpoints carry.
     init_from: str | None = None
 
     def check(self) -> None:
@@ -73,8 +73,6 @@ class ModelConfig:
             )
         if self.objective == "causal" and self.type_vocab_size:
             raise key_error("model.type_vocab_size", self.type_vocab_size, "0 for a causal model (it has no token types)")
-        if self.objective == "causal" and self.init_from:
-            raise key_error("model.init_from", self.init_from, "null for a causal model (it starts from a transformers BERT)")
         if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
             raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
 

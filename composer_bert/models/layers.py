@@ -104,8 +104,11 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.linear_bias)
         self.dropout = cfg.attention_dropout
 
-    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        return self.attend(*self.project(x, inputs), inputs)
+    def forward(self, x: Tensor, inputs: AttentionInputs, cache: LayerCache | None = None) -> Tensor:
+        q, k, v = self.project(x, inputs)
+        if cache is not None:  # generation: attend over every cached position, this forward's included
+            k, v = cache.extend(k, v)
+        return self.attend(q, k, v, inputs)
 
     def project(self, x: Tensor, inputs: AttentionInputs) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v [B, H, L, d] of hidden states [B, L, D], rotated at their positions (rotary).
@@ -156,9 +159,54 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+    def forward(self, x: Tensor, inputs: AttentionInputs, cache: LayerCache | None = None) -> Tensor:
         if self.pre_norm:
-            x = x + self.dropout(self.attn(self.attn_norm(x), inputs))
+            x = x + self.dropout(self.attn(self.attn_norm(x), inputs, cache))
             return x + self.dropout(self.ffn(self.ffn_norm(x)))
-        x = self.attn_norm(x + self.dropout(self.attn(x, inputs)))
+        x = self.attn_norm(x + self.dropout(self.attn(x, inputs, cache)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+# ---------------------------------------------------------------------------------------------- KV cache
+
+
+class KVCache:
+    """The keys and values a causal model computed for the positions it has seen, per layer, preallocated.
+
+    Generation (composer_bert/generation) runs the prompt once, then each new token alone: every layer's
+    attention writes that forward's k and v at `length` and attends over positions 0..length+L-1, and
+    `BertEncoder.forward` advances `length` and places the new tokens at those positions (rotary, learned and
+    sinusoidal positions; ALiBi's distances and the causal mask).
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, batch_size: int, max_length: int, dtype: torch.dtype = torch.float32, device=None
+    ) -> None:
+        shape = (batch_size, cfg.num_heads, max_length, cfg.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
+        self.length = 0  # positions cached so far: the next token's position
+        self.max_length = max_length
+        self.layers = [LayerCache(self, index) for index in range(cfg.num_layers)]
+
+    def reserve(self, count: int) -> int:
+        """Check that `count` more positions fit; return the first of them."""
+        if self.length + count > self.max_length:
+            raise ValueError(f"the KV cache holds {self.max_length} positions; {self.length + count} were asked for")
+        return self.length
+
+
+@dataclass
+class LayerCache:
+    """One layer's view of a `KVCache`."""
+
+    cache: KVCache
+    index: int
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write this forward's k, v [B, H, L, d] after the cached ones; return all of them [B, H, length + L, d]."""
+        start = self.cache.length
+        end = start + k.shape[-2]
+        keys, values = self.cache.keys[self.index], self.cache.values[self.index]
+        keys[:, :, start:end], values[:, :, start:end] = k, v
+        return keys[:, :, :end], values[:, :, :end]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from composer import ComposerModel
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -27,7 +26,6 @@ from transformers import (
     pipeline,
 )
 
-from composer_bert.checkpoint import RunMetadata
 from composer_bert.errors import UserError
 from composer_bert.hf.export import export_checkpoint, export_classifier, export_mlm
 from composer_bert.hf.load import load_exported, load_pretrained
@@ -44,6 +42,7 @@ from tests.helpers import (
     save_mlm_checkpoint,
     tiny_model_config,
 )
+from tests.hf.hf_helpers import perturbed, save_checkpoint_dict
 
 WORDS = "the a cat dog sat ran on in mat park big small red blue ##s ##ed and was is it".split()
 SENTENCES = ["the cat sat on the mat", "a big dog ran"]  # unequal lengths: the batch is padded
@@ -119,27 +118,10 @@ def batch(tokenizer_dir) -> dict[str, torch.Tensor]:
     return dict(encoded)
 
 
-def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Noise on every weight, so norms, biases and scales are not at their init and logits are far from uniform."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
-    return module.eval()
-
-
 def assert_close_at_tokens(logits: torch.Tensor, expected: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
     """Equal at real tokens; at padding, transformers' BERT computes values ours leaves out (both are unused)."""
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(logits[real], expected[real], atol=TOLERANCE, rtol=0)
-
-
-def save_checkpoint_dict(path: Path, composer_model: ComposerModel, cfg: ModelConfig, tokenizer_dir: Path) -> Path:
-    """The layout Composer writes (see composer_bert.checkpoint): the ComposerModel's weights, RunMetadata's state."""
-    state = {"model": composer_model.state_dict()}
-    state["callbacks"] = {"RunMetadata": RunMetadata(cfg, tokenizer_dir).state_dict()}
-    torch.save({"state": state}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

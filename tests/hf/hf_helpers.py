@@ -1,0 +1,29 @@
+"""Helpers the export and generation tests share: weights moved off their init, and a checkpoint in the layout
+recipes/pretrain.py writes without running a Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from composer import ComposerModel
+
+from composer_bert.checkpoint import RunMetadata
+from composer_bert.models.config import ModelConfig
+
+
+def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Noise on every weight, so norms, biases and scales are not at their init and logits are far from uniform."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
+    return module.eval()
+
+
+def save_checkpoint_dict(path: Path, composer_model: ComposerModel, cfg: ModelConfig, tokenizer_dir: Path) -> Path:
+    """The layout Composer writes (see composer_bert.checkpoint): the ComposerModel's weights, RunMetadata's state."""
+    state = {"model": composer_model.state_dict()}
+    state["callbacks"] = {"RunMetadata": RunMetadata(cfg, tokenizer_dir).state_dict()}
+    torch.save({"state": state}, path)
+    return path
