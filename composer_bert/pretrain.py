@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.checkpoint import RunMetadata
+from composer_bert.composer_fixes import apply_composer_fixes
 from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest
 from composer_bert.errors import UserError
@@ -25,6 +26,7 @@ from composer_bert.files import atomic_file, ensure_writable_dir
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerMLM
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.parallelism import trainer_parallelism
 from composer_bert.resources import EnergyMeter, peak_memory
 from composer_bert.resume import LATEST_FILENAME, SAVE_FILENAME, on_rank_zero, prepare_autoresume
 from composer_bert.run_report import summarize_metrics
@@ -64,6 +66,7 @@ def _loggers(cfg: PretrainConfig) -> list[LoggerDestination]:
 def build_trainer(cfg: PretrainConfig) -> Trainer:
     """Everything a pretraining run needs, wired from a validated config (rank-aware, resumable by run name)."""
     reproducibility.seed_all(cfg.seed)
+    apply_composer_fixes()  # a save_folder shared by several nodes
     device = pick_device()
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
     on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
@@ -139,6 +142,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         autoresume=cfg.autoresume,
         seed=cfg.seed,
         compile_config={} if cfg.compile else None,
+        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size()),  # FSDP, or None
         dist_timeout=cfg.dist_timeout,
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),

@@ -3,42 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
-from tests.helpers import REPO, launch_two_ranks, run_cli, tiny_args, train_losses
-
-PROBED_RECIPE = """
-import hashlib, json, os, runpy, signal, sys
-from composer.core import Callback
-from composer.utils import dist
-import composer_bert.pretrain as pretrain
-
-class KillAt(Callback):
-    def batch_end(self, state, logger):
-        if int(state.timestamp.batch) == int(os.environ["KILL_AT_BATCH"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-class RecordSamples(Callback):
-    def after_dataloader(self, state, logger):
-        rows = zip(state.batch["input_ids"].tolist(), state.batch["labels"].tolist())
-        digests = [hashlib.sha1(json.dumps(row).encode()).hexdigest() for row in rows]
-        path = os.path.join(os.environ["RECORD_DIR"], f"rank{dist.get_global_rank()}.jsonl")
-        with open(path, "a") as out:
-            out.write(json.dumps({"batch": int(state.timestamp.batch), "rows": digests}) + "\\n")
-
-build = pretrain.build_training_controls
-def probed(cfg):
-    controls = build(cfg)
-    if "KILL_AT_BATCH" in os.environ:
-        controls.callbacks.append(KillAt())
-    if "RECORD_DIR" in os.environ:
-        controls.callbacks.append(RecordSamples())
-    return controls
-pretrain.build_training_controls = probed
-sys.argv = [sys.argv[0], *sys.argv[1:]]
-runpy.run_path(os.path.join(os.environ["REPO"], "recipes/pretrain.py"), run_name="__main__")
-"""
+from tests.helpers import PROBED_RECIPE, REPO, launch_two_ranks, recorded_batches, run_cli, tiny_args, train_losses
 
 
 def test_tiny_pretrain_learns_and_reports(tiny_shards, tmp_path):
@@ -76,16 +43,6 @@ def test_sigkill_then_rerun_resumes_bit_exactly(tiny_shards, tmp_path):
     expected, resumed = train_losses(straight), train_losses(killed)
     assert sorted(resumed) == sorted(expected) == list(range(40))
     assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
-
-
-def recorded_batches(record_dir: Path) -> dict[int, list[str]]:
-    """Global batch index -> sorted row digests, merged over every rank's record file."""
-    batches: dict[int, list[str]] = {}
-    for path in sorted(record_dir.glob("rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            batches.setdefault(row["batch"], []).extend(row["rows"])
-    return {batch: sorted(rows) for batch, rows in batches.items()}
 
 
 def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(tiny_shards, tmp_path):
