@@ -142,7 +142,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         autoresume=cfg.autoresume,
         seed=cfg.seed,
         compile_config={} if cfg.compile else None,
-        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size()),  # FSDP, or None
+        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size(), model),  # FSDP, or None
         dist_timeout=cfg.dist_timeout,
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),

@@ -42,6 +42,7 @@ from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.parallelism import trainer_parallelism
 from composer_bert.run_setup import per_device_batch, pick_device
 
 
@@ -164,6 +165,7 @@ def train_and_evaluate(
         log_to_console=False,
         seed=seed,
         dist_timeout=cfg.dist_timeout,
+        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size(), model),  # FSDP, or None
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
     run_config = {**to_dict(cfg), "run": {"task": task.name, "seed": seed, **dataclasses.asdict(hparams)}}
