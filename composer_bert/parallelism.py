@@ -78,3 +78,11 @@ def trainer_parallelism(cfg: ParallelismConfig, world_size: int, model: torch.nn
             mixed_precision=fsdp.mixed_precision,
         )
     }
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict of an FSDP model on rank 0 (CPU tensors; empty on the other ranks). A collective:
+    every rank must call it. (An FSDP2 module's own `state_dict()` holds this rank's shards only.)"""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from composer_bert.algorithms.config import FSDP_REFUSAL
+from composer_bert.checkpoint import load_classifier_weights, load_composer_checkpoint
 from composer_bert.errors import UserError
-from composer_bert.models import ComposerMLM
+from composer_bert.models import ComposerClassifier, ComposerMLM
 from composer_bert.parallelism import FSDPConfig, ParallelismConfig, trainer_parallelism
 from tests.glue.glue_helpers import RECIPE_CLI, write_tsv
 from tests.helpers import PROBED_RECIPE, REPO, launch_two_ranks, tiny_args, tiny_model_config, train_losses
@@ -92,7 +94,12 @@ def test_fsdp_glue_finetunes_from_the_fsdp_full_checkpoint(full_runs, tmp_path):
     )
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert (tmp_path / "out" / "glue_results.json").is_file()
-    assert (tmp_path / "out" / "runs" / "SST-2" / "seed1.model.pt").is_file()
+    # the classifier file holds whole tensors (gathered from both ranks' shards), shaped as the unsharded model's
+    saved = load_classifier_weights(tmp_path / "out" / "runs" / "SST-2" / "seed1.model.pt")
+    config = load_composer_checkpoint(str(full_runs["full"] / "ep0-ba6-rank0.pt")).model_config
+    expected = ComposerClassifier(config, 2).model.state_dict(prefix="model.")
+    assert {key: value.shape for key, value in saved.items()} == {key: value.shape for key, value in expected.items()}
+    assert all(type(value) is torch.Tensor for value in saved.values())
 
 
 def test_parallelism_section_is_validated_and_what_fsdp_cannot_do_is_refused():

@@ -35,9 +35,10 @@ def unshare_problem() -> str | None:
     except FileNotFoundError:
         return "`unshare` (util-linux) is not installed, so a simulated node cannot get its own /dev/shm"
     if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or ["no message"])[-1]
         return (
-            "a simulated node needs its own /dev/shm (`unshare --mount --ipc` plus a tmpfs mount), which this user "
-            f"may not do (needs root or user namespaces): {probe.stderr.strip().splitlines()[-1:]}"
+            "a simulated node needs its own /dev/shm (`unshare --mount --ipc` plus a tmpfs mount), which needs "
+            f"root here: {said}"
         )
     return None
 

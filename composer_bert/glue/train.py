@@ -42,7 +42,7 @@ from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
-from composer_bert.parallelism import trainer_parallelism
+from composer_bert.parallelism import full_state_dict, trainer_parallelism
 from composer_bert.run_setup import per_device_batch, pick_device
 
 
@@ -176,6 +176,13 @@ def train_and_evaluate(
         {f"glue/{eval_set}/{metric}": value for eval_set, metrics in scores.items() for metric, value in metrics.items()}
     )
     trainer.close()
+    if cfg.parallelism.fsdp is not None:  # the caller saves model.state_dict() on rank 0: hand it an unsharded copy
+        full = full_state_dict(model)
+        model = hf.classifier(task.num_labels, cfg.dropout) if hf is not None else ComposerClassifier(
+            model_config, task.num_labels
+        )
+        if dist.get_global_rank() == 0:
+            model.load_state_dict(full)
     return scores, model
 
 
