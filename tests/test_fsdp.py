@@ -61,6 +61,7 @@ def sharded_run(tiny_shards, tmp_path_factory) -> dict:
     return dict(sharded=sharded, files_when_killed=files)
 
 
+@pytest.mark.scaleout
 def test_full_checkpoints_are_one_file_and_resume_exactly(full_runs):
     names = sorted(path.name for path in full_runs["full"].glob("ep*"))
     assert names == ["ep0-ba4-rank0.pt", "ep0-ba6-rank0.pt"], names  # rank 0 gathers one ordinary .pt
@@ -69,6 +70,7 @@ def test_full_checkpoints_are_one_file_and_resume_exactly(full_runs):
     assert [resumed[b] for b in (4, 5)] == [straight[b] for b in (4, 5)]
 
 
+@pytest.mark.scaleout
 def test_sharded_checkpoints_are_per_rank_shards_and_resume_exactly(full_runs, sharded_run):
     files = sharded_run["files_when_killed"]
     for step in ("ep0-ba2", "ep0-ba4"):  # a folder per checkpoint: one shard file per rank plus the metadata
@@ -80,6 +82,7 @@ def test_sharded_checkpoints_are_per_rank_shards_and_resume_exactly(full_runs, s
     assert sharded == straight, "sharded checkpoints and a resume from one changed the trajectory"
 
 
+@pytest.mark.scaleout
 def test_fsdp_glue_finetunes_from_the_fsdp_full_checkpoint(full_runs, tmp_path):
     """GLUE under FSDP on 2 processes, from the full checkpoint the FSDP pretraining wrote (a plain .pt)."""
     glue = tmp_path / "glue"

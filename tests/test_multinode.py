@@ -20,6 +20,8 @@ import torch
 
 from tests.helpers import PROBED_RECIPE, REPO, free_port, recorded_batches, run_cli, tiny_args, train_losses
 
+pytestmark = pytest.mark.scaleout
+
 # Each node: a private /dev/shm (tmpfs in a new mount namespace, with a new IPC namespace), then the launcher.
 NODE_SHELL = 'mount -t tmpfs -o size=512m tmpfs /dev/shm && exec "$@"'
 COMMON = ("save_interval=2ba", "eval_interval=1000ba", "eval_subset_num_batches=1", "run_name=multinode")
