@@ -72,9 +72,12 @@ test-pinned: install
 	@$(PY) requirements/deps.py --stack
 	COMPOSER_BERT_REQUIRE_TRACKERS=1 $(PY) -m pytest
 
+# Of the scale-out tests (README "Tests and benchmarks"), only FSDP's depend on the torch version: the current
+# stack runs those and leaves the launcher and object-store ones to the pinned stack, to stay within CI's limit.
 test-current: install-current
 	@$(PYC) requirements/deps.py --stack
-	$(PYC) -m pytest
+	$(PYC) -m pytest -m "not scaleout"
+	$(PYC) -m pytest tests/test_fsdp.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -4,7 +4,8 @@ The pinned stack is what Composer 0.32.1's pins give (torch 2.7, transformers 4.
 torch and transformers 5 with Composer and streaming installed --no-deps. On the current stack the whole suite
 passes with Composer and streaming as they are, so nothing here patches them; what this module handles is
 files that one transformers major writes and the other must read. (The exported model code, which must run
-without composer-bert, handles its own differences: composer_bert/hf/modeling_composer_bert.py.)
+without composer-bert, handles its own differences: composer_bert/hf/modeling_composer_bert.py. Workarounds for
+Composer's own bugs, on every stack, are in composer_bert/composer_fixes.py.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Each section's dataclass lives beside the component it configures (torchtitan's 
 | `optimizer:`, `scheduler:` | `OptimizerConfig`, `SchedulerConfig` | `optim/config.py` |
 | `batch_ramp:`, `seq_length_warmup:` | `BatchRampConfig`, `SeqLengthWarmupConfig` | `algorithms/config.py` |
 | `callbacks:`, `loggers:` | `CallbacksConfig`, `LoggersConfig` | `callbacks/config.py` |
+| `parallelism:` | `ParallelismConfig` | `parallelism.py` |
 
 `load_config` rejects an unknown key (naming the nearest valid one), a wrong type or a missing field, then
 runs `schema.validate` once: every key's range and choices, then each section's cross-key `check()`. All of
@@ -39,6 +40,7 @@ from composer_bert.data.config import DataConfig
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
 from composer_bert.optim.config import OptimizerConfig, SchedulerConfig
+from composer_bert.parallelism import ParallelismConfig
 from composer_bert.schema import bounded, choice, key_error, positive, validate
 
 T = TypeVar("T")
@@ -72,6 +74,7 @@ class PretrainConfig:
     seq_length_warmup: SeqLengthWarmupConfig = field(default_factory=SeqLengthWarmupConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
 
     # Keys of earlier releases -> their place now (read with a warning until the next release).
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
@@ -88,6 +91,7 @@ class PretrainConfig:
         if not (mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb > 0)):
             raise UserError(f"config key 'device_train_microbatch_size' is '{mb}'; use a positive integer or 'auto'")
         final = self.batch_ramp.final_global_batch_size
+        self.parallelism.refuse_batch_ramp(final)
         start = self.global_train_batch_size
         if final is not None and (final < start or final % start):
             raise key_error(

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.checkpoint import RunMetadata
+from composer_bert.composer_fixes import apply_composer_fixes
 from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest, shard_roots
 from composer_bert.data.manifest import check_objective
@@ -29,6 +30,7 @@ from composer_bert.files import atomic_file, ensure_writable_dir
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import build_composer_model
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.parallelism import trainer_parallelism
 from composer_bert.remote import RemoteFolder, checkpoint_uploads, is_remote, store_problem
 from composer_bert.resources import EnergyMeter, peak_memory
 from composer_bert.resume import (
@@ -88,6 +90,7 @@ def _local_run_dir(cfg: PretrainConfig) -> str:
 def build_trainer(cfg: PretrainConfig) -> Trainer:
     """Everything a pretraining run needs, wired from a validated config (rank-aware, resumable by run name)."""
     reproducibility.seed_all(cfg.seed)
+    apply_composer_fixes()  # a save_folder shared by several nodes
     device = pick_device()
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
     manifest = read_data_manifest(cfg.data)
@@ -190,6 +193,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         autoresume=cfg.autoresume,
         seed=cfg.seed,
         compile_config={} if cfg.compile else None,
+        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size(), model),  # FSDP, or None
         dist_timeout=cfg.dist_timeout,
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),

@@ -5,6 +5,7 @@ run's arguments and losses, a tiny BERT tokenizer, and a tiny pretraining checkp
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -97,6 +98,64 @@ def tiny_args(shards: Path, save_folder: Path, *extra: str, objective: str = "ml
 def train_losses(save_folder: Path) -> dict[int, float]:
     """Batch -> training loss, from a run's metrics.jsonl."""
     return {row["batch"]: row[LOSS_KEY] for row in read_metrics(save_folder / "metrics.jsonl") if LOSS_KEY in row}
+
+
+# ---------------------------------------------------------------- the pretraining recipe, probed
+
+# recipes/pretrain.py with test callbacks switched on by environment variables (run it as a script, under the
+# launcher too): KILL_AT_BATCH=N SIGKILLs each rank at the end of batch N; RECORD_DIR=D appends, per rank, each
+# batch's row digests (input ids and labels, so the masks too) to D/rank{global rank}.jsonl; NAN_AT_BATCH=N (with
+# NAN_RANK=R, default every rank) makes that rank's loss NaN in batch index N, before the NaN guard sees it.
+PROBED_RECIPE = """
+import hashlib, json, os, runpy, signal, sys
+from composer.core import Callback
+from composer.utils import dist
+import composer_bert.pretrain as pretrain
+
+class KillAt(Callback):
+    def batch_end(self, state, logger):
+        if int(state.timestamp.batch) == int(os.environ["KILL_AT_BATCH"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+class RecordSamples(Callback):
+    def after_dataloader(self, state, logger):
+        rows = zip(state.batch["input_ids"].tolist(), state.batch["labels"].tolist())
+        digests = [hashlib.sha1(json.dumps(row).encode()).hexdigest() for row in rows]
+        path = os.path.join(os.environ["RECORD_DIR"], f"rank{dist.get_global_rank()}.jsonl")
+        with open(path, "a") as out:
+            out.write(json.dumps({"batch": int(state.timestamp.batch), "rows": digests}) + "\\n")
+
+class NaNLossAt(Callback):
+    def after_loss(self, state, logger):
+        rank = os.environ.get("NAN_RANK")
+        if int(state.timestamp.batch) == int(os.environ["NAN_AT_BATCH"]) and rank in (None, str(dist.get_global_rank())):
+            state.loss = state.loss * float("nan")
+
+build = pretrain.build_training_controls
+def probed(cfg):
+    controls = build(cfg)
+    if "KILL_AT_BATCH" in os.environ:
+        controls.callbacks.append(KillAt())
+    if "RECORD_DIR" in os.environ:
+        controls.callbacks.append(RecordSamples())
+    if "NAN_AT_BATCH" in os.environ:
+        controls.callbacks.insert(0, NaNLossAt())
+    return controls
+pretrain.build_training_controls = probed
+sys.argv = [sys.argv[0], *sys.argv[1:]]
+runpy.run_path(os.path.join(os.environ["REPO"], "recipes/pretrain.py"), run_name="__main__")
+"""
+
+
+def recorded_batches(record_dir: Path, rank: int | None = None) -> dict[int, list[str]]:
+    """Global batch index -> sorted row digests of a PROBED_RECIPE run, merged over every rank's record file
+    (or only `rank`'s)."""
+    batches: dict[int, list[str]] = {}
+    for path in sorted(record_dir.glob("rank*.jsonl" if rank is None else f"rank{rank}.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            batches.setdefault(row["batch"], []).extend(row["rows"])
+    return {batch: sorted(rows) for batch, rows in batches.items()}
 
 
 # ---------------------------------------------------------------- a tiny model config, tokenizer and checkpoint

@@ -20,7 +20,7 @@ from tests.glue.glue_helpers import RECIPE, RECIPE_CLI, sentence, write_tsv
 from tests.helpers import REPO, assert_one_error_line, run_cli, tiny_args, train_losses
 from tests.s3_helpers import BUCKET, S3Server, bucket_uri
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.scaleout
 
 RUN = ("max_duration=20ba", "save_interval=10ba", "eval_interval=20ba")
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
-from tests.helpers import REPO, assert_one_error_line, launch_two_ranks, run_cli, tiny_args, train_losses
+from tests.helpers import (
+    PROBED_RECIPE,
+    REPO,
+    assert_one_error_line,
+    launch_two_ranks,
+    recorded_batches,
+    run_cli,
+    tiny_args,
+    train_losses,
+)
 
 OBJECTIVES = ["mlm", "causal"]
 
@@ -18,37 +27,6 @@ def shards_for(request: pytest.FixtureRequest, objective: str) -> Path:
     """The session's shards built for `objective`."""
     return request.getfixturevalue("tiny_causal_shards" if objective == "causal" else "tiny_shards")
 
-PROBED_RECIPE = """
-import hashlib, json, os, runpy, signal, sys
-from composer.core import Callback
-from composer.utils import dist
-import composer_bert.pretrain as pretrain
-
-class KillAt(Callback):
-    def batch_end(self, state, logger):
-        if int(state.timestamp.batch) == int(os.environ["KILL_AT_BATCH"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-class RecordSamples(Callback):
-    def after_dataloader(self, state, logger):
-        rows = zip(state.batch["input_ids"].tolist(), state.batch["labels"].tolist())
-        digests = [hashlib.sha1(json.dumps(row).encode()).hexdigest() for row in rows]
-        path = os.path.join(os.environ["RECORD_DIR"], f"rank{dist.get_global_rank()}.jsonl")
-        with open(path, "a") as out:
-            out.write(json.dumps({"batch": int(state.timestamp.batch), "rows": digests}) + "\\n")
-
-build = pretrain.build_training_controls
-def probed(cfg):
-    controls = build(cfg)
-    if "KILL_AT_BATCH" in os.environ:
-        controls.callbacks.append(KillAt())
-    if "RECORD_DIR" in os.environ:
-        controls.callbacks.append(RecordSamples())
-    return controls
-pretrain.build_training_controls = probed
-sys.argv = [sys.argv[0], *sys.argv[1:]]
-runpy.run_path(os.path.join(os.environ["REPO"], "recipes/pretrain.py"), run_name="__main__")
-"""
 
 
 def test_tiny_pretrain_learns_and_reports(tiny_shards, tmp_path):
@@ -115,16 +93,6 @@ def test_tiny_causal_pretrain_learns_reports_perplexity_and_refuses_mlm_shards(t
         words = (f"built for objective '{other}' but model.objective is '{objective}'", f"--objective {objective}")
         assert_one_error_line(result, *words, after_other_output=True)
         assert not refused.exists()  # nothing written
-
-
-def recorded_batches(record_dir: Path) -> dict[int, list[str]]:
-    """Global batch index -> sorted row digests, merged over every rank's record file."""
-    batches: dict[int, list[str]] = {}
-    for path in sorted(record_dir.glob("rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            batches.setdefault(row["batch"], []).extend(row["rows"])
-    return {batch: sorted(rows) for batch, rows in batches.items()}
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

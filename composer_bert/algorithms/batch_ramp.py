@@ -22,6 +22,7 @@ from composer.core import Algorithm, Event, Precision, State
 from composer.loggers import Logger
 from torch.nn.parallel import DistributedDataParallel
 
+from composer_bert.algorithms.config import FSDP_REFUSAL
 from composer_bert.errors import UserError
 
 EFFECTIVE_BATCH_KEY = "trainer/effective_batch_size"
@@ -38,7 +39,8 @@ class BatchRamp(Algorithm):
     state_dict, so a checkpoint saved mid-window resumes exactly where the uninterrupted run would be. Such a
     checkpoint holds one extra copy of the gradients. A window still open when training ends is dropped.
     Under fp16, a batch whose gradients overflow is dropped from its window, as GradScaler drops its step.
-    Single device and DDP only: under FSDP each rank would hold gradient shards the checkpoint cannot hold.
+    Single device and DDP only: under FSDP each rank would hold gradient shards the checkpoint cannot hold
+    (FSDP_REFUSAL below; `parallelism.py` refuses the pair when the config is loaded).
     Arguments come from a validated `BatchRampConfig` (`algorithms/config.py` and `PretrainConfig.check`).
     """
 
@@ -73,7 +75,7 @@ class BatchRamp(Algorithm):
     def apply(self, event: Event, state: State, logger: Logger) -> int | None:
         if event == Event.FIT_START:
             if state.fsdp_enabled:
-                raise UserError("batch_ramp does not support FSDP; remove batch_ramp.final_global_batch_size or FSDP")
+                raise UserError(FSDP_REFUSAL)
             return None
         if self._accumulated == 0:
             self._window = self.window_size(self.progress(state))

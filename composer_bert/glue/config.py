@@ -20,6 +20,7 @@ from composer_bert.callbacks.config import TrackersConfig
 from composer_bert.errors import UserError
 from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 from composer_bert.optim.config import OptimizerConfig
+from composer_bert.parallelism import ParallelismConfig
 from composer_bert.schema import bounded, choice, key_error, positive, probability
 
 
@@ -115,6 +116,7 @@ class FinetuneConfig:
     # W&B / MLflow / TensorBoard, as in pretraining's `loggers:` (callbacks/config.py); one tracker run per
     # task x seed, named glue-{TASK}-seed{n}. TensorBoard's default log_dir is {save_folder}/tensorboard.
     loggers: TrackersConfig = field(default_factory=TrackersConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)  # FSDP: composer_bert/parallelism.py
     dist_timeout: float = positive(600.0, "a positive number of seconds")
 
     # Flat keys of earlier releases -> their place now (read with a warning until the next release).

@@ -42,6 +42,7 @@ from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
+from composer_bert.parallelism import full_state_dict, trainer_parallelism
 from composer_bert.run_setup import per_device_batch, pick_device
 
 
@@ -164,6 +165,7 @@ def train_and_evaluate(
         log_to_console=False,
         seed=seed,
         dist_timeout=cfg.dist_timeout,
+        parallelism_config=trainer_parallelism(cfg.parallelism, dist.get_world_size(), model),  # FSDP, or None
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
     run_config = {**to_dict(cfg), "run": {"task": task.name, "seed": seed, **dataclasses.asdict(hparams)}}
@@ -174,6 +176,13 @@ def train_and_evaluate(
         {f"glue/{eval_set}/{metric}": value for eval_set, metrics in scores.items() for metric, value in metrics.items()}
     )
     trainer.close()
+    if cfg.parallelism.fsdp is not None:  # the caller saves model.state_dict() on rank 0: hand it an unsharded copy
+        full = full_state_dict(model)
+        model = hf.classifier(task.num_labels, cfg.dropout) if hf is not None else ComposerClassifier(
+            model_config, task.num_labels
+        )
+        if dist.get_global_rank() == 0:
+            model.load_state_dict(full)
     return scores, model
 
 
