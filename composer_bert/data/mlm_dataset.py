@@ -24,6 +24,7 @@ import contextlib
 import math
 import mmap
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from streaming import StreamingDataset
+from streaming.base.constant import TICK
 from streaming.base.dataset import _Iterator, _ShardState
 from torch.utils.data import DataLoader
 
@@ -152,9 +154,19 @@ class MLMStreamingDataset(StreamingDataset):
         try:
             thread(it)
         except Exception as err:
+            it.on_exit()  # streaming counts only threads that end normally: __iter__'s it.exit() would wait for ever
             if self._download_error is None:
                 self._download_error = download_problem(err, self) or f"shard download failed: {(str(err).splitlines() or [type(err).__name__])[0]}"
             raise
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """streaming's, except that waiting for a shard another thread is downloading ends when that download fails:
+        streaming leaves a failed shard PREPARING and its blocking wait would spin for ever (a hung endpoint)."""
+        while blocking and self._shard_states[shard_id] == _ShardState.PREPARING:
+            if self._download_error is not None or (hasattr(self, "_event") and self._event.is_set()):
+                raise UserError(self._download_error or "a background shard download failed; see the log above")
+            time.sleep(TICK)
+        super().prepare_shard(shard_id, blocking)
 
     def __getitem__(self, sample_id: int) -> tuple[int, int]:
         """(sample id, epoch): all the collate needs; the rows are read a batch at a time by `rows`."""
