@@ -169,18 +169,30 @@ class MLMHead(nn.Module):
         return self.decoder(self.transform(hidden))[..., : self.vocab_size]
 
 
-class BertForMaskedLM(nn.Module):
-    """Encoder + MLM head. With sparse_prediction and masked_positions given, logits only at those positions."""
+class LanguageModel(nn.Module):
+    """The trunk and LM head both objectives' models share (module names `bert.*`, `head.*`: one checkpoint key
+    layout), the head tied to the token embeddings by `tie_embeddings`; subclasses name their objective."""
+
+    objective = ""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        require_objective(cfg, "mlm", "BertForMaskedLM")
+        require_objective(cfg, self.objective, type(self).__name__)
         self.config = cfg
         self.bert = BertEncoder(cfg)
         self.head = MLMHead(cfg)
         init_weights(self, cfg.init_std)
         if cfg.tie_embeddings:
             self.head.decoder.weight = self.bert.embeddings.tokens.weight
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once
+
+
+class BertForMaskedLM(LanguageModel):
+    """Encoder + MLM head. With sparse_prediction and masked_positions given, logits only at those positions."""
+
+    objective = "mlm"
 
     def forward(
         self,
@@ -197,9 +209,6 @@ class BertForMaskedLM(nn.Module):
         if self.config.sparse_prediction and masked_positions is not None:
             hidden = gather_positions(hidden, masked_positions)
         return self.head(hidden)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once
 
 
 def gather_positions(hidden: Tensor, positions: Tensor) -> Tensor:

@@ -14,25 +14,16 @@ and the row's last position is IGNORE_INDEX, so the loss is a plain cross entrop
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from composer_bert.models.bert import IGNORE_INDEX, BertEncoder, MLMHead, init_weights, require_objective
-from composer_bert.models.config import ModelConfig
+from composer_bert.models.bert import IGNORE_INDEX, LanguageModel
 from composer_bert.models.layers import KVCache
 
 
-class CausalLM(nn.Module):
+class CausalLM(LanguageModel):
     """Decoder-only LM: logits [B, L, vocab_size] for the token after each position."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        require_objective(cfg, "causal", "CausalLM")
-        self.config = cfg
-        self.bert = BertEncoder(cfg)
-        self.head = MLMHead(cfg)
-        init_weights(self, cfg.init_std)
-        if cfg.tie_embeddings:
-            self.head.decoder.weight = self.bert.embeddings.tokens.weight
+    objective = "causal"
 
     def forward(
         self,
@@ -47,9 +38,6 @@ class CausalLM(nn.Module):
         A `cache` (generation) places the tokens after those it holds and keeps their keys and values.
         """
         return self.head(self.bert(input_ids, attention_mask, position_ids=position_ids, cache=cache))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # tied weights are one parameter, counted once
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
