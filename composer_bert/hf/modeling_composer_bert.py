@@ -66,7 +66,22 @@ class ComposerBertPreTrainedModel(PreTrainedModel):
         return output_type(loss=loss, logits=logits)
 
 
-class ComposerBertForMaskedLM(ComposerBertPreTrainedModel):
+class _ComposerBertLM(ComposerBertPreTrainedModel):
+    """What both language-model wrappers share: our model of `model_class` as `.model`, its LM head's decoder as
+    the output embeddings."""
+
+    model_class: type[nn.Module]
+
+    def __init__(self, config: ComposerBertConfig) -> None:
+        super().__init__(config)
+        self.model = self.model_class(config.to_model_config())
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.head.decoder
+
+
+class ComposerBertForMaskedLM(_ComposerBertLM):
     """Our `BertForMaskedLM`; logits cover every position (never sparse), vocabulary padding sliced off."""
 
     # Tied only when config.tie_word_embeddings; transformers 5 maps target -> source, 4 lists the targets.
@@ -74,13 +89,7 @@ class ComposerBertForMaskedLM(ComposerBertPreTrainedModel):
     if TRANSFORMERS_MAJOR < 5:
         _tied_weights_keys = list(_tied_weights_keys)
 
-    def __init__(self, config: ComposerBertConfig) -> None:
-        super().__init__(config)
-        self.model = BertForMaskedLM(config.to_model_config())
-        self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.model.head.decoder
+    model_class = BertForMaskedLM
 
     def forward(
         self,
@@ -136,7 +145,7 @@ class ComposerBertForSequenceClassification(ComposerBertPreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-class ComposerBertForCausalLM(ComposerBertPreTrainedModel, GenerationMixin):
+class ComposerBertForCausalLM(_ComposerBertLM, GenerationMixin):
     """Our `CausalLM`; `labels` follow transformers' convention (the input ids: shifted here, -100 skipped).
 
     `generate` works, without a cache: each step recomputes the whole sequence (a Llama-like model exports as
@@ -146,13 +155,7 @@ class ComposerBertForCausalLM(ComposerBertPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = ComposerBertForMaskedLM._tied_weights_keys
 
-    def __init__(self, config: ComposerBertConfig) -> None:
-        super().__init__(config)
-        self.model = CausalLM(config.to_model_config())
-        self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.model.head.decoder
+    model_class = CausalLM
 
     def forward(
         self,

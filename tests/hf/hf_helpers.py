@@ -11,6 +11,17 @@ from composer import ComposerModel
 from composer_bert.checkpoint import RunMetadata
 from composer_bert.models.config import ModelConfig
 
+# The start of a script run in a fresh interpreter (`python -I -c`) where importing composer_bert fails, so what it
+# loads (an export) must stand on its own; it also imports json and sys for the script's own use.
+WITHOUT_COMPOSER_BERT = """
+import importlib.abc, json, sys
+class NoComposerBert(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "composer_bert":
+            raise ImportError("composer_bert is blocked: the export must not need it")
+sys.meta_path.insert(0, NoComposerBert())
+"""
+
 
 def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Noise on every weight, so norms, biases and scales are not at their init and logits are far from uniform."""

@@ -42,7 +42,7 @@ from tests.helpers import (
     save_mlm_checkpoint,
     tiny_model_config,
 )
-from tests.hf.hf_helpers import perturbed, save_checkpoint_dict
+from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT, perturbed, save_checkpoint_dict
 
 WORDS = "the a cat dog sat ran on in mat park big small red blue ##s ##ed and was is it".split()
 SENTENCES = ["the cat sat on the mat", "a big dog ran"]  # unequal lengths: the batch is padded
@@ -65,13 +65,7 @@ PLAIN_BERT = replace(
 )
 
 # Runs in a fresh interpreter where importing composer_bert fails: the export must stand on its own.
-REMOTE_LOADER = """
-import importlib.abc, json, sys
-class NoComposerBert(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "composer_bert":
-            raise ImportError("composer_bert is blocked: the export must not need it")
-sys.meta_path.insert(0, NoComposerBert())
+REMOTE_LOADER = WITHOUT_COMPOSER_BERT + """
 import torch
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 jobs, results = json.loads(sys.argv[1]), {}

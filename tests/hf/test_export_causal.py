@@ -32,7 +32,7 @@ from tests.generation.generation_helpers import (
     generate_cli,
     save_word_tokenizer,
 )
-from tests.hf.hf_helpers import perturbed
+from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT, perturbed
 
 TOLERANCE = 1e-5
 PROMPT = "the big dog ran in the park"
@@ -42,13 +42,7 @@ LLAMA_UNTIED = dataclasses.replace(LLAMA, tie_embeddings=False)
 ALIBI = causal_config(position_embedding="alibi")  # LayerNorm, GEGLU: not Llama, so remote code
 
 # Runs in a fresh interpreter where importing composer_bert fails: the exports must stand on their own.
-LOADER = """
-import importlib.abc, json, sys
-class NoComposerBert(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "composer_bert":
-            raise ImportError("composer_bert is blocked: the export must not need it")
-sys.meta_path.insert(0, NoComposerBert())
+LOADER = WITHOUT_COMPOSER_BERT + """
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 jobs, results = json.loads(sys.argv[1]), {}
