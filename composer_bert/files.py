@@ -111,6 +111,26 @@ def write_errors(what: str) -> Iterator[None]:
         raise UserError(f"cannot write {what} ({reason}); {advice} or choose another --out") from None
 
 
+@contextmanager
+def removed_if_refused(folder: str | Path) -> Iterator[None]:
+    """Remove the local `folder` again if the body stops with a `UserError` while the folder still holds no file.
+
+    Runs prove their `save_folder` writable (creating it) before every input is checked; a refusal found later
+    (a checkpoint of the wrong kind, a model too short for the shards) then leaves nothing behind. Only folders
+    that did not exist before are removed, with the parents created for them.
+    """
+    path = None if "://" in str(folder) else Path(folder).absolute()
+    created = None if path is None else next(
+        (p for p in reversed((path, *path.parents)) if not p.exists()), None  # the topmost folder the body creates
+    )
+    try:
+        yield
+    except UserError:
+        if created is not None and created.is_dir() and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def ensure_writable_dir(folder: str | Path, key: str) -> None:
     """Create `folder` and prove it writable; for a bucket URI (s3://...), prove it reachable and listable.
 

@@ -26,7 +26,7 @@ from composer_bert.config import PretrainConfig, to_dict
 from composer_bert.data.loader import build_mlm_dataspec, read_data_manifest, shard_roots
 from composer_bert.data.manifest import check_objective
 from composer_bert.errors import UserError
-from composer_bert.files import atomic_file, ensure_writable_dir
+from composer_bert.files import atomic_file, ensure_writable_dir, removed_if_refused
 from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import build_composer_model
 from composer_bert.optim.optimizer import build_optimizer
@@ -273,7 +273,8 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
     """Train (or resume) and return the summary on rank 0, None on the other ranks."""
     energy = EnergyMeter() if dist.get_local_rank() == 0 else None
     try:
-        trainer = build_trainer(cfg)
+        with removed_if_refused(cfg.save_folder):
+            trainer = build_trainer(cfg)
         trainer.fit()
         trainer.close()
         energy_kwh = energy.kwh() if energy is not None else None

@@ -1,4 +1,5 @@
-"""atomic_file and atomic_output_dir give outputs the modes a plain open() would (not tempfile's owner-only 0600)."""
+"""atomic_file and atomic_output_dir give outputs the modes a plain open() would (not tempfile's owner-only 0600);
+removed_if_refused leaves no empty save_folder behind a refusal."""
 
 from __future__ import annotations
 
@@ -78,3 +79,23 @@ def test_converted_shards_are_readable_by_others(tiny_shards, tmp_path, set_umas
     assert {p.relative_to(out).as_posix() for p in paths} >= {".", "manifest.json", "train/index.json", "val"}
     for path in paths:
         assert mode(path) == (0o755 if path.is_dir() else 0o644), path
+
+
+def test_a_refusal_removes_only_the_empty_folders_it_created(tmp_path):
+    from composer_bert.errors import UserError
+    from composer_bert.files import ensure_writable_dir, removed_if_refused
+
+    def refuse(folder: Path, then_write: bool = False) -> None:
+        with pytest.raises(UserError), removed_if_refused(folder):
+            ensure_writable_dir(folder, "save_folder")
+            if then_write:
+                (folder / "metrics.jsonl").write_text("{}\n")
+            raise UserError("refused after the folder was proved writable")
+
+    refuse(tmp_path / "new" / "run")
+    assert not (tmp_path / "new").exists()  # the folder and the parent made for it are gone
+    (tmp_path / "kept").mkdir()
+    refuse(tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()  # it existed before: not ours to remove
+    refuse(tmp_path / "written", then_write=True)
+    assert (tmp_path / "written" / "metrics.jsonl").is_file()  # something was written: kept

@@ -93,6 +93,11 @@ def test_tiny_causal_pretrain_learns_reports_perplexity_and_refuses_mlm_shards(t
         words = (f"built for objective '{other}' but model.objective is '{objective}'", f"--objective {objective}")
         assert_one_error_line(result, *words, after_other_output=True)
         assert not refused.exists()  # nothing written
+    # refused after save_folder was proved writable (so created): the empty folder is removed again
+    short = tmp_path / "refused-short" / "run"
+    result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, short, "model.max_position_embeddings=16"))
+    assert_one_error_line(result, "raise model.max_position_embeddings", after_other_output=True)
+    assert not (tmp_path / "refused-short").exists()
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

@@ -30,7 +30,7 @@ from composer.utils import dist
 
 from composer_bert.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
 from composer_bert.errors import UserError
-from composer_bert.files import ensure_writable_dir
+from composer_bert.files import ensure_writable_dir, removed_if_refused
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
 from composer_bert.glue.hf_model import HFSource, hf_name, load_hf_source
@@ -261,8 +261,9 @@ class GlueRunner:
 def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     """Finetune and score every selected task x seed (reusing finished runs); rank 0 writes and prints the summary."""
     dist.initialize_dist(pick_device(), timeout=cfg.dist_timeout)
-    check_save_folder(cfg.save_folder)
-    runs = GlueRunner(cfg).run_all()
+    with removed_if_refused(cfg.save_folder):  # a refused checkpoint or data file leaves no empty save_folder
+        check_save_folder(cfg.save_folder)
+        runs = GlueRunner(cfg).run_all()
     summary = summarize(runs, cfg.checkpoint)
     if dist.get_global_rank() == 0:
         json_path, markdown_path, chart_path = write_summary(cfg.save_folder, summary)
