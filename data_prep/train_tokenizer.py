@@ -1,4 +1,4 @@
-"""Train a BERT tokenizer from scratch (WordPiece by default, BPE optional) and save it for transformers.
+"""Train a tokenizer from scratch (BERT's WordPiece by default; BPE, or GPT-2's byte-level BPE) and save it.
 
     python data_prep/train_tokenizer.py --source SOURCE --vocab-size N --out DIR
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--max-documents", args.max_documents), ("--max-bytes", args.max_bytes)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value} must be at least 1")
-    check_vocab_size(args.vocab_size)
+    check_vocab_size(args.vocab_size, args.model)
     source = open_source(args.source, text_field=args.text_field, seed=args.seed)
     documents = CountingIterator(limit_documents(source, args.max_documents, args.max_bytes))
     progress = tqdm(documents, desc="reading documents", unit="doc", unit_scale=True, disable=args.no_progress)

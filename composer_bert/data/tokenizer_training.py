@@ -1,7 +1,8 @@
-"""Train a BERT tokenizer from scratch (the Cramming rule: no pretrained model anywhere).
+"""Train a tokenizer from scratch (the Cramming rule: no pretrained model anywhere).
 
 WordPiece by default with Cramming's choices: lowercase + strip accents (BertNormalizer), the BERT
-pre-tokenizer (split on whitespace and punctuation), vocabulary 32768 = 2^15. BPE is an option.
+pre-tokenizer (split on whitespace and punctuation), vocabulary 32768 = 2^15. BPE is an option, and so is
+GPT-2's byte-level BPE (`bytelevel`) for causal models: lossless, with spaces inside the tokens.
 Special tokens come first in a fixed order so their ids are the same for every tokenizer this
 package trains: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. The post-processor wraps inputs as
 `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` like BERT, so GLUE finetuning can call it directly.
@@ -22,10 +23,14 @@ from composer_bert.compat import make_tokenizer_portable
 from composer_bert.data.manifest import SPECIAL_TOKENS
 from composer_bert.errors import UserError
 
-TOKENIZER_MODELS = ("wordpiece", "bpe")
+# wordpiece and bpe: BERT's lowercasing normalizer and whitespace pre-tokenizer, as Cramming trains them.
+# bytelevel: GPT-2's byte-level BPE (case kept, spaces held inside the tokens, every text round-trips), for causal
+# models, whose continuations are decoded apart from their prompts (streamers, transformers' text pipeline).
+TOKENIZER_MODELS = ("wordpiece", "bpe", "bytelevel")
 DEFAULT_VOCAB_SIZE = 32768
 MODEL_MAX_LENGTH = 512
 MIN_VOCAB_SIZE = 64  # the special tokens plus a basic alphabet
+_BYTES = 256  # a byte-level vocabulary starts from every byte
 # Order fixes the ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
 SPECIAL_TOKEN_ORDER = ("pad", "unk", "cls", "sep", "mask")
 _STOP_TIMEOUT_S = 10.0  # at most, for the trainer to stop pulling documents after Ctrl-C (it takes milliseconds)
@@ -37,9 +42,13 @@ def special_token_strings() -> list[str]:
     return [SPECIAL_TOKENS[role] for role in SPECIAL_TOKEN_ORDER]
 
 
-def check_vocab_size(vocab_size: int) -> None:
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise UserError(f"--vocab-size {vocab_size} is too small; use at least {MIN_VOCAB_SIZE} (Cramming uses 32768)")
+def check_vocab_size(vocab_size: int, model: str = "wordpiece") -> None:
+    least = len(SPECIAL_TOKEN_ORDER) + _BYTES if model == "bytelevel" else MIN_VOCAB_SIZE
+    if vocab_size < least:
+        raise UserError(
+            f"--vocab-size {vocab_size} is too small for a {model} tokenizer; use at least {least} "
+            "(Cramming uses 32768, GPT-2 50257)"
+        )
 
 
 def _untrained(model: str, vocab_size: int, progress: bool) -> tuple[Tokenizer, trainers.Trainer]:
@@ -55,6 +64,16 @@ def _untrained(model: str, vocab_size: int, progress: bool) -> tuple[Tokenizer, 
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=specials, end_of_word_suffix=_BPE_WORD_END, show_progress=progress
         )
+    elif model == "bytelevel":
+        tokenizer = Tokenizer(models.BPE())  # no [UNK]: every byte is in the vocabulary
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=progress,
+        )  # fmt: skip
+        return tokenizer, trainer
     else:
         raise UserError(f"unknown tokenizer model '{model}'; choose one of: {', '.join(TOKENIZER_MODELS)}")
     tokenizer.normalizer = normalizers.BertNormalizer(
@@ -72,7 +91,7 @@ def train_tokenizer(
     The vocabulary can come out smaller than `vocab_size` when the corpus has fewer distinct
     pieces; the caller reports the real size (`get_vocab_size()`), which is what shards record.
     """
-    check_vocab_size(vocab_size)
+    check_vocab_size(vocab_size, model)
     tokenizer, trainer = _untrained(model, vocab_size, progress)
     _train_interruptibly(tokenizer, trainer, documents)
     for expected_id, token in enumerate(special_token_strings()):

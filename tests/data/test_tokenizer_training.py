@@ -1,4 +1,5 @@
-"""Tokenizer training: fixed special ids, BERT post-processing, offline AutoTokenizer, the CLI's contract."""
+"""Tokenizer training: fixed special ids, BERT post-processing, byte-level round trips, offline AutoTokenizer, the
+CLI's contract."""
 
 from __future__ import annotations
 
@@ -102,6 +103,19 @@ def test_bpe_on_text_file_round_trips(text_file):
     assert "".join(decoded.split()) == "".join("the quick brown fox serves creme brulee.".split())
 
 
+def test_bytelevel_keeps_every_text_and_the_space_before_a_continuation(text_file):
+    tokenizer = train_tokenizer(open_source(f"text:{text_file}"), 400, model="bytelevel", progress=False)
+    assert [tokenizer.token_to_id(token) for token in SPECIAL_IDS] == [0, 1, 2, 3, 4]
+    assert 261 < tokenizer.get_vocab_size() <= 400  # all 256 bytes and the specials, then merges
+    text = "The QUICK  fox\tserves crème brûlée. 😀\nNew line"  # case, runs of spaces, tabs, unseen characters
+    encoding = tokenizer.encode(text)
+    assert encoding.ids[0] == 2 and encoding.ids[-1] == 3 and 1 not in encoding.ids  # no [UNK]: bytes cover all
+    assert tokenizer.decode(encoding.ids) == text
+    ids = tokenizer.encode("the quick brown fox", add_special_tokens=False).ids
+    split = len(tokenizer.encode("the quick", add_special_tokens=False).ids)
+    assert "the quick" + tokenizer.decode(ids[split:]) == "the quick brown fox"  # a continuation keeps its space
+
+
 def test_cli_trains_refuses_to_overwrite_then_replaces(text_file, tmp_path, capsys):
     train_main = load_script_main(TRAIN_CLI)  # in-process: a subprocess would pay the transformers import again
     out = tmp_path / "tok"
@@ -156,6 +170,8 @@ def test_cli_empty_text_file_is_an_error(tmp_path):
 def test_cli_refuses_a_tiny_vocabulary(tmp_path):
     out = tmp_path / "tok"
     assert_one_error_line(train_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
+    refused = train_cli("--source", "synthetic:10", "--vocab-size", 200, "--model", "bytelevel", "--out", out)
+    assert_one_error_line(refused, "--vocab-size 200", "bytelevel", "at least 261")  # 256 bytes + 5 specials
     assert not out.exists()
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from composer_bert.data.manifest import tokenizer_fingerprint
+from composer_bert.data.synthetic import synthetic_documents
+from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
 from composer_bert.errors import UserError
 from composer_bert.generation.sampling import Sampler, generate_tokens
 from composer_bert.hf.export import export_causal
@@ -36,6 +38,7 @@ from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT, perturbed
 
 TOLERANCE = 1e-5
 PROMPT = "the big dog ran in the park"
+CASED_PROMPT = "The big Dog ran,  in the Park"  # for the byte-level tokenizer, which keeps case and spaces
 NEW_TOKENS = 24
 LLAMA = causal_config(**LLAMA_LIKE)
 LLAMA_UNTIED = dataclasses.replace(LLAMA, tie_embeddings=False)
@@ -55,10 +58,11 @@ with torch.no_grad():
     ids = AutoTokenizer.from_pretrained(jobs["llama"])(jobs["prompt"], return_tensors="pt")["input_ids"]
     results["prompt_ids"] = ids[0].tolist()
     results["remote_greedy"] = model.generate(ids, max_new_tokens=jobs["new"], do_sample=False)[0, ids.shape[1]:].tolist()
-generator = pipeline("text-generation", model=jobs["llama"])
-out = generator(jobs["prompt"], max_new_tokens=jobs["new"], do_sample=False, return_tensors=True)
-results["pipeline_ids"] = out[0]["generated_token_ids"]
-results["pipeline_text"] = generator(jobs["prompt"], max_new_tokens=jobs["new"], do_sample=False)[0]["generated_text"]
+for name, prompt in (("llama", jobs["prompt"]), ("bytelevel", jobs["cased_prompt"])):
+    generator = pipeline("text-generation", model=jobs[name])
+    out = generator(prompt, max_new_tokens=jobs["new"], do_sample=False, return_tensors=True)
+    results[name + "_pipeline_ids"] = out[0]["generated_token_ids"]
+    results[name + "_pipeline_text"] = generator(prompt, max_new_tokens=jobs["new"], do_sample=False)[0]["generated_text"]
 results["composer_bert_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "composer_bert")
 torch.save(results, jobs["results"])
 """
@@ -84,8 +88,15 @@ def exports(llama_checkpoint, tokenizer_dir, tmp_path_factory) -> dict[str, Path
     untied = perturbed(ComposerCausalLM(LLAMA_UNTIED).model, seed=3)
     torch.manual_seed(4)
     alibi = perturbed(ComposerCausalLM(ALIBI).model, seed=5)
+    bytelevel_tokenizer = root / "bytelevel_tokenizer"
+    save_pretrained_fast(train_tokenizer(synthetic_documents(300, seed=0), 320, "bytelevel", False), bytelevel_tokenizer)
+    bytelevel = dataclasses.replace(LLAMA, vocab_size=320)
+    checkpoint, _ = causal_checkpoint(root / "bytelevel.pt", bytelevel, bytelevel_tokenizer, seed=9)
+    export_cli("--checkpoint", str(checkpoint), "--out", str(root / "bytelevel"))
     return {
         "llama": root / "llama",
+        "bytelevel": root / "bytelevel",
+        "bytelevel_checkpoint": checkpoint,
         "untied": export_causal(untied, LLAMA_UNTIED, tokenizer_dir, root / "untied"),
         "remote": export_causal(alibi, ALIBI, tokenizer_dir, root / "remote"),
         "models": {"untied": untied, "remote": alibi},
@@ -101,8 +112,9 @@ def input_ids() -> torch.Tensor:
 def loaded(exports, input_ids, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("loader")
     torch.save(input_ids, work / "inputs.pt")
-    jobs = {name: str(exports[name]) for name in ("llama", "untied", "remote")}
-    jobs.update(inputs=str(work / "inputs.pt"), results=str(work / "results.pt"), prompt=PROMPT, new=NEW_TOKENS)
+    jobs = {name: str(exports[name]) for name in ("llama", "untied", "remote", "bytelevel")}
+    jobs.update(inputs=str(work / "inputs.pt"), results=str(work / "results.pt"), new=NEW_TOKENS)
+    jobs.update(prompt=PROMPT, cased_prompt=CASED_PROMPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(work / "hf"), "HF_MODULES_CACHE": str(work / "mods")}
     result = subprocess.run(
         [sys.executable, "-I", "-c", LOADER, json.dumps(jobs)],
@@ -140,12 +152,24 @@ def test_pipeline_greedy_continuation_equals_generate_py(exports, llama_checkpoi
     assert loaded["prompt_ids"] == prompt_ids["input_ids"], "the export's tokenizer adds no [CLS]/[SEP]"
     model = llama_checkpoint[1].model
     ours = list(generate_tokens(model, loaded["prompt_ids"], NEW_TOKENS, Sampler(0.0), eos_token_id=SEP))
-    assert loaded["pipeline_ids"] == loaded["prompt_ids"] + ours  # both stop after the end-of-text token
+    assert loaded["llama_pipeline_ids"] == loaded["prompt_ids"] + ours  # both stop after the end-of-text token
     # The text is the decoded ids. (transformers 5's pipeline decodes the continuation apart from the prompt and
-    # glues the two, which loses the space a WordPiece decoder puts between them: its text, not its tokens, differs.)
+    # glues the two, which loses the space a WordPiece decoder puts between them: its text, not its tokens, differs.
+    # A byte-level tokenizer holds the spaces in its tokens: the next test.)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(exports["llama"]))
-    assert ours_text == tokenizer.decode(loaded["pipeline_ids"], skip_special_tokens=True) + "\n"
-    assert loaded["pipeline_text"].startswith(PROMPT) and len(ours_text) - len(loaded["pipeline_text"]) in (1, 2)
+    assert ours_text == tokenizer.decode(loaded["llama_pipeline_ids"], skip_special_tokens=True) + "\n"
+    text = loaded["llama_pipeline_text"]
+    assert text.startswith(PROMPT) and len(ours_text) - len(text) in (1, 2)
+
+
+def test_with_a_byte_level_tokenizer_the_pipeline_text_is_exactly_ours(exports, loaded):
+    """data_prep/train_tokenizer.py --model bytelevel: case and spaces survive, and so does the text the
+    pipeline glues from prompt and separately decoded continuation, on transformers 4 and 5 alike."""
+    args = [f"prompt={CASED_PROMPT}", f"max_new_tokens={NEW_TOKENS}", "temperature=0"]
+    ours_text = generate_cli(f"checkpoint={exports['bytelevel_checkpoint']}", *args)
+    assert ours_text.startswith(CASED_PROMPT) and len(ours_text) > len(CASED_PROMPT) + 1
+    assert ours_text == loaded["bytelevel_pipeline_text"] + "\n"
+    assert generate_cli(f"checkpoint={exports['bytelevel']}", *args) == ours_text
 
 
 def test_remote_code_causal_export_matches_ours(exports, loaded, input_ids):
