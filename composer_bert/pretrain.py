@@ -269,13 +269,28 @@ def format_result(result: PretrainResult) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def _already_finished(trainer: Trainer) -> bool:
+    """Whether the checkpoint autoresume loaded is at (or past) max_duration: `fit` would refuse to start."""
+    max_duration = trainer.state.max_duration
+    return max_duration is not None and trainer.state.timestamp.get(max_duration.unit) >= max_duration
+
+
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
     """Train (or resume) and return the summary on rank 0, None on the other ranks."""
     energy = EnergyMeter() if dist.get_local_rank() == 0 else None
     try:
         with removed_if_refused(cfg.save_folder):
             trainer = build_trainer(cfg)
-        trainer.fit()
+        finished = _already_finished(trainer)
+        if finished:  # the same command again after the run ended (a scheduler's retry): nothing left to train
+            log.warning(
+                "run '%s' already finished at %s of max_duration %s; its results stay as they are in %s "
+                "(raise max_duration to train further, or choose another run_name to start again)",
+                cfg.run_name, trainer.state.timestamp.get(trainer.state.max_duration.unit), cfg.max_duration,
+                cfg.save_folder,
+            )  # fmt: skip
+        else:
+            trainer.fit()
         trainer.close()
         energy_kwh = energy.kwh() if energy is not None else None
     except Exception as err:  # an upload to a bucket save_folder that failed in Composer's uploader: one line
@@ -288,8 +303,12 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
             energy.close()
     if dist.get_global_rank() != 0:
         return None
-    result = summarize(trainer, cfg, energy_kwh)
     summary = _run_dir(trainer) / "summary.json"
+    if finished and summary.is_file():  # the training process's figures (energy, peak memory), not this one's
+        stored = json.loads(summary.read_text())
+        return PretrainResult(**{field.name: stored[field.name] for field in dataclasses.fields(PretrainResult)
+                                 if field.name in stored})  # fmt: skip
+    result = summarize(trainer, cfg, energy_kwh)
     with atomic_file(summary) as tmp:
         tmp.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     if is_remote(cfg.save_folder):  # the uploader closed with the trainer: this last file goes up directly

@@ -67,6 +67,14 @@ def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
     assert sorted(resumed) == sorted(expected) == list(range(40))
     assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
 
+    if objective == "mlm":  # once more after the run ended (a scheduler's retry): it says so and changes nothing
+        outputs = {name: (killed / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
+        third = run_cli("recipes/pretrain.py", *args)
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert "run 'resume' already finished at 40ba of max_duration 40ba" in third.stderr
+        assert "Traceback" not in third.stderr and "train loss (last 5 logged)" in third.stdout
+        assert {name: (killed / name).read_bytes() for name in outputs} == outputs
+
 
 def test_tiny_causal_pretrain_learns_reports_perplexity_and_refuses_mlm_shards(tiny_shards, tiny_causal_shards, tmp_path):
     out = tmp_path / "run"
