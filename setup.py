@@ -24,6 +24,7 @@ install_requires = [
     "safetensors",
     "matplotlib",
     "tqdm",
+    "xxhash>=3,<4",  # shard hashes (data_prep/verify_shards.py); the bounds mosaicml-streaming already requires
 ]
 
 extras = {

@@ -5,7 +5,8 @@ IndexError or a dtype error deep inside a DataLoader worker, or as silently wron
 shard is checked against its index entry without reading its data: the file size, and for MDS shards the
 header (sample count, first and last record offsets). That catches truncation and a damaged header; a
 corrupted byte inside the data is caught by the xxh64 hash each shard's index entry carries, which streaming
-checks when it downloads a shard from a remote (local shards are not hashed on every run).
+checks when it downloads a shard from a remote. Local shards are not hashed on every run (it reads every byte);
+`verify_split` does that on demand (data_prep/verify_shards.py, after copying shards to a new disk).
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import xxhash
+
+from composer_bert.data.rows import SHARD_HASH
 from composer_bert.errors import UserError
 
 INDEX_NAME = "index.json"  # StreamingDataset's per-split index
 INDEX_VERSION = 2
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
+_READ_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -33,15 +39,19 @@ class ShardFile:
     is_mds: bool
     zip_basename: str | None = None
     zip_size: int | None = None
+    raw_hash: str | None = None  # SHARD_HASH hex digests from the index; None for shards built without hashes
+    zip_hash: str | None = None
 
 
-def _file_info(entry: Any) -> tuple[str, int] | None:
+def _file_info(entry: Any) -> tuple[str, int, str | None] | None:
     if not isinstance(entry, dict):
         return None
     basename, size = entry.get("basename"), entry.get("bytes")
     if not isinstance(basename, str) or not basename or not isinstance(size, int) or size < 0:
         return None
-    return basename, size
+    hashes = entry.get("hashes")
+    digest = hashes.get(SHARD_HASH) if isinstance(hashes, dict) else None
+    return basename, size, digest if isinstance(digest, str) else None
 
 
 def read_split_index(split_dir: str) -> list[ShardFile]:
@@ -65,7 +75,10 @@ def read_split_index(split_dir: str) -> list[ShardFile]:
         zipped = _file_info(entry.get("zip_data")) if isinstance(entry, dict) and entry.get("zip_data") else None
         if raw is None or not isinstance(samples, int) or samples < 0:
             raise UserError(f"'{path}' has a malformed entry for shard {number}; {REBUILD}")
-        shards.append(ShardFile(raw[0], raw[1], samples, entry.get("format") == "mds", *(zipped or (None, None))))
+        zip_name, zip_size, zip_hash = zipped or (None, None, None)
+        shards.append(
+            ShardFile(raw[0], raw[1], samples, entry.get("format") == "mds", zip_name, zip_size, raw[2], zip_hash)
+        )
     return shards
 
 
@@ -135,3 +148,38 @@ def check_split_shards(split_dir: str, local_only: bool) -> None:
     for shard in read_split_index(split_dir):
         if not check_shard_file(split_dir, shard) and local_only:
             raise UserError(f"shard '{os.path.join(split_dir, shard.basename)}' is missing; {REBUILD}")
+
+
+def verify_split(split_dir: str, on_bytes: Callable[[int], object] = lambda n: None) -> tuple[int, int, list[str]]:
+    """Hash every shard file of a split against its index entry, reading every byte.
+
+    Returns (shards, bytes read, problems): one line per shard that is missing, has the wrong size or header,
+    does not match its hash, or has no hash to match (built before shards carried them). `on_bytes(n)` is
+    called as bytes are read (a progress bar).
+    """
+    shards, read, problems = read_split_index(split_dir), 0, []
+    for shard in shards:
+        try:
+            present = check_shard_file(split_dir, shard)
+        except UserError as err:
+            problems.append(str(err).split("; ")[0])
+            continue
+        if not present:
+            problems.append(f"shard '{os.path.join(split_dir, shard.basename)}' is missing")
+            continue
+        raw = os.path.join(split_dir, shard.basename)
+        path, expected = (raw, shard.raw_hash) if os.path.isfile(raw) else (
+            os.path.join(split_dir, str(shard.zip_basename)), shard.zip_hash
+        )  # fmt: skip
+        if expected is None:
+            problems.append(f"shard '{path}' has no {SHARD_HASH} hash in its {INDEX_NAME} (built before shards had them)")
+            continue
+        digest = xxhash.xxh64()
+        with open(path, "rb") as file:
+            while chunk := file.read(_READ_BYTES):
+                digest.update(chunk)
+                read += len(chunk)
+                on_bytes(len(chunk))
+        if digest.hexdigest() != expected:
+            problems.append(f"shard '{path}' does not match the {SHARD_HASH} hash in its {INDEX_NAME}")
+    return len(shards), read, problems

@@ -1,5 +1,6 @@
 """Damaged shard roots fail in one line that names the file and says to rebuild, through the loader's entry
-points and the pretraining CLI; a split smaller than one global batch is refused when the loader is built.
+points and the pretraining CLI; a split smaller than one global batch is refused when the loader is built;
+data_prep/verify_shards.py finds what only a hash can (one changed byte).
 
 Each test damages a copy of the session's tiny shards (built by the real data_prep CLIs).
 """
@@ -18,7 +19,7 @@ from composer_bert.data import loader
 from composer_bert.data.config import DataConfig
 from composer_bert.data.loader import build_mlm_dataloader, build_mlm_dataspec
 from composer_bert.errors import UserError
-from tests.helpers import assert_one_error_line, run_cli, tiny_args
+from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli, tiny_args
 
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
 
@@ -172,3 +173,45 @@ def test_pretraining_with_a_global_batch_larger_than_the_data_is_one_line(tiny_s
     batch = f"global_train_batch_size={rows + 1}"
     result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, tmp_path / "run", "max_duration=2ba", batch))
     assert_one_error_line(result, f"'train' split has {rows} rows", f"global batch of {rows + 1}", after_other_output=True)
+
+
+VERIFY_CLI = "data_prep/verify_shards.py"
+
+
+def test_verify_shards_hashes_every_byte_and_names_each_changed_shard(shards, capsys):
+    load_script_main(REPO / VERIFY_CLI)([str(shards), "--no-progress"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["split", "shards", "MB", "read", "result"]
+    assert [line.split()[0] for line in table[1:]] == [str(shards / "train"), str(shards / "val")]
+    assert all(line.endswith("  ok") for line in table[1:])
+
+    flipped, truncated = first_shard(shards), first_shard(shards, "val")
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside the rows: size and header still right, only the hash can tell
+    flipped.write_bytes(bytes(data))
+    truncate(truncated)
+    result = run_cli(VERIFY_CLI, shards, "--no-progress", timeout=120)
+    assert_one_error_line(result, f"shard '{flipped}' does not match the xxh64 hash", "1 more shard", REBUILD)
+    assert f"shard '{truncated}' has" in result.stdout and "truncated" in result.stdout
+    assert "1 bad" in result.stdout
+
+    index = shards / "train" / "index.json"  # shards built before they carried hashes
+    entries = json.loads(index.read_text())
+    for entry in entries["shards"]:
+        entry["raw_data"].pop("hashes")
+    index.write_text(json.dumps(entries))
+    result = run_cli(VERIFY_CLI, shards / "train", "--no-progress", timeout=120)
+    assert_one_error_line(result, "has no xxh64 hash in its index.json (built before shards had them)", REBUILD)
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [("missing", ("does not exist",)), ("empty", ("holds no shards",)), ("s3://bucket/shards", ("is a bucket",))],
+)
+def test_verify_shards_refuses_what_is_not_a_local_shard_folder(tmp_path, capsys, target, words):
+    (tmp_path / "empty").mkdir()
+    path = target if "://" in target else str(tmp_path / target)
+    with pytest.raises(SystemExit) as exit_info:
+        load_script_main(REPO / VERIFY_CLI)([path, "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and error.startswith("error: ") and all(word in error for word in words)
