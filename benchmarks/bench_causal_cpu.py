@@ -14,6 +14,9 @@ models are interleaved (`bench_model_cpu.time_training_steps`) so machine load h
   cache on) on the exported weights (hf/llama.py, the conversion recipes/export_hf.py writes). Batch-1 decoding
   multiplies one row at a time, which a second thread barely speeds up and a loaded machine slows down a lot
   (threads waiting on each other), so generation runs on `--generation-threads` (default 1), training on 2.
+- matmul ceiling: the best GFLOP/s of one plain fp32 matmul at the step's weight shapes on the same threads, and
+  each training row's GFLOP/s (training FLOPs, `models/flops.py`, over its step time) as a share of it: how much
+  room a same-math step has left on this machine.
 
     python benchmarks/bench_causal_cpu.py [--steps 5] [--new-tokens 256] [--generation-threads 1]
 """
@@ -34,6 +37,7 @@ from composer_bert.hf.llama import is_llama, llama_config, state_dict_to_llama
 from composer_bert.models.causal import CausalLM
 from composer_bert.models.composer_model import ComposerCausalLM
 from composer_bert.models.config import ModelConfig
+from composer_bert.models.flops import causal_flops_per_batch
 
 VOCAB, HIDDEN, LAYERS, HEADS, SEQ, BATCH = 8192, 256, 4, 4, 256, 8
 SWIGLU, GELU = 688, 1024  # SwiGLU width ~ 8/3 x hidden (Llama's rule, same parameters as a 1024 GELU MLP)
@@ -71,14 +75,37 @@ def hf_gpt2() -> Run:
     return model, lambda batch: model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
 
 
+def matmul_ceiling(repeats: int = 20) -> float:
+    """GFLOP/s of one fp32 matmul at each of the step's weight shapes (tokens x hidden times hidden x out), best
+    of them: what this machine's matmul kernel gives on these threads, so the most a step of the same math nears."""
+    best = 0.0
+    for out in (3 * HIDDEN, 2 * SWIGLU, GELU, VOCAB):  # fused QKV, SwiGLU's up+gate, GELU's up, the LM head
+        a, b = torch.randn(BATCH * SEQ, HIDDEN), torch.randn(HIDDEN, out)
+        for _ in range(3):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * BATCH * SEQ * HIDDEN * out * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def train_rows(runs: dict[str, Run], steps: int, warmup: int) -> list[str]:
     batch = {"input_ids": torch.randint(5, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))}
+    ceiling = matmul_ceiling()
     seconds = time_training_steps(runs, batch, steps, warmup)
+    ceiling = max(ceiling, matmul_ceiling())  # before and after: the less loaded of the two
     tokens = BATCH * SEQ * steps
-    rows = [f"{'train step':<34} {'params':>12} {'tokens/s':>10} {'s/step':>8}"]
+    rows = [f"{'train step':<34} {'params':>12} {'tokens/s':>10} {'s/step':>8} {'GFLOP/s':>8} {'of matmul':>9}"]
     for name, (model, _) in runs.items():
         params = sum(p.numel() for p in model.parameters())
-        rows.append(f"{name:<34} {params:>12,} {tokens / seconds[name]:>10,.0f} {seconds[name] / steps:>8.2f}")
+        # both models of a pair compute the same function, so the same FLOPs (ours counted, models/flops.py)
+        flops = causal_flops_per_batch(GPT2_LIKE if "GPT" in name else LLAMA_LIKE, batch) * steps / seconds[name] / 1e9
+        rows.append(
+            f"{name:<34} {params:>12,} {tokens / seconds[name]:>10,.0f} {seconds[name] / steps:>8.2f} "
+            f"{flops:>8.1f} {flops / ceiling:>9.0%}"
+        )
+    rows.append(f"matmul ceiling (best fp32 matmul of the step's weight shapes, same threads): {ceiling:.1f} GFLOP/s")
     llama = seconds["transformers LlamaForCausalLM"] / seconds["ours (Llama switches)"]
     gpt2 = seconds["transformers GPT2LMHeadModel"] / seconds["ours (GPT-2 switches)"]
     rows.append(f"same math, Llama  (ours / LlamaForCausalLM): {llama:.2f}x tokens/s (target 1.3x)")

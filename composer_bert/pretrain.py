@@ -306,6 +306,8 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
     summary = _run_dir(trainer) / "summary.json"
     if finished and summary.is_file():  # the training process's figures (energy, peak memory), not this one's
         stored = json.loads(summary.read_text())
+        if is_remote(cfg.save_folder):
+            shutil.rmtree(summary.parent, ignore_errors=True)  # the local copy restored from the bucket
         return PretrainResult(**{field.name: stored[field.name] for field in dataclasses.fields(PretrainResult)
                                  if field.name in stored})  # fmt: skip
     result = summarize(trainer, cfg, energy_kwh)

@@ -182,7 +182,7 @@ def prepare_autoresume(save_folder: str, model_config: dict[str, Any]) -> Path |
 def restore_remote_run(save_folder: str, local_dir: str) -> None:
     """Fill `local_dir` from the bucket folder `save_folder` so that autoresume works there as on a local folder:
     the newest intact rank-0 checkpoint (newest first; damaged ones are skipped with a warning and left in the
-    bucket) and the run's metrics.jsonl. Then `prepare_autoresume(local_dir, ...)` checks and links it as usual.
+    bucket), the run's metrics.jsonl and, if it finished, its summary.json. Then `prepare_autoresume(local_dir, ...)` checks and links it as usual.
     """
     from composer_bert.remote import RANK0_CHECKPOINT, RemoteFolder
 
@@ -198,5 +198,6 @@ def restore_remote_run(save_folder: str, local_dir: str) -> None:
             break
         path.unlink()
         log.warning("checkpoint %s is incomplete or damaged; trying an older one", folder.uri_of(name))
-    if checkpoints and "metrics.jsonl" in names:
-        folder.download("metrics.jsonl", Path(local_dir) / "metrics.jsonl")
+    for name in ("metrics.jsonl", "summary.json"):  # a finished run's summary: rerun, it is reported, not redone
+        if checkpoints and name in names:
+            folder.download(name, Path(local_dir) / name)

@@ -145,6 +145,12 @@ def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straig
     assert sorted(resumed) == list(range(20))
     assert [resumed[b] for b in range(20)] == [expected[b] for b in range(20)]
 
+    outputs = {name: s3.read(f"runs/killed/{name}") for name in ("metrics.jsonl", "summary.json")}
+    third = run_cli("recipes/pretrain.py", *args, env=s3.env, timeout=300)  # once more: finished, nothing changes
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "run 'killed' already finished at 20ba" in third.stderr and "train loss (last 5 logged)" in third.stdout
+    assert {name: s3.read(f"runs/killed/{name}") for name in outputs} == outputs
+
 
 def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tmp_path):
     s3.copy_prefix("shards", "shards-b")
