@@ -180,6 +180,21 @@ def download_to_temp(uri: str) -> Path:
     return destination
 
 
+def download_files(uri: str, names: Iterable[str], into: Path) -> Path:
+    """Those of `names` that the bucket folder `uri` holds, downloaded into a new folder under `into` named as the
+    URI's last part (so a run read from there keeps its folder name as its label); none of them is a UserError."""
+    folder = RemoteFolder(uri)
+    held = set(folder.names())
+    present = [name for name in names if name in held]
+    if not present:
+        raise UserError(f"'{uri}' holds none of {', '.join(names)}; check the URI")
+    local = Path(tempfile.mkdtemp(dir=into)) / (Path(folder.prefix).name or folder.bucket)
+    local.mkdir()
+    for name in present:
+        folder.download(name, local / name)
+    return local
+
+
 RANK0_CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
 
 

@@ -7,8 +7,9 @@ one markdown table.
 Each argument is a save folder. A pretraining run's (recipes/pretrain.py; it holds metrics.jsonl, and
 summary.json once finished) goes into compare_runs.png: every run's loss against tokens and against training
 hours. A GLUE run's (recipes/finetune_glue.py, any checkpoint including hf:NAME; it holds glue_results.json)
-goes into compare_glue.png: per-dev-set bars beside the published averages. Both kinds may be mixed. The
-tables go to {out}/compare_runs.md and the console. A run still training can be compared too: its table row
+goes into compare_glue.png: per-dev-set bars beside the published averages. Both kinds may be mixed, and a
+folder may be a bucket's (s3://bucket/runs/a: its report files are read from there). The tables go to
+{out}/compare_runs.md and the console. A run still training can be compared too: its table row
 shows the figures so far.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from composer_bert.errors import cli_entry
@@ -35,17 +37,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="compare_runs_") as downloads:
+        compare(args.runs, args.out, Path(downloads))
+
+
+def compare(given_folders: list[str], out_folder: str, downloads: Path) -> None:
+    """Read every folder (a bucket's report files into `downloads` first), then write the pictures and tables."""
     from composer_bert.files import atomic_file, ensure_writable_dir
     from composer_bert.glue.compare import comparison_markdown, load_glue_folders, plot_comparison
     from composer_bert.glue.results import RESULTS_JSON
+    from composer_bert.remote import download_files, is_remote
     from composer_bert.run_report import load_runs, markdown_table, plot_runs
 
-    glue_folders = [folder for folder in args.runs if (Path(folder) / RESULTS_JSON).is_file()]
+    report_files = ("metrics.jsonl", "summary.json", RESULTS_JSON)
+    folders = {
+        given: str(download_files(given, report_files, downloads)) if is_remote(given) else given
+        for given in given_folders
+    }
+    glue_folders = [given for given, folder in folders.items() if (Path(folder) / RESULTS_JSON).is_file()]
     # every folder is read and checked before anything is written
-    runs = load_runs([folder for folder in args.runs if folder not in glue_folders])
-    glue_runs = load_glue_folders(glue_folders)
-    ensure_writable_dir(args.out, "--out")
-    out = Path(args.out)
+    pretraining = [given for given in folders if given not in glue_folders]
+    runs = load_runs([folders[given] for given in pretraining])
+    glue_runs = load_glue_folders([folders[given] for given in glue_folders])
+    for run, given in [*zip(runs, pretraining, strict=True), *zip(glue_runs, glue_folders, strict=True)]:
+        if run.label == folders[given].rstrip("/"):  # a repeated name is shown as the path given, not the copy's
+            run.label = given.rstrip("/")
+    ensure_writable_dir(out_folder, "--out")
+    out = Path(out_folder)
     sections, written = [], []
     if runs:
         table = markdown_table(runs)

@@ -152,6 +152,27 @@ def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straig
     assert {name: s3.read(f"runs/killed/{name}") for name in outputs} == outputs
 
 
+def test_compare_runs_reads_a_run_from_the_bucket(s3, straight_run, tmp_path):
+    """recipes/compare_runs.py given s3:// folders: the bucket's report files are read, the row is labelled by
+    the run's folder name (the URI where names repeat), and nothing downloaded is left behind."""
+    uri = bucket_uri(straight_run[0])
+    s3.copy_prefix(straight_run[0], "elsewhere/straight")  # the same name twice: rows labelled by their URIs
+    other = bucket_uri("elsewhere/straight")
+    out = tmp_path / "compare"
+    env = {**s3.env, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    result = run_cli("recipes/compare_runs.py", uri, other, "--out", str(out), env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(s3.read(f"{straight_run[0]}/summary.json"))
+    rows = [line.split(" | ") for line in (out / "compare_runs.md").read_text().splitlines() if "s3://" in line]
+    assert [row[0].strip("| ") for row in rows] == [uri, other]
+    assert all(row[1] == f"{summary['tokens']:,}" and row[3] == f"{summary['eval_loss']:.4f}" for row in rows)
+    assert (out / "compare_runs.png").stat().st_size > 1000
+    assert not list((tmp_path / "tmp").iterdir())  # the downloaded copies are gone
+    missing = run_cli("recipes/compare_runs.py", bucket_uri("runs/nothing"), "--out", str(out), env=s3.env, timeout=300)
+    assert_one_error_line(missing, bucket_uri("runs/nothing"), "holds none of metrics.jsonl")
+
+
 def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tmp_path):
     s3.copy_prefix("shards", "shards-b")
     caches = {name: tmp_path / name for name in ("a", "b")}
