@@ -14,11 +14,13 @@ models are interleaved (`bench_model_cpu.time_training_steps`) so machine load h
   cache on) on the exported weights (hf/llama.py, the conversion recipes/export_hf.py writes). Batch-1 decoding
   multiplies one row at a time, which a second thread barely speeds up and a loaded machine slows down a lot
   (threads waiting on each other), so generation runs on `--generation-threads` (default 1), training on 2.
+- `--compile`: the Llama pair again with each loss function under `torch.compile` (inductor; the warm-up steps
+  compile), so the same math in another execution mode.
 - matmul ceiling: the best GFLOP/s of one plain fp32 matmul at the step's weight shapes on the same threads, and
   each training row's GFLOP/s (training FLOPs, `models/flops.py`, over its step time) as a share of it: how much
   room a same-math step has left on this machine.
 
-    python benchmarks/bench_causal_cpu.py [--steps 5] [--new-tokens 256] [--generation-threads 1]
+    python benchmarks/bench_causal_cpu.py [--steps 5] [--new-tokens 256] [--generation-threads 1] [--compile]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ GPT2_LIKE = dataclasses.replace(
     position_embedding="learned", qkv_bias=True, linear_bias=True,
 )  # fmt: skip
 Run = tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]
+COMPILED_OURS, COMPILED_HF = "ours (Llama), torch.compile", "LlamaForCausalLM, torch.compile"
 
 
 def ours(cfg: ModelConfig) -> Run:
@@ -110,6 +113,11 @@ def train_rows(runs: dict[str, Run], steps: int, warmup: int) -> list[str]:
     gpt2 = seconds["transformers GPT2LMHeadModel"] / seconds["ours (GPT-2 switches)"]
     rows.append(f"same math, Llama  (ours / LlamaForCausalLM): {llama:.2f}x tokens/s (target 1.3x)")
     rows.append(f"same math, GPT-2  (ours / GPT2LMHeadModel):  {gpt2:.2f}x tokens/s (target 1.3x)")
+    if COMPILED_OURS in seconds:
+        both = seconds[COMPILED_HF] / seconds[COMPILED_OURS]
+        eager_hf = seconds["transformers LlamaForCausalLM"] / seconds[COMPILED_OURS]
+        rows.append(f"Llama, both compiled (ours / LlamaForCausalLM): {both:.2f}x tokens/s")
+        rows.append(f"Llama, ours compiled / LlamaForCausalLM eager: {eager_hf:.2f}x tokens/s")
     return rows
 
 
@@ -149,6 +157,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens each generation run produces")
     parser.add_argument("--generation-threads", type=int, default=1, help="torch threads while generating")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time both Llama-shaped models under torch.compile (minutes)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -158,6 +169,9 @@ def main() -> None:
         "ours (GPT-2 switches)": ours(GPT2_LIKE),
         "transformers GPT2LMHeadModel": hf_gpt2(),
     }
+    if args.compile:  # the loss function compiled (forward + loss; backward through the compiled graph)
+        for name, (model, loss_of) in ((COMPILED_OURS, ours(LLAMA_LIKE)), (COMPILED_HF, hf_llama())):
+            runs[name] = (model, torch.compile(loss_of))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"training on {torch.get_num_threads()} threads")
     print("\n".join(train_rows(runs, args.steps, args.warmup)))
