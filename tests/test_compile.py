@@ -1,7 +1,7 @@
 """The training step compiles whole: no graph break, no recompile, no host-device synchronisation.
 
-For the MLM step of each pretraining recipe (its `model:` section, shrunk to 2 layers of 32) and the
-padded GLUE classifier step: forward + loss is compiled with `fullgraph=True` on CPU inductor (a graph
+For the MLM step of each BERT pretraining recipe and the next-token step of each GPT recipe (its `model:`
+section, shrunk to 2 layers of 32) and the padded GLUE classifier step: forward + loss is compiled with `fullgraph=True` on CPU inductor (a graph
 break is an error), backward runs through the compiled graph, and an optimizer steps between batches,
 as in Composer's loop (Composer compiles `forward`, a part of this graph). Three batches with different
 masks (a different number of masked tokens, different padding) must reuse the first compile
@@ -26,14 +26,16 @@ from omegaconf import OmegaConf
 from torch._dynamo.utils import counters
 
 from composer_bert.algorithms.seq_length_warmup import cut
+from composer_bert.data.causal import next_token_labels
 from composer_bert.data.masking import MASKED_POSITIONS, MLMMasker
-from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
+from composer_bert.models.composer_model import ComposerCausalLM, ComposerClassifier, ComposerMLM
 from composer_bert.models.config import ModelConfig
 from tests.helpers import REPO
 from tests.host_reads import HostReads
 
 RECIPES = ["crammed-bert", "mosaic-bert-base", "bert-base"]
-CONFIGS = [*RECIPES, "glue-classifier"]
+CAUSAL_RECIPES = ["minigpt-100m", "gpt2-124m"]  # rotary/RMSNorm/SwiGLU and learned/LayerNorm/GELU
+CONFIGS = [*RECIPES, "glue-classifier", *CAUSAL_RECIPES]
 VOCAB, SEQ_LEN, BATCH, NUM_LABELS = 100, 16, 4, 3
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 RTOL, ATOL = 1e-4, 1e-5
@@ -47,11 +49,24 @@ def recipe_config(recipe: str) -> ModelConfig:
     return ModelConfig(**section)
 
 
-def build(name: str) -> ComposerMLM | ComposerClassifier:
+def build(name: str) -> ComposerMLM | ComposerClassifier | ComposerCausalLM:
     torch.manual_seed(0)
     if name == "glue-classifier":  # finetuning starts from the crammed encoder
         return ComposerClassifier(recipe_config("crammed-bert"), NUM_LABELS)
+    if name in CAUSAL_RECIPES:
+        return ComposerCausalLM(recipe_config(name))
     return ComposerMLM(recipe_config(name))
+
+
+def causal_batches(num_batches: int = 3) -> list[dict[str, torch.Tensor]]:
+    """Rows of packed documents ([SEP] ends each) with next-token labels, as the causal loader yields them."""
+    generator = torch.Generator().manual_seed(2)
+    batches = []
+    for _ in range(num_batches):
+        input_ids = torch.randint(len(SPECIAL), VOCAB, (BATCH, SEQ_LEN), generator=generator)
+        input_ids[torch.rand(input_ids.shape, generator=generator) < 0.1] = SPECIAL["sep"]
+        batches.append({"input_ids": input_ids, "labels": next_token_labels(input_ids)})
+    return batches
 
 
 def mlm_batches(mlm_probability: float, num_batches: int = 3) -> list[dict[str, torch.Tensor]]:
@@ -91,6 +106,8 @@ def classifier_batches(num_batches: int = 3) -> list[dict[str, torch.Tensor]]:
 def batches_for(name: str) -> list[dict[str, torch.Tensor]]:
     if name == "glue-classifier":
         return classifier_batches()
+    if name in CAUSAL_RECIPES:
+        return causal_batches()
     return mlm_batches(OmegaConf.load(REPO / "yamls" / "pretrain" / f"{name}.yaml")["data"]["mlm_probability"])
 
 
