@@ -136,6 +136,8 @@ def test_glue_config_validates_ranges_and_reads_the_old_flat_keys_with_a_warning
         )
     assert (cfg.optimizer.lr, cfg.optimizer.name, cfg.optimizer.eps) == (1e-5, "decoupled_adamw", 1e-7)
     assert cfg.global_train_batch_size == 32 and cfg.optimizer.weight_decay == 0.0
+    with pytest.raises(UserError, match="'save_folder' is 's3://b/glue', but GLUE writes to a local folder"):
+        load_config(FinetuneConfig, REPO / "yamls/finetune/glue.yaml", ["checkpoint=s3://b/c.pt", "save_folder=s3://b/glue"])
 
 
 def test_shipped_glue_recipe_has_the_pretraining_optimizer_section():

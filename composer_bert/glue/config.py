@@ -135,6 +135,12 @@ class FinetuneConfig:
         """What types and ranges cannot say: task names, the MNLI dependency, seeds (run by `schema.validate`)."""
         if not self.tasks:
             raise UserError(f"config key 'tasks' is empty; list GLUE tasks, e.g. tasks=[{','.join(DEFAULT_TASKS)}]")
+        if "://" in self.save_folder:  # runs resume from their per-run files, which are read and written locally
+            raise UserError(
+                f"config key 'save_folder' is '{self.save_folder}', but GLUE writes to a local folder; give a local "
+                "save_folder and copy it to the bucket after (compare_runs.py reads it from there); the checkpoint "
+                "may be in a bucket"
+            )
         names = [get_task(name, "tasks").name for name in self.tasks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
