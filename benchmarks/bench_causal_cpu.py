@@ -54,6 +54,11 @@ GPT2_LIKE = dataclasses.replace(
 )  # fmt: skip
 Run = tuple[torch.nn.Module, Callable[[dict], torch.Tensor]]
 COMPILED_OURS, COMPILED_HF = "ours (Llama), torch.compile", "LlamaForCausalLM, torch.compile"
+ROW_SHAPES = {  # each training row's function (both rows of a pair compute the same one)
+    "ours (Llama switches)": LLAMA_LIKE, "transformers LlamaForCausalLM": LLAMA_LIKE,
+    "ours (GPT-2 switches)": GPT2_LIKE, "transformers GPT2LMHeadModel": GPT2_LIKE,
+    COMPILED_OURS: LLAMA_LIKE, COMPILED_HF: LLAMA_LIKE,
+}
 
 
 def ours(cfg: ModelConfig) -> Run:
@@ -103,7 +108,7 @@ def train_rows(runs: dict[str, Run], steps: int, warmup: int) -> list[str]:
     for name, (model, _) in runs.items():
         params = sum(p.numel() for p in model.parameters())
         # both models of a pair compute the same function, so the same FLOPs (ours counted, models/flops.py)
-        flops = causal_flops_per_batch(GPT2_LIKE if "GPT" in name else LLAMA_LIKE, batch) * steps / seconds[name] / 1e9
+        flops = causal_flops_per_batch(ROW_SHAPES[name], batch) * steps / seconds[name] / 1e9
         rows.append(
             f"{name:<34} {params:>12,} {tokens / seconds[name]:>10,.0f} {seconds[name] / steps:>8.2f} "
             f"{flops:>8.1f} {flops / ceiling:>9.0%}"

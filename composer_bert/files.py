@@ -113,21 +113,25 @@ def write_errors(what: str) -> Iterator[None]:
 
 @contextmanager
 def removed_if_refused(folder: str | Path) -> Iterator[None]:
-    """Remove the local `folder` again if the body stops with a `UserError` while the folder still holds no file.
+    """Remove the local `folder` again if the body stops with a `UserError` while the folder is still empty.
 
     Runs prove their `save_folder` writable (creating it) before every input is checked; a refusal found later
     (a checkpoint of the wrong kind, a model too short for the shards) then leaves nothing behind. Only folders
-    that did not exist before are removed, with the parents created for them.
+    that did not exist before are removed, deepest first and only while empty (`os.rmdir`), so a parent that
+    another run has meanwhile put its own folder in stays.
     """
-    path = None if "://" in str(folder) else Path(folder).absolute()
-    created = None if path is None else next(
-        (p for p in reversed((path, *path.parents)) if not p.exists()), None  # the topmost folder the body creates
-    )
+    from composer_bert.remote import is_remote
+
+    path = None if is_remote(folder) else Path(folder).absolute()
+    created = [] if path is None else [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         yield
     except UserError:
-        if created is not None and created.is_dir() and not any(p.is_file() for p in created.rglob("*")):
-            shutil.rmtree(created, ignore_errors=True)
+        for new_folder in created:
+            try:
+                new_folder.rmdir()
+            except OSError:  # not empty (something was written, or another run's folder), or already gone
+                break
         raise
 
 
@@ -137,9 +141,9 @@ def ensure_writable_dir(folder: str | Path, key: str) -> None:
     Runs before any training, so a `save_folder` that is, or sits under, a regular file, or that this user
     cannot write, or a bucket these credentials cannot use, fails in one line instead of after hours of work.
     """
-    if "://" in str(folder):
-        from composer_bert.remote import check_remote_folder
+    from composer_bert.remote import check_remote_folder, is_remote
 
+    if is_remote(folder):
         check_remote_folder(str(folder), key)
         return
     path = Path(folder)

@@ -18,6 +18,7 @@ from composer.loggers import LoggerDestination
 from composer.utils import dist, reproducibility
 from omegaconf import OmegaConf
 
+from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.checkpoint import RunMetadata
@@ -198,6 +199,8 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         device=device,
         python_log_level=os.environ.get("COMPOSER_BERT_LOG_LEVEL"),
     )
+    if _already_finished(trainer):  # a rerun of a finished run trains nothing: its config.yaml stays the one it used
+        return trainer
     resolved = {**to_dict(cfg), "model": dataclasses.asdict(model_cfg)}
     trainer.logger.log_hyperparameters(flat_hyperparameters(resolved))  # once, to every tracker (rank 0 only)
     if dist.get_global_rank() == 0:  # only once the run starts (checkpoint loaded): a failed rerun keeps the old one
@@ -270,9 +273,13 @@ def format_result(result: PretrainResult) -> str:
 
 
 def _already_finished(trainer: Trainer) -> bool:
-    """Whether the checkpoint autoresume loaded is at (or past) max_duration: `fit` would refuse to start."""
+    """Whether the checkpoint autoresume loaded ended the run: at (or past) max_duration, where `fit` would refuse
+    to start, or with its wall-clock budget spent (Composer does not checkpoint max_duration, so a budgeted
+    recipe's generous max_duration says nothing; the budget's own restored clock does)."""
     max_duration = trainer.state.max_duration
-    return max_duration is not None and trainer.state.timestamp.get(max_duration.unit) >= max_duration
+    if max_duration is not None and trainer.state.timestamp.get(max_duration.unit) >= max_duration:
+        return True
+    return any(isinstance(callback, WallClockBudget) and callback.spent() for callback in trainer.state.callbacks)
 
 
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
@@ -283,11 +290,11 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
             trainer = build_trainer(cfg)
         finished = _already_finished(trainer)
         if finished:  # the same command again after the run ended (a scheduler's retry): nothing left to train
+            limit = f"its budget {cfg.budget}" if cfg.budget else f"max_duration {cfg.max_duration}"
             log.warning(
-                "run '%s' already finished at %s of max_duration %s; its results stay as they are in %s "
-                "(raise max_duration to train further, or choose another run_name to start again)",
-                cfg.run_name, trainer.state.timestamp.get(trainer.state.max_duration.unit), cfg.max_duration,
-                cfg.save_folder,
+                "run '%s' already finished after %d batches, having reached %s; its results stay as they are in %s "
+                "(raise max_duration or the budget to train further, or choose another run_name to start again)",
+                cfg.run_name, int(trainer.state.timestamp.batch), limit, cfg.save_folder,
             )  # fmt: skip
         else:
             trainer.fit()

@@ -5,7 +5,9 @@
 DIR is what data_prep/convert_dataset.py wrote (manifest.json with train/ and val/) or one split folder
 (index.json). Run it after copying shards to a new disk or node: training checks sizes and headers on every
 start but hashes only the shards it downloads from a remote, since hashing reads every byte. Prints a table
-per split; any shard that is missing, damaged or changed is an error naming it (exit 2).
+per split; any shard that is missing, damaged, changed or unreadable is an error naming it (exit 2). A
+streaming cache of a remote (`data.local` beside `data.remote`) holds only the shards downloaded so far, so
+its other shards count as missing here.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     splits = [split for root in args.dirs for split in split_dirs(root)]
-    total = sum(shard.zip_size or shard.size for split in splits for shard in read_split_index(str(split)))
+    total = sum(  # the bytes verify_split reads: the raw file where it is there, else the compressed one
+        shard.size if (split / shard.basename).is_file() else shard.zip_size or 0
+        for split in splits
+        for shard in read_split_index(str(split))
+    )
     rows, problems = [], []
     with tqdm(total=total, desc="hashing shards", unit="B", unit_scale=True, disable=args.no_progress) as bar:
         for split in splits:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from composer_bert.errors import cli_entry
+from composer_bert.errors import UserError, cli_entry
 
 PNG_NAME = "compare_runs.png"
 GLUE_PNG_NAME = "compare_glue.png"
@@ -50,17 +50,23 @@ def compare(given_folders: list[str], out_folder: str, downloads: Path) -> None:
     from composer_bert.run_report import load_runs, markdown_table, plot_runs
 
     report_files = ("metrics.jsonl", "summary.json", RESULTS_JSON)
-    folders = {
-        given: str(download_files(given, report_files, downloads)) if is_remote(given) else given
+    # (as given, where it is read): a bucket folder is read from a local copy of its report files
+    folders = [
+        (given, str(download_files(given, report_files, downloads)) if is_remote(given) else given)
         for given in given_folders
-    }
-    glue_folders = [given for given, folder in folders.items() if (Path(folder) / RESULTS_JSON).is_file()]
-    # every folder is read and checked before anything is written
-    pretraining = [given for given in folders if given not in glue_folders]
-    runs = load_runs([folders[given] for given in pretraining])
-    glue_runs = load_glue_folders([folders[given] for given in glue_folders])
-    for run, given in [*zip(runs, pretraining, strict=True), *zip(glue_runs, glue_folders, strict=True)]:
-        if run.label == folders[given].rstrip("/"):  # a repeated name is shown as the path given, not the copy's
+    ]
+    glue = [(given, folder) for given, folder in folders if (Path(folder) / RESULTS_JSON).is_file()]
+    pretraining = [(given, folder) for given, folder in folders if (given, folder) not in glue]
+    try:  # every folder is read and checked before anything is written
+        runs = load_runs([folder for _, folder in pretraining])
+        glue_runs = load_glue_folders([folder for _, folder in glue])
+    except UserError as err:  # name the bucket folder, not its temporary copy
+        message = str(err)
+        for given, folder in folders:
+            message = message.replace(folder, given)
+        raise UserError(message) from None
+    for run, (given, folder) in [*zip(runs, pretraining, strict=True), *zip(glue_runs, glue, strict=True)]:
+        if run.label == folder.rstrip("/"):  # a repeated name is shown as the path given, not the copy's
             run.label = given.rstrip("/")
     ensure_writable_dir(out_folder, "--out")
     out = Path(out_folder)

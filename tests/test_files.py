@@ -99,3 +99,12 @@ def test_a_refusal_removes_only_the_empty_folders_it_created(tmp_path):
     assert (tmp_path / "kept").is_dir()  # it existed before: not ours to remove
     refuse(tmp_path / "written", then_write=True)
     assert (tmp_path / "written" / "metrics.jsonl").is_file()  # something was written: kept
+
+    def refuse_beside_another_run(folder: Path) -> None:
+        with pytest.raises(UserError), removed_if_refused(folder):
+            ensure_writable_dir(folder, "save_folder")
+            ensure_writable_dir(tmp_path / "shared" / "b", "save_folder")  # another run starting in the same parent
+            raise UserError("refused")
+
+    refuse_beside_another_run(tmp_path / "shared" / "a")
+    assert not (tmp_path / "shared" / "a").exists() and (tmp_path / "shared" / "b").is_dir()  # b's folder stays

@@ -148,7 +148,7 @@ def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straig
     outputs = {name: s3.read(f"runs/killed/{name}") for name in ("metrics.jsonl", "summary.json")}
     third = run_cli("recipes/pretrain.py", *args, env=s3.env, timeout=300)  # once more: finished, nothing changes
     assert third.returncode == 0, third.stderr[-3000:]
-    assert "run 'killed' already finished at 20ba" in third.stderr and "train loss (last 5 logged)" in third.stdout
+    assert "run 'killed' already finished after 20 batches" in third.stderr and "train loss (last 5 logged)" in third.stdout
     assert {name: s3.read(f"runs/killed/{name}") for name in outputs} == outputs
 
 
@@ -169,8 +169,14 @@ def test_compare_runs_reads_a_run_from_the_bucket(s3, straight_run, tmp_path):
     assert all(row[1] == f"{summary['tokens']:,}" and row[3] == f"{summary['eval_loss']:.4f}" for row in rows)
     assert (out / "compare_runs.png").stat().st_size > 1000
     assert not list((tmp_path / "tmp").iterdir())  # the downloaded copies are gone
+    alone = run_cli("recipes/compare_runs.py", uri, "--out", str(out), env=env, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "| straight |" in alone.stdout  # a single run keeps its folder name
     missing = run_cli("recipes/compare_runs.py", bucket_uri("runs/nothing"), "--out", str(out), env=s3.env, timeout=300)
     assert_one_error_line(missing, bucket_uri("runs/nothing"), "holds none of metrics.jsonl")
+    s3.write("elsewhere/unfinished/summary.json", b"{}")  # errors name the bucket folder, not its temporary copy
+    broken = run_cli("recipes/compare_runs.py", bucket_uri("elsewhere/unfinished"), "--out", str(out), env=env, timeout=300)
+    assert_one_error_line(broken, f"'{bucket_uri('elsewhere/unfinished')}' has no metrics.jsonl")
 
 
 def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tmp_path):

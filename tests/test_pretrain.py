@@ -71,7 +71,7 @@ def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
         outputs = {name: (killed / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
         third = run_cli("recipes/pretrain.py", *args)
         assert third.returncode == 0, third.stderr[-3000:]
-        assert "run 'resume' already finished at 40ba of max_duration 40ba" in third.stderr
+        assert "run 'resume' already finished after 40 batches, having reached max_duration 40ba" in third.stderr
         assert "Traceback" not in third.stderr and "train loss (last 5 logged)" in third.stdout
         assert {name: (killed / name).read_bytes() for name in outputs} == outputs
 
@@ -106,6 +106,21 @@ def test_tiny_causal_pretrain_learns_reports_perplexity_and_refuses_mlm_shards(t
     result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, short, "model.max_position_embeddings=16"))
     assert_one_error_line(result, "raise model.max_position_embeddings", after_other_output=True)
     assert not (tmp_path / "refused-short").exists()
+
+
+def test_rerun_of_a_run_that_spent_its_budget_changes_nothing(tiny_shards, tmp_path):
+    """Composer does not checkpoint max_duration, so a budgeted run (the flagship recipes end on `budget`) is
+    finished when its restored clock says so; a rerun, even with another eval setting, leaves every file alone."""
+    out = tmp_path / "run"
+    args = tiny_args(tiny_shards, out, "budget=3s", "max_duration=100000ba", "eval_interval=100000ba", "run_name=b")
+    first = run_cli("recipes/pretrain.py", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    outputs = {name: (out / name).read_bytes() for name in ("metrics.jsonl", "summary.json", "config.yaml")}
+    assert json.loads(outputs["summary.json"])["budget_used"] >= 1.0
+    again = run_cli("recipes/pretrain.py", *args, "eval_subset_num_batches=1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "run 'b' already finished after" in again.stderr and "having reached its budget 3s" in again.stderr
+    assert {name: (out / name).read_bytes() for name in outputs} == outputs
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

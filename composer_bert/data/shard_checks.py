@@ -175,11 +175,15 @@ def verify_split(split_dir: str, on_bytes: Callable[[int], object] = lambda n: N
             problems.append(f"shard '{path}' has no {SHARD_HASH} hash in its {INDEX_NAME} (built before shards had them)")
             continue
         digest = xxhash.xxh64()
-        with open(path, "rb") as file:
-            while chunk := file.read(_READ_BYTES):
-                digest.update(chunk)
-                read += len(chunk)
-                on_bytes(len(chunk))
+        try:
+            with open(path, "rb") as file:
+                while chunk := file.read(_READ_BYTES):
+                    digest.update(chunk)
+                    read += len(chunk)
+                    on_bytes(len(chunk))
+        except OSError as err:
+            problems.append(f"shard '{path}' cannot be read ({err.strerror})")
+            continue
         if digest.hexdigest() != expected:
             problems.append(f"shard '{path}' does not match the {SHARD_HASH} hash in its {INDEX_NAME}")
     return len(shards), read, problems

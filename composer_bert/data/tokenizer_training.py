@@ -24,7 +24,7 @@ from composer_bert.data.manifest import SPECIAL_TOKENS
 from composer_bert.errors import UserError
 
 # wordpiece and bpe: BERT's lowercasing normalizer and whitespace pre-tokenizer, as Cramming trains them.
-# bytelevel: GPT-2's byte-level BPE (case kept, spaces held inside the tokens, every text round-trips), for causal
+# bytelevel: GPT-2's byte-level BPE (case kept, spaces held inside the tokens, every NFC text round-trips), for causal
 # models, whose continuations are decoded apart from their prompts (streamers, transformers' text pipeline).
 TOKENIZER_MODELS = ("wordpiece", "bpe", "bytelevel")
 DEFAULT_VOCAB_SIZE = 32768

@@ -21,6 +21,7 @@ from composer_bert.errors import UserError
 from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 from composer_bert.optim.config import OptimizerConfig
 from composer_bert.parallelism import ParallelismConfig
+from composer_bert.remote import is_remote
 from composer_bert.schema import bounded, choice, key_error, positive, probability
 
 
@@ -135,7 +136,7 @@ class FinetuneConfig:
         """What types and ranges cannot say: task names, the MNLI dependency, seeds (run by `schema.validate`)."""
         if not self.tasks:
             raise UserError(f"config key 'tasks' is empty; list GLUE tasks, e.g. tasks=[{','.join(DEFAULT_TASKS)}]")
-        if "://" in self.save_folder:  # runs resume from their per-run files, which are read and written locally
+        if is_remote(self.save_folder):  # runs resume from their per-run files, which are read and written locally
             raise UserError(
                 f"config key 'save_folder' is '{self.save_folder}', but GLUE writes to a local folder; give a local "
                 "save_folder and copy it to the bucket after (compare_runs.py reads it from there); the checkpoint "
