@@ -10,9 +10,19 @@ context costs only that section; a failed one reports its one-line error and the
   bf16 dense peak of composer_bert/peak_flops.py), peak memory and compile time, over a microbatch search.
 - Same math and architecture: ours as original BERT vs transformers' BertForMaskedLM (sdpa) of BERT-base
   shape, and crammed-bert vs the same, through one timing loop (gpu_check_steps.py).
+- Causal LM: minigpt-100m.yaml's model (seq 512) vs transformers' LlamaForCausalLM (sdpa) of the same config
+  (`hf/llama.py`'s `llama_config`: same math): tokens/s, MFU, peak memory and the SDPA backend of each, and the
+  ratio; then gpt2-124m.yaml's model at seq 1024 alone (gpu_check_causal.py).
 - Loader stall: `build_trainer` of composer_bert/pretrain.py (the real Composer Trainer) on shards built here
   by data_prep/ from the synthetic corpus: share of step time blocked in next(dataloader).
 - DDP: one step in 2 processes (NCCL) when there are 2 GPUs, else "skipped".
+
+Time: the whole check stops within --budget (540 s: the device call's 600 s less the wheel install); a section
+gets its own budget below or what is left, whichever is less, so the budgets (1010 s together) bound a hang and
+are not what a section is expected to take. RUN_ORDER runs the single-compile sections first, then causal (its
+ratio after two compiles, gpt2-124m's third only when the time left covers it), then compare (three compiles,
+its transformers row last). A run cut short loses compare's tail first (the transformers row and so its ratios;
+the rows measured before are shown), then causal's gpt2-124m row; `--sections env,compare` gets them back.
 
 Here (no GPU), first: `python benchmarks/gpu_check.py --cpu-smoke --out /tmp/gpu_check.md` runs the same
 code path at toy shapes on the CPU in a minute or two. Then `bash benchmarks/fetch_gpu_wheels.sh` puts the
@@ -52,11 +62,13 @@ SECTIONS = (
     ("correctness", "Correctness: bf16 autocast + torch.compile vs fp32 eager, and the SDPA backend", 120, 90),
     ("speed", "Speed: crammed-bert at seq 128", 170, 90),
     ("compare", "Same math and architecture vs transformers.BertForMaskedLM", 240, 90),
+    ("causal", "Causal LM: minigpt-100m vs transformers.LlamaForCausalLM (same math), and gpt2-124m", 180, 90),
     ("loader", "Loader stall: the streaming loader under the Composer Trainer", 150, 120),
     ("ddp", "DDP: one step in 2 processes", 90, 90),
 )
 NAMES = [name for name, *_ in SECTIONS]
-RUN_ORDER = ("env", "correctness", "speed", "loader", "ddp", "compare")  # the longest (three compiles) last
+# causal before compare: its ratio comes after two compiles (compare's after three), and it is the GPU's open question
+RUN_ORDER = ("env", "correctness", "speed", "loader", "ddp", "causal", "compare")
 
 
 def stamp(message: str) -> None:
@@ -167,13 +179,14 @@ def child_main(args: argparse.Namespace) -> None:
     """Run one section; its markdown, data or one-line error go to --result as JSON."""
     import traceback
 
+    import gpu_check_causal as causal
     import gpu_check_compare as compare
     import gpu_check_sections as sections
     import gpu_check_training as training
     from gpu_check_steps import Ctx, first_line, progress
 
     functions = {"env": sections.env_section, "correctness": sections.correctness_section,
-                 "speed": sections.speed_section, "compare": compare.compare_section,
+                 "speed": sections.speed_section, "compare": compare.compare_section, "causal": causal.causal_section,
                  "loader": training.loader_section, "ddp": training.ddp_section}
     ctx = Ctx(smoke=args.cpu_smoke, deadline=args.deadline,
               microbatches=(2, 4) if args.cpu_smoke else tuple(int(s) for s in args.microbatches.split(",")),

@@ -102,6 +102,18 @@ def masked_batches(count: int, batch: int, seq: int, vocab: int, mlm_probability
     return batches
 
 
+def causal_batches(count: int, batch: int, seq: int, vocab: int, device: torch.device, seed: int = 0) -> list[Batch]:
+    """Random causal batches in the loader's model form: int64 input_ids and next-token labels, no attention_mask."""
+    from composer_bert.data.causal import next_token_labels
+
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(5, vocab, (batch, seq), generator=generator)
+        batches.append({"input_ids": ids.to(device), "labels": next_token_labels(ids).to(device)})
+    return batches
+
+
 def mark_batch_dynamic(batches: list[Batch]) -> None:
     """One compile serves every microbatch size of a search (the batch dimension is symbolic)."""
     for batch in batches:

@@ -1,10 +1,12 @@
 """benchmarks/gpu_check.py: the CPU smoke run of the prepared GPU check reports every section with numbers, a
-broken section reports its one line while the others still run, and bad arguments are one line."""
+broken section reports its one line while the others still run, the causal section short of time says what it
+skipped, and bad arguments are one line."""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 from tests.helpers import REPO, run_cli
@@ -16,6 +18,7 @@ HEADINGS = (
     "### Same math and architecture vs transformers.BertForMaskedLM",
     "### Loader stall: the streaming loader under the Composer Trainer",
     "### DDP: one step in 2 processes",
+    "### Causal LM: minigpt-100m vs transformers.LlamaForCausalLM (same math), and gpt2-124m",
 )
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
@@ -68,6 +71,29 @@ def test_cpu_smoke_reports_every_section_with_numbers(tmp_path):
     ddp = section(markdown, HEADINGS[5])
     assert re.search(rf"gloo.*step {NUMBER} ms; gradients and weights identical across ranks after the step: \*\*PASS\*\*", ddp)
 
+    causal = section(markdown, HEADINGS[6])
+    assert "minigpt-100m: 2×64, swiglu 128, rotary, rmsnorm, vocab 1024" in causal
+    assert "gpt2-124m: 2×64, gelu 128, learned positions, layernorm, vocab 1024" in causal
+    for model, seq in (("ours minigpt-100m", 64), ("transformers LlamaForCausalLM (sdpa)", 64), ("ours gpt2-124m", 128)):
+        row = rf"\| {re.escape(model)} \| {NUMBER}M \| 2 × {seq} \| {NUMBER} \| n/a \| {NUMBER} \| {NUMBER} \| n/a \| flash \(CPU\) \|"
+        assert re.search(row, causal), causal
+    assert re.search(rf"- same math \(ours minigpt-100m / transformers LlamaForCausalLM .*\*\*{NUMBER}×\*\* tokens/s", causal)
+
+
+def test_causal_section_short_of_time_keeps_ours_and_names_what_it_skipped(monkeypatch):
+    """With less time left than another compile needs, the causal section reports ours and says why the rest is missing."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_check_causal import causal_section
+    from gpu_check_steps import Ctx
+
+    result = causal_section(Ctx(smoke=True, deadline=time.time() + 14))  # under the 15 s a further model needs
+    markdown = "\n".join(result["markdown"])
+    assert re.search(rf"\| ours minigpt-100m \| {NUMBER}M \| 2 × 64 \| {NUMBER} \| n/a \|.* \| flash \(CPU\) \|", markdown)
+    for model in ("transformers LlamaForCausalLM (sdpa)", "ours gpt2-124m"):
+        assert re.search(rf"\| {re.escape(model)} \| not run \(time budget: -?\d+ s left, a first step took \d+ s\) \|", markdown)
+    assert "- same math" not in markdown and "causal_same_math" not in result["data"]
+    assert set(result["data"]["causal_tokens_per_s"]) == {"ours minigpt-100m"}
+
 
 def test_a_broken_section_reports_one_line_and_the_others_still_run(tmp_path):
     """A wheel missing on the device, as it would look: `streaming` fails to import. The loader section needs it."""
@@ -89,7 +115,7 @@ def test_a_broken_section_reports_one_line_and_the_others_still_run(tmp_path):
 
 def test_bad_arguments_are_one_line(tmp_path):
     for args, message in (
-        (["--sections", "speed,warp"], "error: --sections names warp; choose from env, correctness, speed, compare, loader, ddp"),
+        (["--sections", "speed,warp"], "error: --sections names warp; choose from env, correctness, speed, compare, causal, loader, ddp"),
         (["--microbatches", "64,x"], "error: --microbatches '64,x' must be positive integers separated by commas"),
         (["--budget", "-3"], "error: --budget -3 must be a positive number of seconds"),
         (["--out", str(tmp_path / "missing" / "x.md")], f"error: --out {tmp_path / 'missing' / 'x.md'}: folder"),
