@@ -73,27 +73,30 @@ def llama_config(cfg: ModelConfig, eos_token_id: int | None) -> Any:
     )
 
 
+# Each layer's weights: ours -> Llama's. A fused weight of ours stacks Llama's in this order along its rows, in
+# equal blocks (q, k, v: hidden_size rows each; up, gate: intermediate_size each), so one table serves both ways.
+LAYER_WEIGHTS = {
+    "attn_norm.weight": ("input_layernorm.weight",),
+    "attn.qkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.out.weight": ("self_attn.o_proj.weight",),
+    "ffn_norm.weight": ("post_attention_layernorm.weight",),
+    "ffn.up.weight": ("mlp.up_proj.weight", "mlp.gate_proj.weight"),
+    "ffn.down.weight": ("mlp.down_proj.weight",),
+}
+
+
 def state_dict_to_llama(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
-    """`CausalLM` weights (keys `bert.*`, `head.*`) as `LlamaForCausalLM` weights."""
-    d, vocab = cfg.hidden_size, cfg.vocab_size
-    out = {"model.embed_tokens.weight": state["bert.embeddings.tokens.weight"][:vocab]}
+    """`CausalLM` weights (keys `bert.*`, `head.*`) as `LlamaForCausalLM` weights (padding rows sliced off)."""
+    vocab = cfg.vocab_size
+    out = {
+        "model.embed_tokens.weight": state["bert.embeddings.tokens.weight"][:vocab],
+        "model.norm.weight": state["bert.final_norm.weight"],
+        "lm_head.weight": state["head.decoder.weight"][:vocab],
+    }
     for i in range(cfg.num_layers):
-        ours, theirs = f"bert.layers.{i}.", f"model.layers.{i}."
-        q, k, v = state[ours + "attn.qkv.weight"].split(d)
-        up, gate = state[ours + "ffn.up.weight"].split(cfg.intermediate_size)
-        out.update({
-            theirs + "input_layernorm.weight": state[ours + "attn_norm.weight"],
-            theirs + "self_attn.q_proj.weight": q,
-            theirs + "self_attn.k_proj.weight": k,
-            theirs + "self_attn.v_proj.weight": v,
-            theirs + "self_attn.o_proj.weight": state[ours + "attn.out.weight"],
-            theirs + "post_attention_layernorm.weight": state[ours + "ffn_norm.weight"],
-            theirs + "mlp.up_proj.weight": up,
-            theirs + "mlp.gate_proj.weight": gate,
-            theirs + "mlp.down_proj.weight": state[ours + "ffn.down.weight"],
-        })  # fmt: skip
-    out["model.norm.weight"] = state["bert.final_norm.weight"]
-    out["lm_head.weight"] = state["head.decoder.weight"][:vocab]
+        for ours, theirs in LAYER_WEIGHTS.items():
+            blocks = state[f"bert.layers.{i}.{ours}"].chunk(len(theirs))
+            out.update({f"model.layers.{i}.{name}": block for name, block in zip(theirs, blocks, strict=True)})
     return {key: value.contiguous() for key, value in out.items()}
 
 
@@ -106,17 +109,8 @@ def state_dict_from_llama(state: dict[str, Tensor], cfg: ModelConfig) -> dict[st
     embedding = padded(state["model.embed_tokens.weight"])
     out = {"bert.embeddings.tokens.weight": embedding, "bert.final_norm.weight": state["model.norm.weight"]}
     for i in range(cfg.num_layers):
-        ours, theirs = f"bert.layers.{i}.", f"model.layers.{i}."
-        attention = [state[f"{theirs}self_attn.{name}_proj.weight"] for name in ("q", "k", "v")]
-        mlp = [state[f"{theirs}mlp.{name}_proj.weight"] for name in ("up", "gate")]
-        out.update({
-            ours + "attn_norm.weight": state[theirs + "input_layernorm.weight"],
-            ours + "attn.qkv.weight": torch.cat(attention),
-            ours + "attn.out.weight": state[theirs + "self_attn.o_proj.weight"],
-            ours + "ffn_norm.weight": state[theirs + "post_attention_layernorm.weight"],
-            ours + "ffn.up.weight": torch.cat(mlp),
-            ours + "ffn.down.weight": state[theirs + "mlp.down_proj.weight"],
-        })  # fmt: skip
+        for ours, theirs in LAYER_WEIGHTS.items():
+            out[f"bert.layers.{i}.{ours}"] = torch.cat([state[f"model.layers.{i}.{name}"] for name in theirs])
     # tied: save_pretrained stores the shared matrix once, as the embedding
     out["head.decoder.weight"] = embedding if cfg.tie_embeddings else padded(state["lm_head.weight"])
     return out
