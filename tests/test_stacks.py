@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from transformers import AutoTokenizer
 
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
-from composer_bert.hf.export import export_mlm
+from composer_bert.hf.export import export_language_model
 from composer_bert.hf.load import load_exported
 from composer_bert.models.bert import BertForMaskedLM
 from tests.helpers import BERT_SPECIALS, REPO, run_cli, save_bert_tokenizer, tiny_model_config
@@ -38,7 +38,7 @@ import torch, transformers
 from tokenizers import Tokenizer
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 from composer_bert.data.tokenizer_training import save_pretrained_fast
-from composer_bert.hf.export import export_mlm
+from composer_bert.hf.export import export_language_model
 from composer_bert.models.bert import BertForMaskedLM
 from composer_bert.models.config import ModelConfig
 job = json.loads(sys.argv[1])
@@ -49,7 +49,7 @@ with torch.no_grad():
 config = ModelConfig(**job["config"])
 torch.manual_seed(0)
 model = BertForMaskedLM(config)
-export_mlm(model, config, job["tokenizer"], job["theirs"])
+export_language_model(model, config, job["tokenizer"], job["theirs"])
 torch.save(model.state_dict(), job["theirs_state"])
 save_pretrained_fast(Tokenizer.from_file(job["tokenizer"] + "/tokenizer.json"), job["their_tokenizer"])
 print(json.dumps({"transformers": transformers.__version__, "pair": {k: v.tolist()[0] for k, v in pair.items()}}))
@@ -112,7 +112,7 @@ def test_exports_cross_between_transformers_majors(tokenizer_dir, tmp_path, caps
                     "COMPOSER_BERT_OTHER_PYTHON)")
     torch.manual_seed(1)
     ours_model = BertForMaskedLM(CONFIG).eval()
-    ours = export_mlm(ours_model, CONFIG, tokenizer_dir, tmp_path / "ours")
+    ours = export_language_model(ours_model, CONFIG, tokenizer_dir, tmp_path / "ours")
     files = {name: str(tmp_path / name) for name in ("theirs", "theirs_state", "their_logits", "their_tokenizer")}
     job = {"ours": str(ours), "pair": PAIR, "config": dataclasses.asdict(CONFIG), "tokenizer": str(tokenizer_dir)}
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "mods")}

@@ -39,37 +39,21 @@ EXPORT_MARKER = "config.json"  # every export has one; --overwrite replaces only
 # ---------------------------------------------------------------------------------------------- exporting
 
 
-def export_mlm(
+def export_language_model(
     model_or_state: nn.Module | Mapping[str, Tensor],
     model_config: ModelConfig,
     tokenizer_dir: str | Path,
     out_dir: str | Path,
     overwrite: bool = False,
 ) -> Path:
-    """Write a masked-LM export: `ComposerMLM`, its `.model`, or that module's state dict."""
-    from composer_bert.models.bert import BertForMaskedLM
+    """Write the export of a pretrained model of `model_config.objective`: a masked LM, or a causal LM
+    (`LlamaForCausalLM` when the switches are Llama's). Takes the Composer model, its `.model`, or that module's
+    state dict."""
+    from composer_bert.models.composer_model import build_composer_model
 
-    state = _module_state(model_or_state, BertForMaskedLM(model_config))
+    state = _module_state(model_or_state, build_composer_model(model_config).model)
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
-        _save_model(state, model_config, None, None, staging)
-        _save_tokenizer(tokenizer_dir, model_config, staging)
-    return Path(out_dir)
-
-
-def export_causal(
-    model_or_state: nn.Module | Mapping[str, Tensor],
-    model_config: ModelConfig,
-    tokenizer_dir: str | Path,
-    out_dir: str | Path,
-    overwrite: bool = False,
-) -> Path:
-    """Write a causal-LM export (`LlamaForCausalLM` when the switches are Llama's): `ComposerCausalLM`, its
-    `.model`, or that module's state dict."""
-    from composer_bert.models.causal import CausalLM
-
-    state = _module_state(model_or_state, CausalLM(model_config))
-    with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
-        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging)
+        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging)  # None for a masked LM
         _save_model(state, model_config, None, None, staging, eos_token_id)
     return Path(out_dir)
 
@@ -121,9 +105,9 @@ def export_checkpoint(
         from composer_bert.hf.llama import is_llama
 
         kind = "causal LM as transformers LlamaForCausalLM" if is_llama(config) else "causal LM"
-        return export_causal(state, config, tokenizer_dir, out_dir, overwrite), kind
+        return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), kind
     if "classifier.weight" not in state:
-        return export_mlm(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
+        return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
     num_labels = state["classifier.weight"].shape[0]
     info = pretrained.classifier  # a GLUE model file names its task's labels; None for regression
     label_names = list(info.label_names) if info is not None and info.label_names else None

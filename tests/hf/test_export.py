@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from composer_bert.errors import UserError
-from composer_bert.hf.export import export_checkpoint, export_classifier, export_mlm
+from composer_bert.hf.export import export_checkpoint, export_classifier, export_language_model
 from composer_bert.hf.load import load_exported, load_pretrained
 from composer_bert.models.bert import BertForMaskedLM as OurBertForMaskedLM
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM
@@ -174,7 +174,7 @@ def alibi_mlm() -> OurBertForMaskedLM:
 
 @pytest.fixture(scope="module")
 def alibi_export(alibi_mlm, tokenizer_dir, tmp_path_factory) -> Path:
-    return export_mlm(alibi_mlm, ALIBI, tokenizer_dir, tmp_path_factory.mktemp("exports") / "alibi")
+    return export_language_model(alibi_mlm, ALIBI, tokenizer_dir, tmp_path_factory.mktemp("exports") / "alibi")
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +304,7 @@ def test_plain_bert_exports_as_transformers_bert(tokenizer_dir, batch, tmp_path)
     assert is_plain_bert(PLAIN_BERT)
     torch.manual_seed(4)
     ours = perturbed(OurBertForMaskedLM(PLAIN_BERT), seed=5)
-    out = export_mlm(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
+    out = export_language_model(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
     assert not list(out.glob("*.py"))
     hf_model = AutoModelForMaskedLM.from_pretrained(str(out)).eval()  # no trust_remote_code
     assert type(hf_model) is BertForMaskedLM and hf_model.config.model_type == "bert"
@@ -371,7 +371,7 @@ def test_pretraining_checkpoint_reads_as_no_classifier(trained_checkpoint):
 def test_load_exported_round_trips_plain_bert_export(tokenizer_dir, batch, tmp_path):
     torch.manual_seed(8)
     ours = perturbed(OurBertForMaskedLM(PLAIN_BERT), seed=9)
-    out = export_mlm(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
+    out = export_language_model(ours, PLAIN_BERT, tokenizer_dir, tmp_path / "bert")
     pretrained = load_exported(out)
     assert is_plain_bert(pretrained.model_config)
     reloaded = OurBertForMaskedLM(pretrained.model_config)
@@ -413,7 +413,7 @@ def test_bad_inputs_raise_user_errors(tmp_path, tokenizer_dir, trained_checkpoin
         load_exported(tmp_path)
     mlm = trained_checkpoint[1]
     with pytest.raises(UserError, match="weights do not fit the model config"):
-        export_mlm(mlm, replace(CRAMMED, num_layers=3), tokenizer_dir, tmp_path / "out")
+        export_language_model(mlm, replace(CRAMMED, num_layers=3), tokenizer_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -422,10 +422,10 @@ def test_existing_output_needs_overwrite(tmp_path, tokenizer_dir, trained_checkp
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier export")
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
-        export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out)
+        export_language_model(trained_checkpoint[1], CRAMMED, tokenizer_dir, out)
     with pytest.raises(UserError, match="not a previous output"):  # no config.json: never an export, keep it
-        export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
+        export_language_model(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
     (out / "config.json").write_text("{}")
-    export_mlm(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
+    export_language_model(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "staging directories were left behind"

@@ -21,7 +21,7 @@ from composer_bert.data.synthetic import synthetic_documents
 from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
 from composer_bert.errors import UserError
 from composer_bert.generation.sampling import Sampler, generate_tokens
-from composer_bert.hf.export import export_causal
+from composer_bert.hf.export import export_language_model
 from composer_bert.hf.llama import is_llama
 from composer_bert.hf.load import init_state_from_hf, load_pretrained
 from composer_bert.models.composer_model import ComposerCausalLM
@@ -97,8 +97,8 @@ def exports(llama_checkpoint, tokenizer_dir, tmp_path_factory) -> dict[str, Path
         "llama": root / "llama",
         "bytelevel": root / "bytelevel",
         "bytelevel_checkpoint": checkpoint,
-        "untied": export_causal(untied, LLAMA_UNTIED, tokenizer_dir, root / "untied"),
-        "remote": export_causal(alibi, ALIBI, tokenizer_dir, root / "remote"),
+        "untied": export_language_model(untied, LLAMA_UNTIED, tokenizer_dir, root / "untied"),
+        "remote": export_language_model(alibi, ALIBI, tokenizer_dir, root / "remote"),
         "models": {"untied": untied, "remote": alibi},
     }
 
@@ -228,7 +228,7 @@ def test_pretraining_continues_from_a_llama_export(tiny_causal_shards, tmp_path)
     source = perturbed(ComposerCausalLM(recipe).model, seed=8)
     with torch.no_grad():
         source.bert.final_norm.weight.mul_(30.0)  # very confident logits: a loss no fresh init comes near
-    export = export_causal(source, recipe, tokenizer_dir, tmp_path / "llama")
+    export = export_language_model(source, recipe, tokenizer_dir, tmp_path / "llama")
     shards = tmp_path / "shards"  # built with the export's tokenizer, as init_from requires
     step = run_cli(
         "data_prep/convert_dataset.py", "--source", "synthetic:1500", "--tokenizer", str(export), "--seq-len", "64",
