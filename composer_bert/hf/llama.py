@@ -46,26 +46,32 @@ def is_llama(cfg: ModelConfig) -> bool:
     return all(getattr(cfg, key) == value for key, value in LLAMA_SWITCHES.items())
 
 
+# The ModelConfig fields a LlamaConfig holds too: ours -> Llama's name (the rest are fixed by LLAMA_SWITCHES).
+CONFIG_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "max_position_embeddings": "max_position_embeddings",
+    "norm_eps": "rms_norm_eps",
+    "tie_embeddings": "tie_word_embeddings",
+    "init_std": "initializer_range",
+}
+
+
 def llama_config(cfg: ModelConfig, eos_token_id: int | None) -> Any:
     """The `LlamaConfig` of `cfg`: same shape, eps, rotary base and tying; no bos token (our rows start without one)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
+        **{theirs: getattr(cfg, ours) for ours, theirs in CONFIG_FIELDS.items()},
         num_key_value_heads=cfg.num_heads,
         head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        rms_norm_eps=cfg.norm_eps,
         rope_theta=ROTARY_BASE,
-        tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
         hidden_act="silu",
-        initializer_range=cfg.init_std,
         attention_dropout=cfg.attention_dropout,
         bos_token_id=None,
         eos_token_id=eos_token_id,
@@ -137,16 +143,7 @@ def model_config_from_llama(hf_config: Any, base: ModelConfig | None = None) -> 
     for key, (value, supported) in unsupported.items():
         if value != supported:
             raise UserError(f"the Llama checkpoint has {key}={value!r}; composer-bert's blocks compute only {supported!r}")
-    shape = dict(
-        vocab_size=hf_config.vocab_size,
-        hidden_size=hf_config.hidden_size,
-        num_layers=hf_config.num_hidden_layers,
-        num_heads=hf_config.num_attention_heads,
-        intermediate_size=hf_config.intermediate_size,
-        max_position_embeddings=hf_config.max_position_embeddings,
-        norm_eps=hf_config.rms_norm_eps,
-        tie_embeddings=bool(hf_config.tie_word_embeddings),
-        pad_token_id=hf_config.pad_token_id if hf_config.pad_token_id is not None else 0,
-        init_std=hf_config.initializer_range,
-    )
+    shape = {ours: getattr(hf_config, theirs) for ours, theirs in CONFIG_FIELDS.items()}
+    shape["tie_embeddings"] = bool(shape["tie_embeddings"])
+    shape["pad_token_id"] = hf_config.pad_token_id if hf_config.pad_token_id is not None else 0
     return dataclasses.replace(base or ModelConfig(), **LLAMA_SWITCHES, **shape, init_from=None)
