@@ -77,7 +77,7 @@ test-pinned: install
 test-current: install-current
 	@$(PYC) requirements/deps.py --stack
 	$(PYC) -m pytest -m "not scaleout"
-	$(PYC) -m pytest tests/test_fsdp.py
+	$(PYC) -m pytest tests/run/test_fsdp.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -5,7 +5,7 @@ One corpus (synthetic, written to a text file), one tokenizer trained on it, thr
 (a) raw   `tokenizers.Tokenizer.encode_batch` on the in-memory documents: the ceiling, nothing else done.
 (b) common  the llm-foundry ConcatTokensDataset pattern: the transformers tokenizer called once per
           document, a Python token buffer cut into rows, rows written with a stock MDSWriter.
-(c) ours  `composer_bert.data.packing.convert_dataset` end to end from the text file (reading,
+(c) ours  `composer_bert.data.prep.packing.convert_dataset` end to end from the text file (reading,
           filters, dedup, split, packing, MDS, manifest), with 2 and 1 workers.
 
 Rates are document tokens (no special tokens) per second of wall time, best of --repeats runs. The
@@ -29,10 +29,10 @@ import numpy as np
 from streaming import MDSWriter  # imported up front so no timed run pays for torch's import
 from transformers import AutoTokenizer
 
-from composer_bert.data.packing import ConvertOptions, convert_dataset
-from composer_bert.data.sources import open_source
-from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
+from composer_bert.data.prep.packing import ConvertOptions, convert_dataset
+from composer_bert.data.prep.sources import open_source
+from composer_bert.data.prep.synthetic import synthetic_documents
+from composer_bert.data.prep.tokenizer_training import save_pretrained_fast, train_tokenizer
 
 
 def best_seconds(run: Callable[[], None], repeats: int) -> float:

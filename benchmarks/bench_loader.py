@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from streaming import MDSWriter
 
-from composer_bert.data.config import DataConfig
-from composer_bert.data.loader import build_masker, build_mlm_dataloader, build_mlm_dataset, read_data_manifest
-from composer_bert.data.manifest import write_manifest
+from composer_bert.data.contract import write_manifest
+from composer_bert.data.load.collators import build_masker
+from composer_bert.data.load.config import DataConfig
+from composer_bert.data.load.loader import build_dataloader, build_dataset
+from composer_bert.data.load.shard_set import open_shards
 
 TARGET_SEQUENCES_PER_S = 50_000
 VOCAB_SIZE = 32768
@@ -68,7 +70,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def time_dataloader(cfg: DataConfig, batch_size: int, batches: int) -> Measurement:
     """The real DataLoader, after its first batch (worker start-up is not throughput)."""
-    loader = build_mlm_dataloader(cfg, split="train", device_batch_size=batch_size, seed=SEED, vocab_size=VOCAB_SIZE)
+    loader = build_dataloader(cfg, open_shards(cfg), split="train", device_batch_size=batch_size, seed=SEED)
     iterator = iter(loader)
     next(iterator)
     worker_pids = [child.pid for child in multiprocessing.active_children()]  # the DataLoader's workers
@@ -85,8 +87,8 @@ def time_dataloader(cfg: DataConfig, batch_size: int, batches: int) -> Measureme
 
 def time_rows_only(cfg: DataConfig, batch_size: int, batches: int) -> Measurement:
     """StreamingDataset's iteration plus batched row reads: no masking, no DataLoader."""
-    dataset = build_mlm_dataset(
-        cfg, split="train", device_batch_size=batch_size, seed=SEED, shuffle=True, remask_each_epoch=True
+    dataset = build_dataset(
+        cfg, open_shards(cfg), split="train", device_batch_size=batch_size, seed=SEED, shuffle=True, remask_each_epoch=True
     )
     iterator = iter(dataset)
     start = time.perf_counter()
@@ -97,7 +99,7 @@ def time_rows_only(cfg: DataConfig, batch_size: int, batches: int) -> Measuremen
 
 def time_masking_only(cfg: DataConfig, batch_size: int, seq_len: int, batches: int) -> Measurement:
     """MLMMasker alone on an in-memory batch."""
-    masker = build_masker(cfg, read_data_manifest(cfg), seed=SEED)
+    masker = build_masker(cfg, open_shards(cfg).contract, seed=SEED)
     rows = np.random.default_rng(1).integers(5, VOCAB_SIZE, size=(batch_size, seq_len), dtype=np.uint16)
     out = (np.empty(rows.shape, np.int16), np.empty(rows.shape, np.int16))
     start = time.perf_counter()

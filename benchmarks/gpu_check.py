@@ -7,13 +7,13 @@ context costs only that section; a failed one reports its one-line error and the
 - Correctness: tiny.yaml's model in bf16 autocast + torch.compile vs fp32 eager on the same batches, and
   which SDPA backend the training step really uses (profiler op names) and which ones run at all.
 - Speed: crammed-bert.yaml's model at seq 128: tokens/s, MFU (`ComposerMLM.flops_per_batch` against the
-  bf16 dense peak of composer_bert/peak_flops.py), peak memory and compile time, over a microbatch search.
+  bf16 dense peak of composer_bert/run/peak_flops.py), peak memory and compile time, over a microbatch search.
 - Same math and architecture: ours as original BERT vs transformers' BertForMaskedLM (sdpa) of BERT-base
   shape, and crammed-bert vs the same, through one timing loop (gpu_check_steps.py).
 - Causal LM: minigpt-100m.yaml's model (seq 512) vs transformers' LlamaForCausalLM (sdpa) of the same config
   (`hf/llama.py`'s `llama_config`: same math): tokens/s, MFU, peak memory and the SDPA backend of each, and the
   ratio; then gpt2-124m.yaml's model at seq 1024 alone (gpu_check_causal.py).
-- Loader stall: `build_trainer` of composer_bert/pretrain.py (the real Composer Trainer) on shards built here
+- Loader stall: `build_trainer` of composer_bert/pretrain/trainer.py (the real Composer Trainer) on shards built here
   by data_prep/ from the synthetic corpus: share of step time blocked in next(dataloader).
 - DDP: one step in 2 processes (NCCL) when there are 2 GPUs, else "skipped".
 
@@ -53,7 +53,7 @@ from collections import deque
 from pathlib import Path
 
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.files import atomic_file
+from composer_bert.run.files import atomic_file
 
 REPO = Path(__file__).resolve().parent.parent
 # Report order: name, heading, time budget in seconds on a GPU, with --cpu-smoke.

@@ -80,7 +80,7 @@ def env_section(ctx: Ctx) -> Result:
     if cuda:
         peak = peak_bf16_flops(torch.device("cuda"))
         rows.append(("bf16 dense peak (peak_flops.py)", f"{peak / 1e12:.1f} TFLOP/s" if peak else "not in the table: no MFU"))
-    for module in ("composer", "streaming", "composer_bert.pretrain", "transformers"):
+    for module in ("composer", "streaming", "composer_bert.pretrain.trainer", "transformers"):
         try:
             importlib.import_module(module)
             rows.append((f"import {module}", "ok"))

@@ -42,7 +42,7 @@ class Ctx:
     def checkpoint(self, lines: list[str]) -> None:
         """Save the results so far: the parent shows them if this process is killed before it finishes."""
         if self.result_path:
-            from composer_bert.files import atomic_file
+            from composer_bert.run.files import atomic_file
 
             with atomic_file(self.result_path) as tmp:
                 tmp.write_text(json.dumps({"ok": False, "error": "incomplete", "markdown": lines}))
@@ -63,7 +63,8 @@ Result = dict[str, Any]  # {"markdown": [lines], "data": {...}}
 
 
 def recipe(name: str, *overrides: str):
-    from composer_bert.config import PretrainConfig, load_config
+    from composer_bert.pretrain.config import PretrainConfig
+    from composer_bert.run.config import load_config
 
     return load_config(PretrainConfig, REPO / "yamls" / "pretrain" / f"{name}.yaml", list(overrides))
 
@@ -104,7 +105,7 @@ def masked_batches(count: int, batch: int, seq: int, vocab: int, mlm_probability
 
 def causal_batches(count: int, batch: int, seq: int, vocab: int, device: torch.device, seed: int = 0) -> list[Batch]:
     """Random causal batches in the loader's model form: int64 input_ids and next-token labels, no attention_mask."""
-    from composer_bert.data.causal import next_token_labels
+    from composer_bert.batch import next_token_labels
 
     generator = torch.Generator().manual_seed(seed)
     batches = []
@@ -255,8 +256,8 @@ def measure(trainee: Trainee, batches: list[Batch], warmup: int, steps: int, dev
 
 
 def peak_bf16_flops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak from our table (composer_bert/peak_flops.py); None on CPU."""
-    from composer_bert.peak_flops import lookup_peak_flops
+    """The device's dense bf16 peak from our table (composer_bert/run/peak_flops.py); None on CPU."""
+    from composer_bert.run.peak_flops import lookup_peak_flops
 
     return lookup_peak_flops(torch.cuda.get_device_name(device), "amp_bf16") if device.type == "cuda" else None
 

@@ -57,7 +57,7 @@ def loader_section(ctx: Ctx) -> Result:
     from composer.core import Callback
 
     from composer_bert.callbacks.metrics_file import read_metrics
-    from composer_bert.pretrain import build_trainer
+    from composer_bert.pretrain.trainer import build_trainer
 
     device = ctx.device
 
@@ -117,7 +117,7 @@ def loader_section(ctx: Ctx) -> Result:
 
     monitor_tps, monitor_mfu = last("throughput/tokens_per_sec"), last("throughput/device/mfu")
     lines = [
-        f"`build_trainer` of composer_bert/pretrain.py on {name}.yaml (compile {cfg.compile}, precision "
+        f"`build_trainer` of composer_bert/pretrain/trainer.py on {name}.yaml (compile {cfg.compile}, precision "
         f"{cfg.precision if device.type == 'cuda' else 'fp32 (CPU)'}, "
         f"data.num_workers {cfg.data.num_workers}), microbatch {microbatch}, vocab from the shards "
         f"({trainer.state.model.config.vocab_size}); {len(cycles)} timed steps after {warmup} warm-up. The device is "

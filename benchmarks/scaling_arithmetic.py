@@ -18,7 +18,7 @@ RECIPES = {"crammed-bert": "yamls/pretrain/crammed-bert.yaml", "mosaic-bert-base
 SEQ_LEN = 128  # both recipes' shards (max_position_embeddings 128)
 GPUS = (8, 64)
 GPUS_PER_NODE = 8
-# Dense bf16 peak FLOP/s per GPU (as in composer_bert/peak_flops.py) and an assumed MFU (not measured here).
+# Dense bf16 peak FLOP/s per GPU (as in composer_bert/run/peak_flops.py) and an assumed MFU (not measured here).
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
 ASSUMED_MFU = 0.40
 # Bandwidth one GPU's share of a ring all-reduce can use, bytes/s, per direction: NVLink inside a node
@@ -43,10 +43,11 @@ def load_recipe(name: str, path: str) -> Recipe:
     """Build the recipe's model (on the meta device: no memory) to count its parameters and FLOPs."""
     import torch
 
-    from composer_bert.config import PretrainConfig, load_config
-    from composer_bert.data.masking import MASKED_POSITIONS
+    from composer_bert.batch import MASKED_POSITIONS
     from composer_bert.models import ComposerMLM
     from composer_bert.models.flops import mlm_flops_per_batch
+    from composer_bert.pretrain.config import PretrainConfig
+    from composer_bert.run.config import load_config
 
     cfg = load_config(PretrainConfig, REPO / path, ["data.local=unused"])
     with torch.device("meta"):

@@ -3,7 +3,7 @@
 Every section dataclass (model, data, optimizer, scheduler, ...) lives beside the component it configures
 and declares its rules here: `choice(...)` for a closed set of values, `bounded(...)` for a numeric range,
 and an optional `check(self)` method for rules that tie several keys together. `validate` walks the tree
-once, leaves first, so a section's `check` can rely on its own keys being in range. `config.load_config`
+once, leaves first, so a section's `check` can rely on its own keys being in range. `run/config.py`'s `load_config`
 runs it before any heavy import; models built from a checkpoint run it on their `ModelConfig` too.
 
 Standard library only: `models/config.py` imports this, and exported Hugging Face models carry both.

@@ -4,9 +4,9 @@
     python data_prep/convert_dataset.py --mix 0.7 SOURCE_A --mix 0.3 SOURCE_B --tokenizer DIR --out DIR
 
 writes DIR/train/, DIR/val/ (StreamingDataset splits) and DIR/manifest.json. See
-composer_bert/data/packing.py for the row format, filters and split, composer_bert/data/sources.py
+composer_bert/data/prep/packing.py for the row format, filters and split, composer_bert/data/prep/sources.py
 for SOURCE (in text files, documents are separated by one or more blank lines), and
-composer_bert/data/mixture.py for how --mix shares out the kept tokens.
+composer_bert/data/prep/mixture.py for how --mix shares out the kept tokens.
 
 `--out s3://bucket/prefix` (any Composer object-store URI) builds the shards in a local temp folder, then uploads
 them with manifest.json last, so a reader never takes a half-uploaded prefix for a finished one. The bucket is
@@ -21,18 +21,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from composer_bert.data.manifest import MANIFEST_NAME, OBJECTIVES
-from composer_bert.data.mixture import open_mixture
-from composer_bert.data.packing import (
+from composer_bert.data.contract import MANIFEST_NAME
+from composer_bert.data.prep.mixture import open_mixture
+from composer_bert.data.prep.packing import (
     DEFAULT_MAX_TOKEN_RATIO,
     DEFAULT_MIN_TOKENS,
     DEFAULT_VAL_FRACTION,
     ConvertOptions,
     convert_dataset,
 )
-from composer_bert.data.sources import SOURCE_HELP, open_source
+from composer_bert.data.prep.sources import SOURCE_HELP, open_source
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.remote import RemoteFolder, is_remote
+from composer_bert.objectives import OBJECTIVES
+from composer_bert.run.remote import RemoteFolder, is_remote
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicates (after normalization)")
     parser.add_argument(
         "--objective",
-        choices=OBJECTIVES,
+        choices=list(OBJECTIVES),
         default=defaults.objective,
         help="mlm: rows start with [CLS]; causal: rows are the packed documents only, each ended by [SEP] as "
         "end-of-text (default: %(default)s)",

@@ -3,7 +3,7 @@
     python data_prep/train_tokenizer.py --source SOURCE --vocab-size N --out DIR
 
 DIR loads with `AutoTokenizer.from_pretrained(DIR)` offline; special ids are fixed:
-[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. See composer_bert/data/tokenizer_training.py.
+[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. See composer_bert/data/prep/tokenizer_training.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 
 from tqdm import tqdm
 
-from composer_bert.data.sources import SOURCE_HELP, CountingIterator, limit_documents, open_source
-from composer_bert.data.tokenizer_training import (
+from composer_bert.data.prep.sources import SOURCE_HELP, CountingIterator, limit_documents, open_source
+from composer_bert.data.prep.tokenizer_training import (
     DEFAULT_VOCAB_SIZE,
     TOKENIZER_MODELS,
     check_vocab_size,
@@ -22,7 +22,7 @@ from composer_bert.data.tokenizer_training import (
     train_tokenizer,
 )
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.files import atomic_output_dir, write_errors
+from composer_bert.run.files import atomic_output_dir, write_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from composer_bert.data.shard_checks import INDEX_NAME, REBUILD, read_split_index, verify_split
+from composer_bert.data.load.shard_checks import INDEX_NAME, REBUILD, read_split_index, verify_split
 from composer_bert.errors import UserError, cli_entry
-from composer_bert.remote import is_remote
+from composer_bert.run.remote import is_remote
 
 
 def split_dirs(root: str) -> list[Path]:

@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def compare(given_folders: list[str], out_folder: str, downloads: Path) -> None:
     """Read every folder (a bucket's report files into `downloads` first), then write the pictures and tables."""
-    from composer_bert.files import atomic_file, ensure_writable_dir
     from composer_bert.glue.compare import comparison_markdown, load_glue_folders, plot_comparison
     from composer_bert.glue.results import RESULTS_JSON
-    from composer_bert.remote import download_files, is_remote
-    from composer_bert.run_report import load_runs, markdown_table, plot_runs
+    from composer_bert.pretrain.report import load_runs, markdown_table, plot_runs
+    from composer_bert.run.files import atomic_file, ensure_writable_dir
+    from composer_bert.run.remote import download_files, is_remote
 
     report_files = ("metrics.jsonl", "summary.json", RESULTS_JSON)
     # (as given, where it is read): a bucket folder is read from a local copy of its report files

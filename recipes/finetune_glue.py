@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from composer_bert.config import load_config, split_recipe_argv
 from composer_bert.errors import cli_entry
 from composer_bert.glue.config import FinetuneConfig
+from composer_bert.run.config import load_config, split_recipe_argv
 
 
 def _show_progress_lines() -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from composer_bert.config import load_config
 from composer_bert.errors import cli_entry
 from composer_bert.generation.config import GenerateConfig
+from composer_bert.run.config import load_config
 
 PROMPT_KEY = "prompt="
 

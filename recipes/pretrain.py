@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from composer_bert.config import PretrainConfig, load_config, split_recipe_argv
 from composer_bert.errors import cli_entry
+from composer_bert.pretrain.config import PretrainConfig
+from composer_bert.run.config import load_config, split_recipe_argv
 
 
 @cli_entry
@@ -21,7 +22,8 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     cfg = load_config(PretrainConfig, *recipe)
-    from composer_bert.pretrain import format_result, run_pretraining  # torch and Composer load after validation
+    from composer_bert.pretrain.run import run_pretraining  # torch and Composer load after validation
+    from composer_bert.pretrain.summary import format_result
 
     result = run_pretraining(cfg)
     if result is not None:

@@ -110,7 +110,7 @@ PROBED_RECIPE = """
 import hashlib, json, os, runpy, signal, sys
 from composer.core import Callback
 from composer.utils import dist
-import composer_bert.pretrain as pretrain
+import composer_bert.pretrain.trainer as pretrain
 
 class KillAt(Callback):
     def batch_end(self, state, logger):
@@ -221,7 +221,7 @@ def save_mlm_checkpoint(
     from composer import Trainer
     from torch.utils.data import DataLoader
 
-    from composer_bert.checkpoint import RunMetadata
+    from composer_bert.run.checkpoint import RunMetadata
 
     trainer = Trainer(
         model=model,

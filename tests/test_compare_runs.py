@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from composer_bert.run_report import read_rows
+from composer_bert.pretrain.report import read_rows
 from tests.helpers import assert_one_error_line, run_cli, tiny_args
 
 

@@ -44,7 +44,7 @@ def test_cpu_smoke_reports_every_section_with_numbers(tmp_path):
     env = section(markdown, HEADINGS[0])
     assert re.search(r"\| torch / CUDA / cuDNN / Triton \| \d+\.\d+", env)
     assert re.search(r"\| composer-bert / Composer / streaming \| \d+\.\d+\.\d+ / 0\.32\.1 / 0\.13\.0 \|", env)
-    assert "| import composer_bert.pretrain | ok |" in env
+    assert "| import composer_bert.pretrain.trainer | ok |" in env
 
     correctness = section(markdown, HEADINGS[1])
     assert len(re.findall(rf"\| [12] \| {NUMBER} \| {NUMBER} \| {NUMBER} \|", correctness)) == 2

@@ -13,8 +13,9 @@ def test_scaling_tables_print_and_count_the_built_models_parameters(capsys):
     printed = capsys.readouterr().out
     assert "| crammed-bert | H100 | 64 |" in printed and "| mosaic-bert-base | A100 | 8 |" in printed
 
-    from composer_bert.config import PretrainConfig, load_config
     from composer_bert.models import ComposerMLM
+    from composer_bert.pretrain.config import PretrainConfig
+    from composer_bert.run.config import load_config
 
     recipe = script["load_recipe"]("crammed-bert", script["RECIPES"]["crammed-bert"])
     cfg = load_config(PretrainConfig, REPO / script["RECIPES"]["crammed-bert"], ["data.local=unused"])

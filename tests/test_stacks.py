@@ -37,7 +37,7 @@ import json, sys
 import torch, transformers
 from tokenizers import Tokenizer
 from transformers import AutoModelForMaskedLM, AutoTokenizer
-from composer_bert.data.tokenizer_training import save_pretrained_fast
+from composer_bert.data.prep.tokenizer_training import save_pretrained_fast
 from composer_bert.hf.export import export_language_model
 from composer_bert.models.bert import BertForMaskedLM
 from composer_bert.models.config import ModelConfig

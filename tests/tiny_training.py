@@ -10,7 +10,8 @@ from composer.models import ComposerClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from composer_bert.config import PretrainConfig, load_config
+from composer_bert.pretrain.config import PretrainConfig
+from composer_bert.run.config import load_config
 
 FEATURES = 8
 

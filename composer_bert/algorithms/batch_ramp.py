@@ -22,8 +22,8 @@ from composer.core import Algorithm, Event, Precision, State
 from composer.loggers import Logger
 from torch.nn.parallel import DistributedDataParallel
 
-from composer_bert.algorithms.config import FSDP_REFUSAL
 from composer_bert.errors import UserError
+from composer_bert.run.parallelism import FSDP_REFUSAL
 
 EFFECTIVE_BATCH_KEY = "trainer/effective_batch_size"
 

@@ -7,17 +7,6 @@ from dataclasses import dataclass
 
 from composer_bert.schema import bounded, positive
 
-# Why not: the open window's gradient sum is part of the state_dict so that a checkpoint saved mid-window
-# resumes exactly; under FSDP those gradients are per-rank shards (DTensors), which our state_dict (and its
-# name-keyed, unsharded resume across world sizes) does not hold. It can change: keep the sum as DTensors and
-# save it through Composer's sharded checkpoint (torch.distributed.checkpoint), or close every window before a
-# checkpoint. Until then a fixed larger batch (gradient accumulation via device_train_microbatch_size) works.
-FSDP_REFUSAL = (
-    "batch_ramp does not work with parallelism.fsdp (its mid-window gradient sum cannot go into a sharded "
-    "checkpoint); drop batch_ramp.final_global_batch_size and set global_train_batch_size to the batch you want, "
-    "or drop parallelism.fsdp"
-)
-
 
 @dataclass
 class BatchRampConfig:

@@ -17,7 +17,7 @@ import torch
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from composer_bert.data.masking import MASKED_POSITIONS
+from composer_bert.batch import MASKED_POSITIONS
 
 
 class SeqLengthWarmup(Algorithm):

@@ -3,6 +3,6 @@
 `metrics_file` (metrics.jsonl and the loss curve), `progress` (progress bars); `config` holds the
 `callbacks:` and `loggers:` sections.
 
-Nothing is imported here on purpose: `composer_bert.config` imports `callbacks.config`, and loading a
+Nothing is imported here on purpose: `composer_bert.pretrain.config` imports `callbacks.config`, and loading a
 config must stay light (no Composer import) and free of import cycles. Import from the modules.
 """

@@ -32,7 +32,7 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-from composer_bert.files import atomic_file
+from composer_bert.run.files import atomic_file
 
 LOSS_KEY = "loss/train/total"
 EVAL_LOSS_KEY = "metrics/eval/LanguageCrossEntropy"

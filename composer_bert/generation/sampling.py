@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from composer_bert.data.contract import end_of_text_id
 from composer_bert.errors import UserError
 from composer_bert.generation.config import GenerateConfig
 from composer_bert.models.causal import CausalLM
 from composer_bert.models.layers import KVCache
+from composer_bert.objectives import refuse_unless_accepted
 
 
 class Sampler:
@@ -122,25 +124,13 @@ def load_causal_lm(checkpoint: str, device: str = "cpu") -> LoadedLM:
     from composer_bert.hf.load import load_pretrained
 
     pretrained = load_pretrained(checkpoint)
-    if pretrained.model_config.objective != "causal":
-        raise UserError(
-            f"checkpoint '{checkpoint}' holds a masked-LM model (objective '{pretrained.model_config.objective}'); "
-            "generate.py samples from causal LMs: pass a checkpoint of a run with model.objective=causal"
-        )
+    refuse_unless_accepted(pretrained.model_config.objective, "generate", checkpoint)
     if pretrained.tokenizer_dir is None or not (pretrained.tokenizer_dir / "tokenizer.json").is_file():
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer.json; it cannot turn a prompt into tokens")
     model = CausalLM(pretrained.model_config)
     model.load_state_dict(pretrained.state_dict, strict=True)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(pretrained.tokenizer_dir))
     return LoadedLM(model.to(device).eval(), tokenizer, end_of_text_id(tokenizer))
-
-
-def end_of_text_id(tokenizer: Any) -> int | None:
-    """The token that ends each document in causal shards: the tokenizer's eos token, else its [SEP]."""
-    for token_id in (tokenizer.eos_token_id, tokenizer.sep_token_id):
-        if token_id is not None:
-            return int(token_id)
-    return None
 
 
 def encode_prompt(loaded: LoadedLM, prompt: str) -> list[int]:

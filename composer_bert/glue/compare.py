@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer_bert.files import atomic_file
 from composer_bert.glue.published import LABEL, PUBLISHED
 from composer_bert.glue.results import GlueSummary, glue_score_metric, read_summary
 from composer_bert.glue.tasks import EVAL_SET_ORDER
+from composer_bert.run.files import atomic_file
 
 
 @dataclass

@@ -16,12 +16,12 @@ from typing import ClassVar
 
 from omegaconf import MISSING
 
-from composer_bert.callbacks.config import TrackersConfig
 from composer_bert.errors import UserError
 from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 from composer_bert.optim.config import OptimizerConfig
-from composer_bert.parallelism import ParallelismConfig
-from composer_bert.remote import is_remote
+from composer_bert.run.loggers_config import TrackersConfig
+from composer_bert.run.parallelism import ParallelismConfig
+from composer_bert.run.remote import is_remote
 from composer_bert.schema import bounded, choice, key_error, positive, probability
 
 
@@ -114,10 +114,10 @@ class FinetuneConfig:
     data: GlueDataConfig = field(default_factory=GlueDataConfig)
     num_workers: int = bounded(0, "0 (load in the training process) or more", ge=0)
     progress_bar: bool = True
-    # W&B / MLflow / TensorBoard, as in pretraining's `loggers:` (callbacks/config.py); one tracker run per
+    # W&B / MLflow / TensorBoard, as in pretraining's `loggers:` (run/loggers_config.py); one tracker run per
     # task x seed, named glue-{TASK}-seed{n}. TensorBoard's default log_dir is {save_folder}/tensorboard.
     loggers: TrackersConfig = field(default_factory=TrackersConfig)
-    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)  # FSDP: composer_bert/parallelism.py
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)  # FSDP: composer_bert/run/parallelism.py
     dist_timeout: float = positive(600.0, "a positive number of seconds")
 
     # Flat keys of earlier releases -> their place now (read with a warning until the next release).

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from composer_bert.errors import UserError
-from composer_bert.files import atomic_file
 from composer_bert.glue.metrics import METRIC_LABELS
 from composer_bert.glue.published import LABEL, PUBLISHED
 from composer_bert.glue.tasks import EVAL_SET_ORDER, GLUE_AVERAGE_EVAL_SETS, TASKS, GlueTask
+from composer_bert.run.files import atomic_file
 
 RESULTS_JSON = "glue_results.json"
 RESULTS_MARKDOWN = "glue_results.md"

@@ -7,7 +7,7 @@ the rest. One run's training and scoring is `train.py`'s job. Under `composer -n
 and scores the full dev set itself; only rank 0 writes files and prints.
 
 With `save_models` (the default), each finished run also leaves its classifier in `runs/{task}/seed{n}.model.pt`
-(`composer_bert.checkpoint.save_classifier`: weights, model config, tokenizer, task and label names), so
+(`composer_bert.run.checkpoint.save_classifier`: weights, model config, tokenizer, task and label names), so
 `recipes/export_hf.py --checkpoint` turns it into a Hugging Face classifier.
 
 With `start_from_mnli`, MNLI runs first and its model file is kept whatever `save_models` says; seed s of a
@@ -22,15 +22,12 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from composer.utils import dist
 
-from composer_bert.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
 from composer_bert.errors import UserError
-from composer_bert.files import ensure_writable_dir, removed_if_refused
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import check_tokenizer, load_tokenizer
 from composer_bert.glue.hf_model import HFSource, hf_name, load_hf_source
@@ -56,7 +53,10 @@ from composer_bert.glue.train import (
     train_and_evaluate,
 )
 from composer_bert.hf.load import load_pretrained
-from composer_bert.run_setup import pick_device
+from composer_bert.objectives import refuse_unless_accepted
+from composer_bert.run.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
+from composer_bert.run.devices import on_rank_zero, pick_device
+from composer_bert.run.files import ensure_writable_dir, removed_if_refused
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,14 +65,6 @@ T = TypeVar("T")
 def fingerprint_of(payload: dict[str, Any]) -> str:
     """A short stable hash of everything that shapes a run's result."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _on_rank_zero(decide: Callable[[], T]) -> T:
-    """Rank 0's answer to `decide()`, shared with every rank (all must skip or run the same runs)."""
-    answer = [decide() if dist.get_global_rank() == 0 else None]
-    if dist.get_world_size() > 1:
-        dist.broadcast_object_list(answer, src=0)
-    return answer[0]
 
 
 def _save_folder_problem(save_folder: str) -> str | None:
@@ -86,7 +78,7 @@ def _save_folder_problem(save_folder: str) -> str | None:
 def check_save_folder(save_folder: str) -> None:
     """Rank 0 proves `save_folder` writable before any data or model load; every rank stops on its answer,
     so a bad folder costs seconds, not the finished runs."""
-    problem = _on_rank_zero(lambda: _save_folder_problem(save_folder))
+    problem = on_rank_zero(_save_folder_problem, save_folder)
     if problem is not None:
         raise UserError(problem)
 
@@ -126,11 +118,8 @@ class GlueRunner:
                 log.info("save_models does not apply to hf: checkpoints; no model files are written")
         else:
             self.pretrained = load_pretrained(cfg.checkpoint)
-            if self.pretrained.model_config.objective != "mlm":  # a decoder has no [CLS] summary to classify from
-                raise UserError(
-                    f"checkpoint '{cfg.checkpoint}' holds a {self.pretrained.model_config.objective} language model; "
-                    "GLUE finetunes masked-LM encoders: pass a checkpoint of a run with model.objective=mlm"
-                )
+            # a decoder has no [CLS] summary to classify from
+            refuse_unless_accepted(self.pretrained.model_config.objective, "finetune_glue", cfg.checkpoint)
             self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
             self.tokenizer = load_tokenizer(self.tokenizer_dir)
             self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)
@@ -182,7 +171,7 @@ class GlueRunner:
                     cfg.save_models or (task.name == "MNLI" and bool(cfg.mnli_starts()))
                 )
                 plan = Plan(task, seed, hparams, fingerprint, mnli_seed, keeps_weights)
-                plan.finished = _on_rank_zero(lambda plan=plan: self.stored_result(plan))
+                plan.finished = on_rank_zero(self.stored_result, plan)
                 if task.name == "MNLI":
                     mnli_fingerprints[seed] = plan.fingerprint
                 plans.append(plan)

@@ -27,7 +27,6 @@ from composer.utils import dist, reproducibility
 
 from composer_bert.callbacks.grad_norm import GradNormClip
 from composer_bert.callbacks.progress import RunProgressBar
-from composer_bert.config import to_dict
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import (
     TokenizedSplit,
@@ -39,11 +38,12 @@ from composer_bert.glue.data import (
 from composer_bert.glue.hf_model import HFSource
 from composer_bert.glue.metrics import compute_task_metrics, predictions_from_logits
 from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
-from composer_bert.loggers import flat_hyperparameters, tracker_loggers
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
-from composer_bert.parallelism import full_state_dict, trainer_parallelism
-from composer_bert.run_setup import per_device_batch, pick_device
+from composer_bert.run.config import to_dict
+from composer_bert.run.devices import per_device_batch, pick_device
+from composer_bert.run.loggers import flat_hyperparameters, tracker_loggers
+from composer_bert.run.parallelism import full_state_dict, trainer_parallelism
 
 
 def resolve_precision(name: str) -> str:

@@ -17,22 +17,28 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from composer_bert.checkpoint import load_composer_checkpoint
-from composer_bert.compat import make_tokenizer_portable
 from composer_bert.errors import UserError
-from composer_bert.files import atomic_output_dir
 from composer_bert.hf.remote_code import remote_code_files
 from composer_bert.models.config import ModelConfig
+from composer_bert.objectives import Objective, objective
+from composer_bert.run.checkpoint import load_composer_checkpoint
+from composer_bert.run.compat import make_tokenizer_portable
+from composer_bert.run.files import atomic_output_dir
 
-AUTO_MAP = {
-    "AutoConfig": "configuration_composer_bert.ComposerBertConfig",
-    "AutoModelForMaskedLM": "modeling_composer_bert.ComposerBertForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_composer_bert.ComposerBertForSequenceClassification",
-}
-CAUSAL_AUTO_MAP = {
-    "AutoConfig": "configuration_composer_bert.ComposerBertConfig",
-    "AutoModelForCausalLM": "modeling_composer_bert.ComposerBertForCausalLM",
-}
+CLASSIFIER_CLASS = "ComposerBertForSequenceClassification"  # GLUE models of an objective that finetunes on GLUE
+
+
+def auto_map(entry: Objective) -> dict[str, str]:
+    """config.json's `auto_map` of a remote-code export of objective `entry`: its config, LM and classifier."""
+    mapping = {
+        "AutoConfig": "configuration_composer_bert.ComposerBertConfig",
+        entry.remote_auto_class: f"modeling_composer_bert.{entry.remote_code_class}",
+    }
+    if entry.accepted_by("finetune_glue"):
+        mapping["AutoModelForSequenceClassification"] = f"modeling_composer_bert.{CLASSIFIER_CLASS}"
+    return mapping
+
+
 EXPORT_MARKER = "config.json"  # every export has one; --overwrite replaces only a directory that does
 
 
@@ -101,13 +107,10 @@ def export_checkpoint(
     if tokenizer_dir is None:
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer; pass --tokenizer DIR")
     config, state = pretrained.model_config, pretrained.state_dict
-    if config.objective == "causal":
-        from composer_bert.hf.llama import is_llama
-
-        kind = "causal LM as transformers LlamaForCausalLM" if is_llama(config) else "causal LM"
-        return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), kind
     if "classifier.weight" not in state:
-        return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), "masked LM"
+        entry = objective(config.objective)
+        kind = f"{entry.short} as transformers {entry.native_class}" if entry.exports_natively(config) else entry.short
+        return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), kind
     num_labels = state["classifier.weight"].shape[0]
     info = pretrained.classifier  # a GLUE model file names its task's labels; None for regression
     label_names = list(info.label_names) if info is not None and info.label_names else None
@@ -144,34 +147,21 @@ def _save_model(
     out_dir: Path,
     eos_token_id: int | None = None,
 ) -> None:
-    """Weights and config.json: transformers' own BERT for a plain-BERT config (Llama for a Llama-like causal
-    one), remote code otherwise."""
-    from composer_bert.hf.llama import is_llama
-    from composer_bert.models.hf_bert import is_plain_bert
+    """Weights and config.json: transformers' own class when the config is exactly its architecture (the
+    objective's `native_class`: BERT, Llama), remote code otherwise."""
+    from composer_bert.hf import modeling_composer_bert
+    from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
 
     label_kwargs = {} if num_labels is None else _label_kwargs(num_labels, label_names)
-    causal = model_config.objective == "causal"
-    if causal and is_llama(model_config):
-        _save_llama(state, model_config, out_dir, eos_token_id)
+    entry = objective(model_config.objective)
+    if entry.exports_natively(model_config):
+        _NATIVE_WRITERS[entry.hf_model_type](state, model_config, out_dir, label_kwargs, eos_token_id)
         return
-    if not causal and is_plain_bert(model_config):
-        hf_model = _plain_bert_model(state, model_config, label_kwargs)
-        hf_model.save_pretrained(out_dir, safe_serialization=True)
-        return
-    from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
-    from composer_bert.hf.modeling_composer_bert import (
-        ComposerBertForCausalLM,
-        ComposerBertForMaskedLM,
-        ComposerBertForSequenceClassification,
-    )
-
-    auto_map = CAUSAL_AUTO_MAP if causal else AUTO_MAP
-    hf_config = ComposerBertConfig.from_model_config(model_config, auto_map=auto_map, **label_kwargs)
-    model_class = ComposerBertForMaskedLM if num_labels is None else ComposerBertForSequenceClassification
-    if causal:
+    hf_config = ComposerBertConfig.from_model_config(model_config, auto_map=auto_map(entry), **label_kwargs)
+    if entry.ends_documents_with_eos:
         hf_config.eos_token_id, hf_config.bos_token_id = eos_token_id, None  # rows start without a bos token
-        model_class = ComposerBertForCausalLM
-    hf_model = model_class(hf_config)
+    class_name = entry.remote_code_class if num_labels is None else CLASSIFIER_CLASS
+    hf_model = getattr(modeling_composer_bert, class_name)(hf_config)
     hf_model.model.load_state_dict(state, strict=True)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
     _write_full_config(out_dir / "config.json", model_config)
@@ -179,7 +169,9 @@ def _save_model(
         (out_dir / name).write_text(source)
 
 
-def _save_llama(state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, eos_token_id: int | None) -> None:
+def _save_llama(
+    state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None
+) -> None:
     from transformers import LlamaForCausalLM
 
     from composer_bert.hf.llama import llama_config, state_dict_to_llama
@@ -197,6 +189,12 @@ def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {name: index for index, name in enumerate(label_names)}
     return kwargs
+
+
+def _save_plain_bert(
+    state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None
+) -> None:
+    _plain_bert_model(state, model_config, label_kwargs).save_pretrained(out_dir, safe_serialization=True)
 
 
 def _plain_bert_model(state: dict[str, Tensor], model_config: ModelConfig, label_kwargs: dict) -> nn.Module:
@@ -243,7 +241,7 @@ def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_di
             "pass the tokenizer the model was trained with"
         )
     tokenizer.model_max_length = min(tokenizer.model_max_length, model_config.max_position_embeddings)
-    eos_token_id = _as_causal_tokenizer(tokenizer) if model_config.objective == "causal" else None
+    eos_token_id = _as_causal_tokenizer(tokenizer) if objective(model_config.objective).ends_documents_with_eos else None
     tokenizer.save_pretrained(str(out_dir))
     make_tokenizer_portable(out_dir)
     return eos_token_id
@@ -254,7 +252,7 @@ def _as_causal_tokenizer(tokenizer) -> int | None:
     feeds the model what recipes/generate.py does; name the end-of-text token as eos, where generation stops."""
     from tokenizers import processors
 
-    from composer_bert.generation.sampling import end_of_text_id
+    from composer_bert.data.contract import end_of_text_id
 
     plain = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
     tokenizer.backend_tokenizer.post_processor = plain
@@ -262,3 +260,7 @@ def _as_causal_tokenizer(tokenizer) -> int | None:
     if tokenizer.eos_token is None and eos_token_id is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_token_id)
     return eos_token_id
+
+
+# An objective's `hf_model_type` -> the writer of its native export: (state, config, out_dir, label kwargs, eos id).
+_NATIVE_WRITERS = {"bert": _save_plain_bert, "llama": _save_llama}

@@ -1,22 +1,24 @@
 """Read an exported Hugging Face directory back as a `Pretrained`, and pick the reader for a `checkpoint=` value.
 
 `load_pretrained` is what finetuning calls: a directory is an export (this module), anything else a
-Composer `.pt` (`composer_bert.checkpoint`, which owns that format). This module depends on
-`composer_bert.checkpoint`, never the reverse.
+Composer `.pt` (`composer_bert.run.checkpoint`, which owns that format). This module depends on
+`composer_bert.run.checkpoint`, never the reverse.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from composer_bert.checkpoint import Pretrained, load_composer_checkpoint
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
+from composer_bert.objectives import objective
+from composer_bert.run.checkpoint import Pretrained, load_composer_checkpoint
 
 REMOTE_MODEL_TYPE = "composer_bert"  # ComposerBertConfig.model_type, without importing transformers
 MLM_KEY_PREFIXES = ("bert.", "head.")  # what `Pretrained.state_dict` holds: keys of `ComposerMLM.model`
@@ -133,26 +135,22 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
     Our model keys must describe the checkpoint's architecture (a mismatch names the key to set), and the
     shards must be tokenized by the checkpoint's own tokenizer (same tokenizer.json sha256).
     """
-    from composer_bert.data.manifest import tokenizer_fingerprint
-    from composer_bert.models.hf_bert import state_dict_from_hf_bert
+    from composer_bert.data.contract import tokenizer_fingerprint
 
-    causal = model_config.objective == "causal"
-    kind = "LlamaForCausalLM" if causal else "BERT"
+    entry = objective(model_config.objective)
+    kind = entry.native_class
     if not init_from.startswith(INIT_FROM_PREFIX):
         raise UserError(f"model.init_from is '{init_from}'; write hf:DIR (a transformers {kind} folder)")
     directory = Path(init_from.removeprefix(INIT_FROM_PREFIX))
     if not (directory / "config.json").is_file():
         raise UserError(f"model.init_from: '{directory}' has no config.json; pass a transformers {kind} folder")
     model_type = json.loads((directory / "config.json").read_text()).get("model_type")
-    if model_type != ("llama" if causal else "bert"):
+    if model_type != entry.hf_model_type:
         raise UserError(
             f"model.init_from: '{directory}' holds a '{model_type}' model; a model with objective "
             f"'{model_config.objective}' starts from a {kind} folder only"
         )
-    if causal:
-        theirs, llama_state = _read_llama_export(directory, base=model_config)
-    else:
-        theirs = _read_bert_config(directory)
+    theirs, read_state = _INIT_READERS[entry.hf_model_type](directory, model_config)
     for key in _SHAPE_KEYS:
         if getattr(model_config, key) != getattr(theirs, key):
             raise UserError(
@@ -166,15 +164,33 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
             f"the shards were built with a different tokenizer than the checkpoint in '{directory}'; "
             "rebuild the shards with that checkpoint's tokenizer (data_prep/convert_dataset.py --tokenizer DIR)"
         )
-    if causal:
-        return llama_state
-    hf_state = {key: value for key, value in _read_weights(directory).items() if not key.startswith("cls.seq_rel")}
-    if not any(key.startswith("cls.predictions.") for key in hf_state):
-        raise UserError(f"model.init_from: '{directory}' has no MLM head (cls.predictions); save a BertForMaskedLM")
-    try:
-        return state_dict_from_hf_bert(hf_state, model_config)
-    except (ValueError, KeyError) as err:
-        raise UserError(f"model.init_from: '{directory}' is not a BERT checkpoint this package reads: {err}") from None
+    return read_state()
+
+
+def _bert_init(directory: Path, model_config: ModelConfig) -> tuple[ModelConfig, Callable[[], dict[str, Tensor]]]:
+    """A transformers BERT folder's config, and a reader of its weights (MLM head included) as our keys."""
+    from composer_bert.models.hf_bert import state_dict_from_hf_bert
+
+    def read_state() -> dict[str, Tensor]:
+        hf_state = {key: value for key, value in _read_weights(directory).items() if not key.startswith("cls.seq_rel")}
+        if not any(key.startswith("cls.predictions.") for key in hf_state):
+            raise UserError(f"model.init_from: '{directory}' has no MLM head (cls.predictions); save a BertForMaskedLM")
+        try:
+            return state_dict_from_hf_bert(hf_state, model_config)
+        except (ValueError, KeyError) as err:
+            raise UserError(f"model.init_from: '{directory}' is not a BERT checkpoint this package reads: {err}") from None
+
+    return _read_bert_config(directory), read_state
+
+
+def _llama_init(directory: Path, model_config: ModelConfig) -> tuple[ModelConfig, Callable[[], dict[str, Tensor]]]:
+    """A LlamaForCausalLM folder's config (read over ours) and its weights as our keys."""
+    theirs, llama_state = _read_llama_export(directory, base=model_config)
+    return theirs, lambda: llama_state
+
+
+# An objective's `hf_model_type` -> the reader of such a folder for `model.init_from`.
+_INIT_READERS = {"bert": _bert_init, "llama": _llama_init}
 
 
 def _read_bert_config(directory: Path) -> ModelConfig:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from composer_bert.batch import IGNORE_INDEX
 from composer_bert.errors import UserError
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.layers import (
@@ -34,9 +35,8 @@ from composer_bert.models.layers import (
     alibi_slopes,
     build_norm,
 )
+from composer_bert.objectives import OBJECTIVES, objective
 from composer_bert.schema import validate
-
-IGNORE_INDEX = -100  # label of positions the MLM loss skips
 
 
 class Embeddings(nn.Module):
@@ -81,7 +81,7 @@ class BertEncoder(nn.Module):
         self.rotary = Rotary(cfg.head_dim) if cfg.position_embedding == "rotary" else None
         slopes = alibi_slopes(cfg.num_heads) if cfg.position_embedding == "alibi" else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
-        self.causal = cfg.objective == "causal"
+        self.causal = objective(cfg.objective).causal_attention
         self.activation_checkpointing = cfg.activation_checkpointing
 
     def forward(
@@ -171,13 +171,16 @@ class MLMHead(nn.Module):
 
 class LanguageModel(nn.Module):
     """The trunk and LM head both objectives' models share (module names `bert.*`, `head.*`: one checkpoint key
-    layout), the head tied to the token embeddings by `tie_embeddings`; subclasses name their objective."""
-
-    objective = ""
+    layout), the head tied to the token embeddings by `tie_embeddings`; objectives.py's table names the subclass
+    each objective trains."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        require_objective(cfg, self.objective, type(self).__name__)
+        owners = [o.name for o in OBJECTIVES.values() if o.bare_model.endswith(f":{type(self).__name__}")]
+        if cfg.objective not in owners:
+            raise UserError(
+                f"{type(self).__name__} needs a model with objective '{' or '.join(owners)}', but this one is '{cfg.objective}'"
+            )
         self.config = cfg
         self.bert = BertEncoder(cfg)
         self.head = MLMHead(cfg)
@@ -191,8 +194,6 @@ class LanguageModel(nn.Module):
 
 class BertForMaskedLM(LanguageModel):
     """Encoder + MLM head. With sparse_prediction and masked_positions given, logits only at those positions."""
-
-    objective = "mlm"
 
     def forward(
         self,
@@ -241,7 +242,11 @@ class BertForSequenceClassification(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_labels: int):
         super().__init__()
-        require_objective(cfg, "mlm", "BertForSequenceClassification")
+        if objective(cfg.objective).causal_attention:  # [CLS] summarizes the row only when it attends forward
+            encoders = " or ".join(o.name for o in OBJECTIVES.values() if not o.causal_attention)
+            raise UserError(
+                f"BertForSequenceClassification needs a model with objective '{encoders}', but this one is '{cfg.objective}'"
+            )
         self.config = cfg
         self.bert = BertEncoder(cfg)
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
@@ -258,12 +263,6 @@ class BertForSequenceClassification(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def require_objective(cfg: ModelConfig, objective: str, what: str) -> None:
-    """One line instead of a model that would silently train or score the other objective."""
-    if cfg.objective != objective:
-        raise UserError(f"{what} needs a model with objective '{objective}', but this one is '{cfg.objective}'")
 
 
 def init_weights(model: nn.Module, std: float) -> None:

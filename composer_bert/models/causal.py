@@ -16,14 +16,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from composer_bert.models.bert import IGNORE_INDEX, LanguageModel
+from composer_bert.batch import IGNORE_INDEX
+from composer_bert.models.bert import LanguageModel
 from composer_bert.models.layers import KVCache
 
 
 class CausalLM(LanguageModel):
     """Decoder-only LM: logits [B, L, vocab_size] for the token after each position."""
-
-    objective = "causal"
 
     def forward(
         self,

@@ -17,10 +17,8 @@ from torch import Tensor
 from torchmetrics import MeanSquaredError, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from composer_bert.data.causal import next_token_labels
-from composer_bert.data.masking import MASKED_POSITIONS
+from composer_bert.batch import IGNORE_INDEX, MASKED_POSITIONS, next_token_labels
 from composer_bert.models.bert import (
-    IGNORE_INDEX,
     BertForMaskedLM,
     BertForSequenceClassification,
     masked_positions,
@@ -28,7 +26,8 @@ from composer_bert.models.bert import (
 )
 from composer_bert.models.causal import CausalLM, next_token_loss
 from composer_bert.models.config import ModelConfig
-from composer_bert.models.flops import causal_flops_per_batch, classifier_flops_per_batch, mlm_flops_per_batch
+from composer_bert.models.flops import classifier_flops_per_batch
+from composer_bert.objectives import objective
 
 Batch = dict[str, Tensor]
 
@@ -45,7 +44,7 @@ class ComposerMLM(ComposerModel):
         super().__init__()
         self.config = cfg
         self.model = BertForMaskedLM(cfg)
-        self.train_metrics, self.eval_metrics = _mlm_metrics(), _mlm_metrics(perplexity=True)
+        self.train_metrics, self.eval_metrics = objective_metrics(cfg)
 
     def forward(self, batch: Batch) -> Tensor:
         """Logits [B, L, V], or [B, K, V] at the masked positions with sparse prediction."""
@@ -76,7 +75,7 @@ class ComposerMLM(ComposerModel):
         metric.update(outputs, self._targets(batch))
 
     def flops_per_batch(self, batch: Batch) -> int:
-        return mlm_flops_per_batch(self.config, batch)
+        return objective(self.config.objective).load("flops_per_batch")(self.config, batch)
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
@@ -93,11 +92,7 @@ class ComposerCausalLM(ComposerModel):
         super().__init__()
         self.config = cfg
         self.model = CausalLM(cfg)
-        self.train_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX)}
-        self.eval_metrics = {
-            "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
-            "LanguagePerplexity": LanguagePerplexity(ignore_index=IGNORE_INDEX),
-        }
+        self.train_metrics, self.eval_metrics = objective_metrics(cfg)
 
     def forward(self, batch: Batch) -> Tensor:
         """Logits [B, L, V]."""
@@ -117,7 +112,7 @@ class ComposerCausalLM(ComposerModel):
         metric.update(outputs, self._labels(batch))
 
     def flops_per_batch(self, batch: Batch) -> int:
-        return causal_flops_per_batch(self.config, batch)
+        return objective(self.config.objective).load("flops_per_batch")(self.config, batch)
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()
@@ -132,14 +127,18 @@ class MaskedAccuracy(ComposerMaskedAccuracy):
         self.total += counted.sum()
 
 
-def _mlm_metrics(perplexity: bool = False) -> dict[str, Metric]:
-    metrics = {
-        "MaskedAccuracy": MaskedAccuracy(ignore_index=IGNORE_INDEX),
-        "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
-    }
-    if perplexity:
-        metrics["LanguagePerplexity"] = LanguagePerplexity(ignore_index=IGNORE_INDEX)
-    return metrics
+METRICS = {  # the metric names objectives.py's table lists, each skipping IGNORE_INDEX positions
+    "MaskedAccuracy": MaskedAccuracy,
+    "LanguageCrossEntropy": LanguageCrossEntropy,
+    "LanguagePerplexity": LanguagePerplexity,
+}
+
+
+def objective_metrics(cfg: ModelConfig) -> tuple[dict[str, Metric], dict[str, Metric]]:
+    """The train and eval metrics `cfg.objective`'s table entry names."""
+    entry = objective(cfg.objective)
+    build = lambda names: {name: METRICS[name](ignore_index=IGNORE_INDEX) for name in names}  # noqa: E731
+    return build(entry.train_metrics), build(entry.eval_metrics)
 
 
 class ComposerClassifier(ComposerModel):
@@ -209,4 +208,4 @@ def build_composer_model(
     """The pretraining model of `cfg.objective`, or a classifier (regressor when num_labels == 1) for finetuning."""
     if num_labels is not None:
         return ComposerClassifier(cfg, num_labels)
-    return ComposerCausalLM(cfg) if cfg.objective == "causal" else ComposerMLM(cfg)
+    return objective(cfg.objective).load("composer_model")(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from composer_bert.errors import UserError
+from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, objective
 from composer_bert.schema import bounded, choice, key_error, positive, probability
 
 
@@ -24,7 +25,7 @@ class ModelConfig:
     3072 with GLU) is therefore intermediate_size 1536 here. LayerNorm biases follow `linear_bias`.
     """
 
-    objective: str = choice("mlm", ["mlm", "causal"])
+    objective: str = choice(DEFAULT_OBJECTIVE, list(OBJECTIVES))  # an entry of objectives.py's table
     vocab_size: int | None = positive(32768)  # None: take it from the shards' manifest
     hidden_size: int = positive(768)
     num_layers: int = positive(16)
@@ -71,8 +72,8 @@ class ModelConfig:
             raise key_error(
                 "model.num_heads", self.num_heads, f"a head count that gives rotary an even head dimension (now {self.head_dim})"
             )
-        if self.objective == "causal" and self.type_vocab_size:
-            raise key_error("model.type_vocab_size", self.type_vocab_size, "0 for a causal model (it has no token types)")
+        if not objective(self.objective).token_types and self.type_vocab_size:
+            raise key_error("model.type_vocab_size", self.type_vocab_size, f"0 for a {self.objective} model (it has no token types)")
         if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
             raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from composer_bert.data.masking import MASKED_POSITIONS
+from composer_bert.batch import MASKED_POSITIONS
 from composer_bert.models.config import ModelConfig
 
 

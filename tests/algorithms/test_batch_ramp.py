@@ -14,7 +14,7 @@ from composer.models import ComposerClassifier
 from composer_bert.algorithms.batch_ramp import EFFECTIVE_BATCH_KEY, BatchRamp
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
 from composer_bert.errors import UserError
-from composer_bert.run_progress import RunProgress
+from composer_bert.pretrain.progress import RunProgress
 from tests.tiny_training import logged, tiny_classifier, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 
 

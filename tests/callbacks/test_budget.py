@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from composer_bert.callbacks.budget import FRACTION_KEY, WallClockBudget
 from composer_bert.errors import UserError
-from composer_bert.run_progress import RunProgress
+from composer_bert.pretrain.progress import RunProgress
 from tests.helpers import REPO, launch_two_ranks
 from tests.tiny_training import tiny_classifier, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 

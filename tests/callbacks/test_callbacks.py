@@ -22,10 +22,10 @@ from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.callbacks.grad_norm import GLOBAL_NORM_KEY, GradNormClip
 from composer_bert.callbacks.metrics_file import MetricsFile, read_metrics
 from composer_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
-from composer_bert.config import PretrainConfig
 from composer_bert.errors import UserError
-from composer_bert.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
-from composer_bert.training_controls import build_training_controls
+from composer_bert.pretrain.config import PretrainConfig
+from composer_bert.pretrain.controls import build_training_controls
+from composer_bert.run.peak_flops import PEAK_FLOPS, lookup_peak_flops, match_device, resolve_peak_flops
 from tests.host_reads import HostReads
 from tests.tiny_training import (
     TinyNet,

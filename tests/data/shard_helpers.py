@@ -1,5 +1,6 @@
-"""Helpers the converter tests share: a tokenizer trained here, a plain-Python reference of the converter's
-document filters, reading a shard set back, and fingerprinting it byte for byte."""
+"""Helpers the data tests share: a tokenizer trained here, a plain-Python reference of the converter's
+document filters, reading a shard set back, fingerprinting it byte for byte, and one split's loader built
+as a run builds it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from composer.core import DataSpec
 
-from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import train_tokenizer
+from composer_bert.data.load.config import DataConfig
+from composer_bert.data.load.loader import build_dataloader, num_samples_in_batch, num_tokens_in_batch
+from composer_bert.data.load.shard_set import open_shards
+from composer_bert.data.prep.synthetic import synthetic_documents
+from composer_bert.data.prep.tokenizer_training import train_tokenizer
+from composer_bert.objectives import DEFAULT_OBJECTIVE
+from composer_bert.schema import validate
 
 
 def save_synthetic_tokenizer(out: Path, documents: int, vocab_size: int) -> Path:
@@ -66,3 +73,25 @@ def tree_hashes(root: Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def split_loader(
+    cfg: DataConfig,
+    *,
+    vocab_size: int | None,
+    objective: str = DEFAULT_OBJECTIVE,
+    tokenizer_sha256: str | None = None,
+    **loader_args,
+):
+    """What a run does for one split, in one call: validate the `data:` config (as loading the recipe does),
+    open the shards, check the model against their contract (`vocab_size` None: the shards'), build the loader."""
+    validate(cfg, "data.")
+    shards = open_shards(cfg)
+    shards.contract.check_model(vocab_size or shards.contract.vocab_size, objective, tokenizer_sha256)
+    return build_dataloader(cfg, shards, **loader_args)
+
+
+def split_dataspec(cfg: DataConfig, **args):
+    """`split_loader`'s loader as the Composer DataSpec the trainer gets."""
+    loader = split_loader(cfg, **args)
+    return DataSpec(loader, get_num_samples_in_batch=num_samples_in_batch, get_num_tokens_in_batch=num_tokens_in_batch)

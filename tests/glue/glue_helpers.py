@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from composer_bert.config import load_config
 from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.results import GlueSummary
 from composer_bert.glue.runner import run_glue
+from composer_bert.run.config import load_config
 from tests.helpers import REPO
 
 RECIPE = REPO / "yamls/finetune/glue.yaml"

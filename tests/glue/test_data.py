@@ -12,7 +12,6 @@ from scipy import stats
 from sklearn import metrics as skm
 from transformers import PreTrainedTokenizerFast
 
-from composer_bert.config import load_config
 from composer_bert.errors import UserError
 from composer_bert.glue import metrics
 from composer_bert.glue.config import FinetuneConfig
@@ -24,6 +23,7 @@ from composer_bert.glue.data import (
 )
 from composer_bert.glue.results import RunResult, format_console, format_markdown, glue_average, summarize
 from composer_bert.glue.tasks import TASKS, TRAIN_SPLIT, get_task
+from composer_bert.run.config import load_config
 from tests.glue.glue_helpers import STSB_HEADER, write_tsv
 from tests.helpers import bert_tokenizer
 

@@ -14,11 +14,11 @@ from composer.optim import CosineAnnealingScheduler, CosineAnnealingWithWarmupSc
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from composer_bert.checkpoint import ClassifierInfo, load_composer_checkpoint
 from composer_bert.errors import UserError
 from composer_bert.glue import runner, train
 from composer_bert.glue.results import mnli_weights_path, model_path
 from composer_bert.models import ComposerClassifier
+from composer_bert.run.checkpoint import ClassifierInfo, load_composer_checkpoint
 from tests.glue.glue_helpers import RECIPE, RECIPE_CLI, tiny_run
 from tests.helpers import load_script_main, run_cli
 

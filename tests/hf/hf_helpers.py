@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from composer import ComposerModel
 
-from composer_bert.checkpoint import RunMetadata
 from composer_bert.models.config import ModelConfig
+from composer_bert.run.checkpoint import RunMetadata
 
 # The start of a script run in a fresh interpreter (`python -I -c`) where importing composer_bert fails, so what it
 # loads (an export) must stand on its own; it also imports json and sys for the script's own use.
@@ -33,7 +33,7 @@ def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def save_checkpoint_dict(path: Path, composer_model: ComposerModel, cfg: ModelConfig, tokenizer_dir: Path) -> Path:
-    """The layout Composer writes (see composer_bert.checkpoint): the ComposerModel's weights, RunMetadata's state."""
+    """The layout Composer writes (see composer_bert.run.checkpoint): the ComposerModel's weights, RunMetadata's state."""
     state = {"model": composer_model.state_dict()}
     state["callbacks"] = {"RunMetadata": RunMetadata(cfg, tokenizer_dir).state_dict()}
     torch.save({"state": state}, path)

@@ -352,9 +352,9 @@ def test_glue_reads_an_exports_tokenizer_without_asking_about_remote_code(mlm_ex
 
 
 def test_checkpoint_format_does_not_import_the_hf_package():
-    """`composer_bert.checkpoint` owns the .pt format; `hf` reads it, never the reverse (no import cycle)."""
+    """`composer_bert.run.checkpoint` owns the .pt format; `hf` reads it, never the reverse (no import cycle)."""
     probe = (
-        "import sys, composer_bert.checkpoint; "
+        "import sys, composer_bert.run.checkpoint; "
         "print(sorted(m for m in sys.modules if m.startswith('composer_bert.hf')))"
     )
     loaded = run_cli("-c", probe, timeout=120)

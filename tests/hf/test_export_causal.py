@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from composer_bert.data.manifest import tokenizer_fingerprint
-from composer_bert.data.synthetic import synthetic_documents
-from composer_bert.data.tokenizer_training import save_pretrained_fast, train_tokenizer
+from composer_bert.data.contract import tokenizer_fingerprint
+from composer_bert.data.prep.synthetic import synthetic_documents
+from composer_bert.data.prep.tokenizer_training import save_pretrained_fast, train_tokenizer
 from composer_bert.errors import UserError
 from composer_bert.generation.sampling import Sampler, generate_tokens
 from composer_bert.hf.export import export_language_model
@@ -215,7 +215,7 @@ def test_pretraining_continues_from_a_llama_export(tiny_causal_shards, tmp_path)
     """
     from transformers import PreTrainedTokenizerFast
 
-    from composer_bert.data.manifest import read_manifest
+    from composer_bert.data.contract import read_manifest
     from tests.helpers import run_cli, tiny_args, train_losses
 
     tokenizer_dir = tiny_causal_shards.parent / "tokenizer"

@@ -11,8 +11,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from composer_bert.config import PretrainConfig, load_config
-from composer_bert.data.causal import next_token_labels
+from composer_bert.batch import next_token_labels
 from composer_bert.errors import UserError
 from composer_bert.models.bert import BertForMaskedLM, BertForSequenceClassification
 from composer_bert.models.causal import CausalLM
@@ -20,6 +19,8 @@ from composer_bert.models.composer_model import ComposerCausalLM, ComposerMLM, b
 from composer_bert.models.config import ModelConfig
 from composer_bert.models.flops import causal_flops_per_batch
 from composer_bert.models.layers import alibi_bias, alibi_slopes
+from composer_bert.pretrain.config import PretrainConfig
+from composer_bert.run.config import load_config
 from composer_bert.schema import validate
 from tests.helpers import REPO
 from tests.models import model_helpers

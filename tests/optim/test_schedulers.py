@@ -14,7 +14,7 @@ from composer_bert.callbacks.budget import WallClockBudget
 from composer_bert.errors import UserError
 from composer_bert.optim.config import SchedulerConfig
 from composer_bert.optim.schedulers import ProgressScheduler, build_scheduler, schedule_shape
-from composer_bert.run_progress import RunProgress
+from composer_bert.pretrain.progress import RunProgress
 from tests.tiny_training import logged, tiny_loader, tiny_pretrain_config, tiny_rows, tiny_trainer
 
 # (name, overrides, [(p, multiplier), ...]) with the config defaults unless overridden.

@@ -1,0 +1,1 @@
+"""Prep time: sources, tokenizer training, encoding, packing and writing shards (data_prep/)."""

@@ -1,0 +1,246 @@
+"""Documents -> filtered, de-duplicated, split, packed rows of token ids in MDS shards (the converter).
+
+Pipeline, in document order: worker processes (encoding.py) tokenize ordered chunks of documents
+(fast tokenizer, no special tokens) and hash each normalized document; the main process then applies
+the Cramming filters (tokens/characters ratio, minimum length, exact de-duplication), assigns each
+kept document to train or val by its hash, and packs each split into rows (rows.py)::
+
+    [CLS] doc tokens [SEP] doc tokens [SEP] ...      exactly seq_len tokens, no padding
+    doc tokens [SEP] doc tokens [SEP] ...            the same, for a causal LM (--objective causal): no [CLS],
+                                                     [SEP] ends each document (the end-of-text token)
+
+Several sources are mixed by shares of kept tokens (mixture.py). Since chunks come back in order and
+all decisions are made in the main process, the shards are byte-identical for any number of workers.
+
+Normalization for de-duplication and the split: lowercase, whitespace runs collapsed to one space.
+The split is by a hash of that, not by position, so a document lands in the same split whatever
+else is in the corpus, and duplicates never straddle train and val. The de-duplication set holds
+one 16-byte digest per kept document (~100 bytes each in Python): cap huge sources with
+--max-documents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import composer_bert
+from composer_bert.data.contract import MANIFEST_NAME, write_manifest
+from composer_bert.data.prep.encoding import DIGEST_BYTES as _DIGEST_BYTES
+from composer_bert.data.prep.encoding import EncodedChunk, document_chunks, encoded_chunks, encoder_pool
+from composer_bert.data.prep.mixture import MixPart, Mixture, SourceTally, interleave, source_entries
+from composer_bert.data.prep.rows import RowWriter, load_tokenizer, row_mds_writer
+from composer_bert.data.prep.sources import DocumentSource, limit_documents
+from composer_bert.errors import UserError
+from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, objective
+from composer_bert.run.files import atomic_output_dir, write_errors
+
+__all__ = ["ConvertOptions", "convert_dataset", "load_tokenizer", "row_mds_writer"]
+
+MIN_SEQ_LEN = 8
+DEFAULT_MIN_TOKENS = 8
+DEFAULT_MAX_TOKEN_RATIO = 0.25
+DEFAULT_VAL_FRACTION = 0.01
+_SPLITS = ("train", "val")
+_FILTERS = ("ratio_dropped", "duplicate_dropped", "too_short_dropped")
+
+
+@dataclass
+class ConvertOptions:
+    """Everything about a conversion except where documents come from and go to."""
+
+    seq_len: int = 128
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    max_token_ratio: float | None = DEFAULT_MAX_TOKEN_RATIO  # None turns the ratio filter off
+    min_tokens: int = DEFAULT_MIN_TOKENS
+    dedup: bool = True
+    workers: int = max(1, min(8, os.cpu_count() or 1))
+    max_documents: int | None = None  # per source
+    seed: int = 0  # seeds the synthetic source; recorded in the manifest
+    progress: bool = True
+    objective: str = DEFAULT_OBJECTIVE  # an entry of objectives.py (its rows); recorded in the manifest, checked by training
+    shard_bytes: int = 1 << 26  # streaming's size_limit; smaller shards: finer-grained downloads from a remote
+
+    def check(self) -> None:
+        if self.seq_len < MIN_SEQ_LEN:
+            raise UserError(f"--seq-len {self.seq_len} is too short; use at least {MIN_SEQ_LEN} (BERT uses 128 or 512)")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1), e.g. 0.01")
+        if self.max_token_ratio is not None and self.max_token_ratio <= 0:
+            raise UserError(f"--max-token-ratio {self.max_token_ratio} must be positive, or pass --no-ratio-filter")
+        if self.min_tokens < 0:
+            raise UserError(f"--min-tokens {self.min_tokens} must be 0 or more")
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers} must be at least 1")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"--objective {self.objective!r} is unknown; use one of: {', '.join(OBJECTIVES)}")
+        if self.shard_bytes < 1024:
+            raise UserError(f"--shard-bytes {self.shard_bytes} is too small; use at least 1024 (default 64 MiB)")
+        if self.max_documents is not None and self.max_documents < 1:
+            raise UserError(f"--max-documents {self.max_documents} must be at least 1")
+
+
+def _pack_chunk(
+    chunk: EncodedChunk, writers: dict[str, RowWriter], options: ConvertOptions, seen: set[bytes], tally: SourceTally
+) -> None:
+    """Filter, de-duplicate (against `seen`), split and pack one encoded chunk into `writers`; count in `tally`."""
+    n = len(chunk.token_counts)
+    tally.documents_read += n
+    keep = np.ones(n, dtype=bool)
+    if options.max_token_ratio is not None:
+        too_dense = chunk.token_counts > options.max_token_ratio * chunk.char_counts
+        tally.ratio_dropped += int(too_dense.sum())
+        keep &= ~too_dense
+    too_short = keep & (chunk.token_counts < options.min_tokens)
+    tally.too_short_dropped += int(too_short.sum())
+    keep &= ~too_short
+    if options.dedup:
+        digests = chunk.digests
+        for i in np.flatnonzero(keep):
+            digest = digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES]
+            if digest in seen:
+                keep[i] = False
+                tally.duplicate_dropped += 1
+            else:
+                seen.add(digest)
+    # Top 53 bits of the digest as a uniform number in [0, 1) decide the split, exactly and portably.
+    val_threshold = int(options.val_fraction * (1 << 53))
+    hash_bits = np.frombuffer(chunk.digests, dtype="<u8")[::2] >> np.uint64(11)
+    is_val = hash_bits < np.uint64(val_threshold)
+    for split, in_split in (("train", keep & ~is_val), ("val", keep & is_val)):
+        selected = np.repeat(in_split, chunk.token_counts + 1)
+        writers[split].add(chunk.tokens_with_sep[selected], int(in_split.sum()))
+    tally.documents += int(keep.sum())
+    tally.tokens += int((chunk.token_counts[keep] + 1).sum())
+
+
+def _checked_documents(source: DocumentSource, max_documents: int | None) -> Iterator[str]:
+    """The source's documents, capped; an empty source fails here, before any output exists."""
+    documents = iter(limit_documents(source, max_documents))
+    first = next(documents, None)
+    if first is None:
+        raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
+    return itertools.chain([first], documents)
+
+
+def _tagged_chunks(source: DocumentSource, documents: Iterable[str]) -> Iterator[tuple[list[str], int]]:
+    """Chunks, each tagged with the source's invalid-UTF-8 count once it was cut (a function of position only)."""
+    for chunk in document_chunks(documents):
+        yield chunk, source.invalid_utf8_replaced
+
+
+def convert_dataset(
+    source: DocumentSource | Mixture,
+    tokenizer_dir: str | Path,
+    out: str | Path,
+    options: ConvertOptions,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write `out/train`, `out/val` and `out/manifest.json` from `source` (or a mixture); return the manifest."""
+    options.check()
+    mixture = source if isinstance(source, Mixture) else Mixture([MixPart(source, 1.0)])
+    info = load_tokenizer(tokenizer_dir)
+    documents = [_checked_documents(part.source, options.max_documents) for part in mixture.parts]
+    tallies = [SourceTally() for _ in mixture.parts]
+    with (
+        atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp,
+        encoder_pool(info.tokenizer, info.special_ids["sep"], info.dtype, options.workers) as pool,
+    ):
+        what = f"shards to '{os.path.abspath(out)}'"
+        cls_id = info.special_ids["cls"] if objective(options.objective).rows_start_with_cls else None
+        writers = {
+            split: RowWriter(tmp / split, options.seq_len, cls_id, info.dtype, what, options.shard_bytes)
+            for split in _SPLITS
+        }
+        streams = [
+            encoded_chunks(pool, _tagged_chunks(part.source, docs), options.workers)
+            for part, docs in zip(mixture.parts, documents, strict=True)
+        ]
+        seen: set[bytes] = set()
+        with _progress_bars(options.progress) as on_chunk:
+            proportions = [part.proportion for part in mixture.parts]
+            for index, (chunk, invalid_utf8) in interleave(streams, proportions, tallies):
+                tallies[index].invalid_utf8_replaced = invalid_utf8
+                _pack_chunk(chunk, writers, options, seen, tallies[index])
+                on_chunk(len(chunk.token_counts), len(chunk.tokens_with_sep))
+        for stream in streams:
+            stream.close()  # a stopped mixture stops reading its other sources now, not at garbage collection
+        tails = {split: len(writer.carry) for split, writer in writers.items()}
+        splits = {split: writer.finish() for split, writer in writers.items()}
+        _check_result(mixture, tallies, splits, options)
+        manifest = {
+            "source": mixture.spec,
+            "sources": source_entries(mixture, tallies),
+            "tokenizer": {
+                "path": str(info.path),
+                "sha256": info.sha256,
+                "vocab_size": info.vocab_size,
+                "special_tokens": info.special_ids,
+            },
+            "seq_len": options.seq_len,
+            "objective": options.objective,
+            "dtype": info.dtype.name,
+            "splits": splits,
+            "documents_read": sum(tally.documents_read for tally in tallies),
+            "filters": {
+                **{name: sum(getattr(tally, name) for tally in tallies) for name in _FILTERS},
+                "max_token_ratio": options.max_token_ratio,
+                "min_tokens": options.min_tokens,
+                "dedup": options.dedup,
+            },
+            "invalid_utf8_replaced": sum(tally.invalid_utf8_replaced for tally in tallies),
+            "dropped_tail_tokens": sum(tails.values()),
+            "val_fraction": options.val_fraction,
+            "max_documents": options.max_documents,
+            "seed": options.seed,
+            "package_version": composer_bert.__version__,
+        }
+        with write_errors(what):
+            write_manifest(tmp, manifest)
+    return manifest
+
+
+def _check_result(
+    mixture: Mixture, tallies: list[SourceTally], splits: dict[str, dict[str, int]], options: ConvertOptions
+) -> None:
+    hint = (
+        "relax --max-token-ratio (0.25 suits ~32k vocabularies) or --min-tokens, or check the tokenizer"
+    )
+    for part, tally in zip(mixture.parts, tallies, strict=True):
+        if tally.documents == 0:
+            what = "no documents" if len(tallies) == 1 else f"no documents of source '{part.source.spec}'"
+            raise UserError(
+                f"{what} survived the filters ({tally.ratio_dropped} too many tokens per character, "
+                f"{tally.too_short_dropped} shorter than {options.min_tokens} tokens, {tally.duplicate_dropped} "
+                f"duplicates); {hint}"
+            )
+    if splits["train"]["rows"] == 0:
+        raise UserError(
+            f"the train split has fewer tokens than one row of --seq-len {options.seq_len}; add documents or "
+            "lower --seq-len"
+        )
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """Two bars, documents/s and tokens/s ([SEP] included); yields the per-chunk update callback."""
+    docs_bar = tqdm(desc="documents", unit="doc", unit_scale=True, disable=not enabled, position=0)
+    tokens_bar = tqdm(desc="tokens", unit="tok", unit_scale=True, disable=not enabled, position=1)
+
+    def on_chunk(documents: int, tokens: int) -> None:
+        docs_bar.update(documents)
+        tokens_bar.update(tokens)
+
+    try:
+        yield on_chunk
+    finally:
+        docs_bar.close()
+        tokens_bar.close()

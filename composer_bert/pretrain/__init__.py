@@ -1,0 +1,1 @@
+"""Pretraining: the recipe's config, the Trainer wiring, training controls, resume and the run report."""

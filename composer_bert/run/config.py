@@ -1,0 +1,160 @@
+"""Loading a recipe: YAML onto its schema, `key=value` overrides on top, one validation pass.
+
+Each section's dataclass lives beside the component it configures (torchtitan's way):
+
+| YAML section | dataclass | file |
+|---|---|---|
+| top level (pretraining) | `PretrainConfig` | `pretrain/config.py` |
+| top level (GLUE) | `FinetuneConfig` | `glue/config.py` |
+| top level (generation) | `GenerateConfig` | `generation/config.py` |
+| `model:` | `ModelConfig` | `models/config.py` |
+| `data:` | `DataConfig` | `data/load/config.py` |
+| `optimizer:`, `scheduler:` | `OptimizerConfig`, `SchedulerConfig` | `optim/config.py` |
+| `batch_ramp:`, `seq_length_warmup:` | `BatchRampConfig`, `SeqLengthWarmupConfig` | `algorithms/config.py` |
+| `callbacks:` | `CallbacksConfig` | `callbacks/config.py` |
+| `loggers:` | `LoggersConfig` | `run/loggers_config.py` |
+| `parallelism:` | `ParallelismConfig` | `run/parallelism.py` |
+
+`load_config` rejects an unknown key (naming the nearest valid one), a wrong type or a missing field, then
+runs `schema.validate` once: every key's range and choices, then each section's cross-key `check()`. All of
+it happens before any heavy import, process-group start or data loading, and every problem is one
+`UserError` line naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+import warnings
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from composer_bert.errors import UserError
+from composer_bert.schema import validate
+
+T = TypeVar("T")
+
+
+def _nearest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.4)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(candidates))}"
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    """`X | None` -> X, for an optional section such as `loggers.wandb`."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if len(args) == 1 and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+
+
+def _keys_of(schema: Any, dotted: str) -> list[str]:
+    """The valid keys at `dotted`'s parent level in `schema` (for 'did you mean'), walking dict-of-dataclass fields."""
+    node: Any = schema if isinstance(schema, type) else type(schema)
+    parts = dotted.split(".")[:-1]
+    index = 0
+    while index < len(parts) and is_dataclass(node):
+        hint = typing.get_type_hints(node).get(parts[index])
+        if typing.get_origin(hint) is dict:  # name -> dataclass: skip over the user's dict key
+            hint, index = typing.get_args(hint)[1], index + 1
+        node, index = _unwrap_optional(hint), index + 1
+    return [f.name for f in fields(node)] if is_dataclass(node) and index >= len(parts) else []
+
+
+def _explain(err: OmegaConfBaseException, schema: Any) -> str:
+    key = getattr(err, "full_key", None) or ""
+    if isinstance(err, ConfigKeyError) or "Key '" in str(err) and "not in" in str(err):
+        return f"unknown config key '{key}'{_nearest(key.split('.')[-1], _keys_of(schema, key))}"
+    if isinstance(err, ValidationError):
+        first = str(err).splitlines()[0]
+        return f"config key '{key}' has the wrong type: {first}"
+    return f"config error at '{key}': {str(err).splitlines()[0]}"
+
+
+def _layers(yaml_path: str | Path | None, overrides: list[str] | None) -> list[DictConfig]:
+    """The YAML file and the `key=value` overrides as OmegaConf layers, with one-line errors for bad input."""
+    layers: list[DictConfig] = []
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise UserError(f"config file '{path}' does not exist; pass a YAML recipe such as yamls/pretrain/tiny.yaml")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and friends: one line, not a traceback
+            raise UserError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise UserError(f"config file '{path}' holds a {type(loaded).__name__.removesuffix('Config').lower()} at its top level; a recipe is a mapping of key: value lines")
+        layers.append(loaded)
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key=value (e.g. max_duration=100ba)")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    return layers
+
+
+def _migrate(layer: DictConfig, renamed: dict[str, str]) -> DictConfig:
+    """Move keys a schema renamed (its `RENAMED_KEYS`, old -> new dotted key) to their new place, warning once each."""
+    container = OmegaConf.to_container(layer)
+    assert isinstance(container, dict)
+    for old, new in renamed.items():
+        *old_parents, old_leaf = old.split(".")
+        source = _section(container, old_parents)
+        if source is None or old_leaf not in source or isinstance(source[old_leaf], dict):
+            continue
+        value = source.pop(old_leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = container
+        for depth, part in enumerate(new_parents):
+            if target.get(part) is None:  # absent, or an optional section left null: the old key turns it on
+                target[part] = {}
+            target = target[part]
+            if not isinstance(target, dict):
+                raise UserError(f"config key '{'.'.join(new_parents[: depth + 1])}' is a section; write {new}={value}")
+        target[new_leaf] = value
+        warnings.warn(f"config key '{old}' is now '{new}'; the old name is read until the next release", FutureWarning, stacklevel=3)
+    return OmegaConf.create(container)
+
+
+def _section(container: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    """The nested mapping at `path` in a plain config dict, or None when it is absent or not a mapping."""
+    node: Any = container
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def split_recipe_argv(argv: list[str], usage: str) -> tuple[str, list[str]] | None:
+    """A recipe script's arguments as (YAML path, `key=value` overrides); None when asked for help."""
+    if not argv or argv[0] in ("-h", "--help"):
+        return None
+    if not argv[0].endswith((".yaml", ".yml")):
+        raise UserError(f"first argument '{argv[0]}' is not a YAML recipe; usage: {usage}")
+    return argv[0], argv[1:]
+
+
+def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Merge defaults <- YAML <- `key=value` overrides, validate once, and return a schema instance."""
+    layers = _layers(yaml_path, overrides)
+    renamed = getattr(schema, "RENAMED_KEYS", None)
+    if renamed:
+        layers = [_migrate(layer, renamed) for layer in layers]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"config key '{missing[0]}' is required; set it in the YAML or as {missing[0]}=VALUE")
+        OmegaConf.resolve(merged)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise UserError(_explain(err, schema())) from None
+    validate(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config object (for logging and saving beside checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

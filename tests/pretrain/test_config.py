@@ -1,0 +1,162 @@
+"""The config schema: YAML + overrides merge, and every kind of bad config is one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from composer_bert.errors import UserError
+from composer_bert.glue.config import FinetuneConfig
+from composer_bert.optim.config import OptimizerConfig
+from composer_bert.pretrain.config import PretrainConfig, parse_budget_seconds
+from composer_bert.run.config import load_config
+from tests.helpers import REPO, run_cli
+
+RECIPES = sorted((REPO / "yamls" / "pretrain").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_pretrain_recipe_validates(recipe: Path):
+    cfg = load_config(PretrainConfig, recipe)
+    assert cfg.run_name and cfg.global_train_batch_size > 0
+    assert cfg.save_folder.endswith(cfg.run_name)
+
+
+def test_crammed_recipe_matches_cramming():
+    cfg = load_config(PretrainConfig, REPO / "yamls/pretrain/crammed-bert.yaml")
+    m = cfg.model
+    assert (m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (16, 768, 12, 1536)
+    assert (m.norm_placement, m.ffn_type, m.position_embedding) == ("pre", "geglu", "sinusoidal")
+    assert not m.qkv_bias and not m.linear_bias and m.sparse_prediction and m.tie_embeddings
+    assert cfg.budget == "24h" and cfg.batch_ramp.final_global_batch_size == 8192
+    assert cfg.data.mlm_probability == 0.25 and cfg.optimizer.grad_clip_norm == 0.5
+
+
+def test_overrides_win_over_yaml():
+    cfg = load_config(PretrainConfig, REPO / "yamls/pretrain/tiny.yaml", ["model.num_layers=3", "run_name=other"])
+    assert cfg.model.num_layers == 3 and cfg.save_folder.endswith("other")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["model.hiden_size=8"], "unknown config key 'model.hiden_size'; did you mean 'hidden_size'?"),
+        (["optimzer.lr=1"], "did you mean 'optimizer'?"),
+        (["global_train_batch_size=many"], "'global_train_batch_size' has the wrong type"),
+        (["model.ffn_type=relu"], "choose one of: gelu, geglu, swiglu"),
+        (["max_duration=10 minutes"], "Composer duration"),
+        (["budget=soon"], "wall-clock duration"),
+        (["device_train_microbatch_size=big"], "positive integer or 'auto'"),
+        (["seed"], "not of the form key=value"),
+    ],
+)
+def test_bad_config_is_one_clear_error(override, expected):
+    with pytest.raises(UserError, match=None) as err:
+        load_config(PretrainConfig, REPO / "yamls/pretrain/tiny.yaml", override)
+    assert expected in str(err.value)
+
+
+def test_missing_required_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("run_name: x\nglobal_train_batch_size: 8\n")
+    with pytest.raises(UserError, match="'max_duration' is required"):
+        load_config(PretrainConfig, recipe)
+
+
+def test_budget_units():
+    assert parse_budget_seconds("24h") == 86400
+    assert parse_budget_seconds("1.5m") == 90
+    assert parse_budget_seconds("2d") == 172800
+
+
+def test_cli_reports_config_error_without_traceback():
+    result = run_cli("recipes/pretrain.py", "yamls/pretrain/tiny.yaml", "model.num_layerz=2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: unknown config key 'model.num_layerz'; did you mean 'num_layers'?"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["model.num_heads=5"], "config key 'model.num_heads' is 5, but model.hidden_size 128 is not divisible by it"),
+        (["model.num_heads=0"], "config key 'model.num_heads' is 0; use a positive number"),
+        (["model.hidden_size=0"], "config key 'model.hidden_size' is 0; use a positive number"),
+        (["model.position_embedding=rotary", "model.hidden_size=66", "model.num_heads=2"], "rotary an even head dimension"),
+        (["model.init_std=-1"], "config key 'model.init_std' is -1.0; use a positive standard deviation"),
+        (["model.hidden_dropout=1.5"], "config key 'model.hidden_dropout' is 1.5; use a probability in [0, 1)"),
+        (["optimizer.lr=nan"], "config key 'optimizer.lr' is nan; use a finite number"),
+        (["optimizer.lr=-1"], "config key 'optimizer.lr' is -1.0; use a positive learning rate"),
+        (["optimizer.eps=-1"], "config key 'optimizer.eps' is -1.0; use a small positive epsilon"),
+        (["optimizer.betas=[0.9]"], "config key 'optimizer.betas' is [0.9]; use two numbers in [0, 1)"),
+        (["max_duration=0ba"], "config key 'max_duration' is '0ba'; use a positive Composer duration"),
+        (["eval_interval=0ba"], "config key 'eval_interval' is '0ba'"),
+        (["data.mlm_probability=0"], "config key 'data.mlm_probability' is 0.0; use a probability in (0, 1]"),
+        (["data.mask_token_prob=0.8", "data.random_token_prob=0.3"], "sums with data.random_token_prob (0.3) to at most 1"),
+        (["callbacks.peak_flops=-1"], "config key 'callbacks.peak_flops' is -1.0"),
+        (["global_train_batch_size=0"], "config key 'global_train_batch_size' is 0; use a positive batch size"),
+    ],
+)
+def test_values_out_of_range_are_one_line_before_anything_runs(override, expected):
+    with pytest.raises(UserError) as err:
+        load_config(PretrainConfig, REPO / "yamls/pretrain/tiny.yaml", override)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_yaml_whose_top_level_is_not_a_mapping(tmp_path):
+    recipe = tmp_path / "list.yaml"
+    recipe.write_text("- run_name: x\n- max_duration: 1ba\n")
+    with pytest.raises(UserError, match="holds a list at its top level; a recipe is a mapping"):
+        load_config(PretrainConfig, recipe)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.num_heads=5", "error: config key 'model.num_heads' is 5, but model.hidden_size 128 is not divisible"),
+        ("max_duration=0ba", "error: config key 'max_duration' is '0ba'"),
+        ("optimizer.betas=[0.9]", "error: config key 'optimizer.betas' is [0.9]"),
+    ],
+)
+def test_cli_reports_bad_values_in_one_line_and_writes_nothing(tmp_path, override, expected):
+    save = tmp_path / "run"
+    result = run_cli("recipes/pretrain.py", "yamls/pretrain/tiny.yaml", f"save_folder={save}", override, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith(expected) and len(result.stderr.strip().splitlines()) == 1
+    assert not save.exists()
+
+
+def test_glue_config_validates_ranges_and_reads_the_old_flat_keys_with_a_warning():
+    with pytest.raises(UserError, match="config key 'optimizer.eps' is -1.0"):
+        load_config(FinetuneConfig, REPO / "yamls/finetune/glue.yaml", ["checkpoint=x.pt", "optimizer.eps=-1"])
+    with pytest.warns(FutureWarning, match="'lr' is now 'optimizer.lr'"):
+        cfg = load_config(
+            FinetuneConfig, None, ["checkpoint=x.pt", "lr=1e-5", "optimizer=decoupled_adamw", "batch_size=32", "eps=1e-7"]
+        )
+    assert (cfg.optimizer.lr, cfg.optimizer.name, cfg.optimizer.eps) == (1e-5, "decoupled_adamw", 1e-7)
+    assert cfg.global_train_batch_size == 32 and cfg.optimizer.weight_decay == 0.0
+    with pytest.raises(UserError, match="'save_folder' is 's3://b/glue', but GLUE writes to a local folder"):
+        load_config(FinetuneConfig, REPO / "yamls/finetune/glue.yaml", ["checkpoint=s3://b/c.pt", "save_folder=s3://b/glue"])
+
+
+def test_shipped_glue_recipe_has_the_pretraining_optimizer_section():
+    cfg = load_config(FinetuneConfig, REPO / "yamls/finetune/glue.yaml", ["checkpoint=x.pt"])
+    assert cfg.optimizer == OptimizerConfig(name="adamw", lr=4e-5, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, grad_clip_norm=None)
+    assert cfg.global_train_batch_size == 16 and cfg.device_eval_batch_size == 128
+
+
+def test_loading_a_config_imports_nothing_heavy():
+    code = (
+        "import sys; from composer_bert.pretrain.config import PretrainConfig; from composer_bert.run.config import load_config; "
+        "from composer_bert.glue.config import FinetuneConfig; "
+        "load_config(PretrainConfig, 'yamls/pretrain/tiny.yaml'); "
+        "load_config(FinetuneConfig, 'yamls/finetune/glue.yaml', ['checkpoint=x']); "
+        "import composer_bert.glue as glue; assert glue.FinetuneConfig is FinetuneConfig; "
+        "heavy = sorted(m for m in ('torch', 'composer', 'transformers', 'streaming') if m in sys.modules); "
+        "print(','.join(heavy))"
+    )
+    result = run_cli("-c", code, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
