@@ -41,13 +41,12 @@ extras = {
         "tensorboard>=2.9.1,<3",
         "nvidia-ml-py>=12",
     ],
-    "flash": ["flash-attn>=2.5"],
 }
 
 setup(
     name="composer-bert",
     version=version["__version__"],
-    description="Composer recipes for training BERT-style models from scratch on a fixed compute budget.",
+    description="Composer recipes that train masked-LM encoders (BERT) and causal LMs (GPT/Llama-style) on a fixed compute budget, then finetune, generate and export them.",
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["composer_bert", "composer_bert.*"]),

@@ -1,4 +1,5 @@
-"""composer-bert: train the best BERT a fixed compute budget can buy, with MosaicML Composer."""
+"""composer-bert: train the best masked-LM encoder (BERT) or causal LM (GPT/Llama-style) a fixed compute budget can
+buy with MosaicML Composer, then finetune, evaluate, generate and export it."""
 
 from composer_bert.version import __version__
 

@@ -158,16 +158,22 @@ def test_two_ranks_train_then_resume_on_one_without_repeats_or_skips(request, ob
     assert sorted(train_losses(elastic)) == list(range(20))
 
 
-def test_trainer_wiring_follows_the_config(tiny_shards, tmp_path):
-    """The built Trainer masks eval at eval_mlm_probability, train at mlm_probability, with the manifest's vocab."""
+def test_trainer_wiring_follows_the_config(tiny_shards, tmp_path, monkeypatch):
+    """The built Trainer masks eval at eval_mlm_probability, train at mlm_probability, with the manifest's vocab;
+    the manifest is read once for both splits (the one ShardContract)."""
+    from composer_bert.data import contract
     from composer_bert.pretrain.config import PretrainConfig
     from composer_bert.pretrain.trainer import build_trainer
     from composer_bert.run.config import load_config
 
     overrides = tiny_args(tiny_shards, tmp_path / "wired", "data.mlm_probability=0.3", "data.eval_mlm_probability=0.15")
     cfg = load_config(PretrainConfig, REPO / overrides[0], overrides[1:])
+    reads = []
+    read_manifest = contract.read_manifest
+    monkeypatch.setattr(contract, "read_manifest", lambda root: reads.append(root) or read_manifest(root))
     trainer = build_trainer(cfg)
     try:
+        assert list(map(str, reads)) == [str(tiny_shards)] and trainer.state.evaluators  # both splits, one read
         train_masker = trainer.state.train_dataloader.collate_fn.masker
         eval_masker = trainer.state.evaluators[0].dataloader.dataloader.collate_fn.masker
         assert (train_masker.mlm_probability, eval_masker.mlm_probability) == (0.3, 0.15)
