@@ -52,6 +52,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from gpu_check_report import blocks
+
 from composer_bert.errors import UserError, cli_entry
 from composer_bert.run.files import atomic_file
 
@@ -116,24 +118,25 @@ def render(args: argparse.Namespace, results: dict[str, dict], pending: list[str
     env = results.get("env", {}).get("data", {})
     device = env.get("device_name") or ("CPU" if args.cpu_smoke else "unknown device")
     title = f"## GPU check: {device}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}"
-    lines = [title, "", f"`python3 benchmarks/gpu_check.py{' --cpu-smoke' if args.cpu_smoke else ''}` at commit "
+    intro = [f"`python3 benchmarks/gpu_check.py{' --cpu-smoke' if args.cpu_smoke else ''}` at commit "
              f"{_commit()}, {time.time() - started:.0f} s in all."]
     if args.cpu_smoke:
-        lines.append("CPU smoke run: toy shapes, fp32, no compile; the numbers only show that the code path works.")
+        intro.append("CPU smoke run: toy shapes, fp32, no compile; the numbers only show that the code path works.")
+    parts = [title, intro]
     for name, heading, *_ in SECTIONS:
         if name not in results:
             continue
         result = results[name]
-        lines += ["", f"### {heading}", ""]
+        parts.append(f"### {heading}")
         if result.get("ok"):
-            lines += [*result["markdown"], "", f"_({result['seconds']:.0f} s)_"]
+            parts += [result["markdown"], f"_({result['seconds']:.0f} s)_"]
         else:
-            lines.append(f"**FAILED** after {result.get('seconds', 0):.0f} s: {result['error']}")
+            parts.append(f"**FAILED** after {result.get('seconds', 0):.0f} s: {result['error']}")
             if result.get("markdown"):
-                lines += ["", "What it measured before that:", "", *result["markdown"]]
+                parts += ["What it measured before that:", result["markdown"]]
     if pending:
-        lines += ["", f"_Incomplete: {', '.join(pending)} not run yet._"]
-    return "\n".join(lines) + "\n"
+        parts.append(f"_Incomplete: {', '.join(pending)} not run yet._")
+    return "\n".join(blocks(*parts)) + "\n"
 
 
 def _commit() -> str:

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 
 import torch
+from gpu_check_report import blocks, fmt_gib, markdown_table, speed_cells
 from gpu_check_steps import (
     TOY,
     Ctx,
@@ -22,8 +23,6 @@ from gpu_check_steps import (
     Trainee,
     causal_batches,
     first_line,
-    fmt_gib,
-    fmt_mfu,
     measure,
     ours,
     peak_bf16_flops,
@@ -116,38 +115,35 @@ def causal_section(ctx: Ctx) -> Result:
                 f"{cfg.norm_type}, vocab {cfg.vocab_size}")
 
     def report() -> list[str]:
-        lines = [
+        rows = []
+        for name in (MINI, LLAMA, GPT2):
+            if name in results:
+                r, seq = results[name], configs[name].max_position_embeddings
+                rows.append([name, f"{params[name] / 1e6:.1f}M", f"{r.microbatch} × {seq}", *speed_cells(r),
+                             f"{r.first_step_s:.1f}", fmt_gib(own_memory.get(name)), backends.get(name, "")])
+            elif name in notes:
+                rows.append([name, notes[name]])
+        bullets = []
+        if MINI in results and LLAMA in results:
+            bullets.append(f"- same math (ours minigpt-100m / transformers LlamaForCausalLM of the same config; the same "
+                           f"function, so implementation alone): **{results[MINI].tokens_per_s / results[LLAMA].tokens_per_s:.2f}×** "
+                           f"tokens/s")
+        bullets += [f"- attention kernels of {name}: {', '.join(f'`{k}`' for k in found[:2])}"
+                    for name, found in kernels.items() if found]
+        header = ["model", "params", "microbatch × seq", "tokens/s", "MFU", "step ms", "first step s", "peak mem GiB", "SDPA"]
+        return blocks(
             f"One step for all ({mode}; AdamW and clip of each model's recipe), random tokens with next-token labels, "
             f"dropout 0; {warmup} warm-up step(s){' (the first compiles)' if compile_on else ''}, then {rounds} interleaved round(s) of {steps} "
             f"timed step(s) for the Llama pair, one for gpt2-124m. minigpt-100m: {shape(mini_cfg)}; the transformers "
             f"model is `LlamaForCausalLM(llama_config(cfg))` of that config (same math). gpt2-124m: {shape(gpt2_cfg)}.",
-            "",
-            "| model | params | microbatch × seq | tokens/s | MFU | step ms | first step s | peak mem GiB | SDPA |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name in (MINI, LLAMA, GPT2):
-            if name in results:
-                r, seq = results[name], configs[name].max_position_embeddings
-                lines.append(f"| {name} | {params[name] / 1e6:.1f}M | {r.microbatch} × {seq} | "
-                             f"{r.tokens_per_s:,.0f} | {fmt_mfu(r.mfu)} | {r.step_s * 1e3:.1f} | {r.first_step_s:.1f} | "
-                             f"{fmt_gib(own_memory.get(name))} | {backends.get(name, '')} |")
-            elif name in notes:
-                lines.append(f"| {name} | {notes[name]} | | | | | | | |")
-        lines.append("")
-        if MINI in results and LLAMA in results:
-            lines.append(f"- same math (ours minigpt-100m / transformers LlamaForCausalLM of the same config; the same "
-                         f"function, so implementation alone): **{results[MINI].tokens_per_s / results[LLAMA].tokens_per_s:.2f}×** "
-                         f"tokens/s")
-        for name, found in kernels.items():
-            if found:
-                lines.append(f"- attention kernels of {name}: {', '.join(f'`{k}`' for k in found[:2])}")
-        return lines + [
-            "", "MFU: `ComposerCausalLM.flops_per_batch` (the same FLOPs for both of the pair; full L×L score matrices, as "
+            markdown_table(header, rows),
+            bullets,
+            "MFU: `ComposerCausalLM.flops_per_batch` (the same FLOPs for both of the pair; full L×L score matrices, as "
             "nanoGPT counts) / step time / bf16 dense peak"
             + (f" {peak / 1e12:.1f} TFLOP/s." if peak else " (none on this device).")
             + " Peak memory: each model's own (the most allocated during its steps, less what was allocated before it "
-            "was built). SDPA: the attention backend the profiler saw in one training step."
-        ]
+            "was built). SDPA: the attention backend the profiler saw in one training step.",
+        )
 
     def time_for(name: str) -> bool:
         """Whether the time left covers one more model (its compile about as long as the slowest before it)."""

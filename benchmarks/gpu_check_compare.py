@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from gpu_check_report import blocks, markdown_table, speed_cells
 from gpu_check_steps import (
     TOY,
     Ctx,
     Result,
     first_line,
-    fmt_mfu,
     hugging_face,
     mark_batch_dynamic,
     masked_batches,
@@ -59,31 +59,31 @@ def compare_section(ctx: Ctx) -> Result:
     mode = "bf16 autocast + torch.compile" if bf16 else "fp32 eager"
 
     def report() -> list[str]:
-        lines = [
-            f"Same step for all three ({mode}, AdamW and clip of crammed-bert.yaml), microbatch {microbatch} × seq {seq}, "
-            f"the same batches (15% masked), dropout 0; {rounds} interleaved round(s) of {steps} step(s). Original-BERT "
-            f"shape: {shape}.",
-            "",
-            "| model | params | tokens/s | MFU | step ms | first step s | SDPA |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        rows = []
         for name in (SAME_MATH, HF, CRAMMED):
             if name in results:
                 r = results[name]
-                lines.append(f"| {name} | {trainees[name].params / 1e6:.1f}M | {r.tokens_per_s:,.0f} | {fmt_mfu(r.mfu)} | "
-                             f"{r.step_s * 1e3:.1f} | {r.first_step_s:.1f} | {backends.get(name, '')} |")
+                rows.append([name, f"{trainees[name].params / 1e6:.1f}M", *speed_cells(r), f"{r.first_step_s:.1f}",
+                             backends.get(name, "")])
             elif name in failed:
-                lines.append(f"| {name} | FAILED: {failed[name]} | | | | | |")
-        lines.append("")
+                rows.append([name, f"FAILED: {failed[name]}"])
+        bullets = []
         if SAME_MATH in results and HF in results:
-            lines.append(f"- same math (ours as original BERT / transformers BERT; the same function, so implementation "
-                         f"alone): **{results[SAME_MATH].tokens_per_s / results[HF].tokens_per_s:.2f}×** tokens/s")
+            bullets.append(f"- same math (ours as original BERT / transformers BERT; the same function, so implementation "
+                           f"alone): **{results[SAME_MATH].tokens_per_s / results[HF].tokens_per_s:.2f}×** tokens/s")
         if CRAMMED in results and HF in results:
-            lines.append(f"- architecture (ours crammed-bert / transformers BERT; also reflects Cramming's changes: sparse "
-                         f"prediction, no head transform, no biases, pre-norm GEGLU, {crammed_cfg.num_layers} layers): "
-                         f"**{results[CRAMMED].tokens_per_s / results[HF].tokens_per_s:.2f}×** tokens/s")
-        return lines + ["", "MFU counts each model's own FLOPs (transformers BERT: those of ours as original BERT, the "
-                        "same math). SDPA: the attention backend the profiler saw in one training step."]
+            bullets.append(f"- architecture (ours crammed-bert / transformers BERT; also reflects Cramming's changes: sparse "
+                           f"prediction, no head transform, no biases, pre-norm GEGLU, {crammed_cfg.num_layers} layers): "
+                           f"**{results[CRAMMED].tokens_per_s / results[HF].tokens_per_s:.2f}×** tokens/s")
+        return blocks(
+            f"Same step for all three ({mode}, AdamW and clip of crammed-bert.yaml), microbatch {microbatch} × seq {seq}, "
+            f"the same batches (15% masked), dropout 0; {rounds} interleaved round(s) of {steps} step(s). Original-BERT "
+            f"shape: {shape}.",
+            markdown_table(["model", "params", "tokens/s", "MFU", "step ms", "first step s", "SDPA"], rows),
+            bullets,
+            "MFU counts each model's own FLOPs (transformers BERT: those of ours as original BERT, the same math). SDPA: "
+            "the attention backend the profiler saw in one training step.",
+        )
 
     for name, build in builders.items():
         progress(f"compare: compiling and warming up {name}" if compile_on else f"compare: {name}")

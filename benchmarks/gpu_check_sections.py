@@ -14,6 +14,7 @@ import subprocess
 from importlib import metadata
 
 import torch
+from gpu_check_report import blocks, fmt_gib, fmt_mfu, markdown_table, speed_cells
 from gpu_check_steps import (
     TOY,
     Ctx,
@@ -21,8 +22,6 @@ from gpu_check_steps import (
     Throughput,
     autocast,
     first_line,
-    fmt_gib,
-    fmt_mfu,
     mark_batch_dynamic,
     masked_batches,
     measure,
@@ -86,9 +85,8 @@ def env_section(ctx: Ctx) -> Result:
             rows.append((f"import {module}", "ok"))
         except Exception as err:  # reported, so the other sections' failures can be read against it
             rows.append((f"import {module}", f"FAILED: {first_line(err)}"))
-    lines = ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
     name = torch.cuda.get_device_name(0) if cuda else "CPU"
-    return {"markdown": lines, "data": {"cuda": cuda, "device_name": name}}
+    return {"markdown": markdown_table(["", ""], rows), "data": {"cuda": cuda, "device_name": name}}
 
 
 def _sdpa_backends(device: torch.device) -> list[str]:
@@ -136,40 +134,33 @@ def correctness_section(ctx: Ctx) -> Result:
         fp32 = float(train_step(reference, batches[step % 2], device, bf16=False))
         bf16 = float(train_step(candidate, batches[step % 2], device, bf16=True))
         worst = max(worst, abs(fp32 - bf16)) if math.isfinite(fp32) and math.isfinite(bf16) else math.inf
-        rows.append(f"| {step + 1} | {fp32:.4f} | {bf16:.4f} | {abs(fp32 - bf16):.4f} |")
+        rows.append([str(step + 1), f"{fp32:.4f}", f"{bf16:.4f}", f"{abs(fp32 - bf16):.4f}"])
     passed = worst <= LOSS_TOLERANCE and logit_error <= LOGIT_TOLERANCE
-    lines = [
+    lines = blocks(
         f"tiny.yaml's model ({cfg.model.num_layers}×{cfg.model.hidden_size}, vocab 4096), batch "
         f"{cfg.global_train_batch_size}×{seq}, same init, two random batches in turn, AdamW of tiny.yaml, clip "
         f"{cfg.optimizer.grad_clip_norm}, no schedule.",
-        "",
-        f"| step | fp32 eager loss | {label} loss | abs diff |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+        markdown_table(["step", "fp32 eager loss", f"{label} loss", "abs diff"], rows),
         f"Logits before training: relative error {logit_error:.2e} (tolerance {LOGIT_TOLERANCE}); max abs loss diff "
         f"{worst:.4f} (tolerance {LOSS_TOLERANCE}): **{'PASS' if passed else 'FAIL'}**",
-        "",
-    ]
+    )
     ctx.checkpoint(lines)
     progress("correctness: SDPA backend of the training step, then each backend alone")
     backend = "unknown"
     try:  # the model's own step first: a backend probe that breaks the CUDA context cannot spoil it
         backend, ops, kernels = sdpa_in_step(candidate, batches[0], device, bf16=True)
         not_math = "PASS" if ops and "math" not in backend else "FAIL"
-        lines.append(
-            f"SDPA in the {label} training step (profiler): **{backend}** (not math: **{not_math}**); "
-            f"ops: {', '.join(f'`{op}`' for op in ops) or 'none'}"
-            + (f"; kernels: {', '.join(f'`{k}`' for k in kernels[:3])}" if kernels else "")
-        )
+        in_step = (f"SDPA in the {label} training step (profiler): **{backend}** (not math: **{not_math}**); "
+                   f"ops: {', '.join(f'`{op}`' for op in ops) or 'none'}"
+                   + (f"; kernels: {', '.join(f'`{k}`' for k in kernels[:3])}" if kernels else ""))
     except Exception as err:  # reported in the section; the loss comparison above stands
-        lines.append(f"SDPA in the training step: **FAILED**: {first_line(err)}")
+        in_step = f"SDPA in the training step: **FAILED**: {first_line(err)}"
     try:
-        lines += ["", "SDPA backends alone on [8, 12, 128, 64] (head dim 64, as crammed-bert and tiny): "
-                  + "; ".join(_sdpa_backends(device))]
+        alone = "SDPA backends alone on [8, 12, 128, 64] (head dim 64, as crammed-bert and tiny): " + "; ".join(
+            _sdpa_backends(device))
     except Exception as err:
-        lines += ["", f"SDPA backends alone: **FAILED**: {first_line(err)}"]
-    return {"markdown": lines, "data": {"max_loss_diff": worst, "logit_error": logit_error, "sdpa": backend}}
+        alone = f"SDPA backends alone: **FAILED**: {first_line(err)}"
+    return {"markdown": blocks(lines, in_step, alone), "data": {"max_loss_diff": worst, "logit_error": logit_error, "sdpa": backend}}
 
 
 def _graph_breaks() -> str:
@@ -195,17 +186,15 @@ def speed_section(ctx: Ctx) -> Result:
     notes: list[str] = []
 
     def report() -> list[str]:
-        return [
+        rows = [[str(r.microbatch), *speed_cells(r), f"{r.flops_per_step / 1e12:.3f}", f"{r.first_step_s:.1f}",
+                 fmt_gib(r.peak_memory_gib)] for r in results]
+        return blocks(
             f"crammed-bert.yaml's model ({shape}, {trainee.params / 1e6:.1f}M params), {mode}; AdamW and clip of the "
             f"recipe; mlm {cfg.data.mlm_probability}; {steps} timed steps after {warmup} warm-up"
             + (", CUDA-synchronised." if device.type == "cuda" else "."),
-            "",
-            "| microbatch | tokens/s | MFU | step ms | TFLOP/step | first step s | peak mem GiB |",
-            "|---|---|---|---|---|---|---|",
-            *(f"| {r.microbatch} | {r.tokens_per_s:,.0f} | {fmt_mfu(r.mfu)} | {r.step_s * 1e3:.1f} | "
-              f"{r.flops_per_step / 1e12:.3f} | {r.first_step_s:.1f} | {fmt_gib(r.peak_memory_gib)} |" for r in results),
-            *(f"| {note} | | | | | | |" for note in notes),
-        ]
+            markdown_table(["microbatch", "tokens/s", "MFU", "step ms", "TFLOP/step", "first step s", "peak mem GiB"],
+                           rows + [[note] for note in notes]),
+        )
 
     for microbatch in ctx.microbatches:
         if results:  # later sizes reuse the compiled graphs: about (warm-up + timed) steps, scaled by the size
@@ -237,11 +226,9 @@ def speed_section(ctx: Ctx) -> Result:
     graphs = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0)
     mfu = f"MFU **{fmt_mfu(best.mfu)}**" + (f" (flops_per_batch / step time / bf16 peak {peak / 1e12:.1f} TFLOP/s)"
                                              if peak else f" (no peak FLOP/s for {device})")
-    lines = [
-        *report(),
-        "",
+    lines = blocks(
+        report(),
         f"Best: microbatch **{best.microbatch}**: **{best.tokens_per_s:,.0f} tokens/s**, {mfu}.",
-        "",
         f"Compile: {compile_s:.1f} s (first step minus a timed one); dynamo compiled {graphs} graphs, {_graph_breaks()}.",
-    ]
+    )
     return {"markdown": lines, "data": {"best_microbatch": best.microbatch, "tokens_per_s": best.tokens_per_s}}

@@ -261,10 +261,3 @@ def peak_bf16_flops(device: torch.device) -> float | None:
 
     return lookup_peak_flops(torch.cuda.get_device_name(device), "amp_bf16") if device.type == "cuda" else None
 
-
-def fmt_mfu(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def fmt_gib(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"

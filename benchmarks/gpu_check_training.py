@@ -13,12 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+from gpu_check_report import blocks, fmt_mfu, markdown_table
 from gpu_check_steps import (
     REPO,
     Ctx,
     Result,
     Trainee,
-    fmt_mfu,
     masked_batches,
     peak_bf16_flops,
     progress,
@@ -116,23 +116,21 @@ def loader_section(ctx: Ctx) -> Result:
         return values[-1] if values else None
 
     monitor_tps, monitor_mfu = last("throughput/tokens_per_sec"), last("throughput/device/mfu")
-    lines = [
+    lines = blocks(
         f"`build_trainer` of composer_bert/pretrain/trainer.py on {name}.yaml (compile {cfg.compile}, precision "
         f"{cfg.precision if device.type == 'cuda' else 'fp32 (CPU)'}, "
         f"data.num_workers {cfg.data.num_workers}), microbatch {microbatch}, vocab from the shards "
         f"({trainer.state.model.config.vocab_size}); {len(cycles)} timed steps after {warmup} warm-up. The device is "
         "synchronised at each batch end, so time blocked in the loader is time the GPU waits (an upper bound).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| shards (data_prep/ on the synthetic corpus) | {rows:,} train rows × {seq} built in {shard_s:.1f} s |",
-        f"| blocked in next(dataloader) | {sum(waits) / len(waits) * 1e3:.2f} ms/step mean, {max(waits) * 1e3:.2f} ms max |",
-        f"| step, dataloader to dataloader | {cycle * 1e3:.1f} ms |",
-        f"| **loader stall** | **{share:.1%}** of step time |",
-        f"| tokens/s through the Trainer | {microbatch * seq / cycle:,.0f} (MFU {fmt_mfu(flops / cycle / peak if peak else None)}) |",
-        f"| SpeedMonitor's last (tokens/s, MFU) | "
-        f"{'n/a' if monitor_tps is None else f'{monitor_tps:,.0f}'}, {fmt_mfu(monitor_mfu)} |",
-    ]
+        markdown_table(["", ""], [
+            ["shards (data_prep/ on the synthetic corpus)", f"{rows:,} train rows × {seq} built in {shard_s:.1f} s"],
+            ["blocked in next(dataloader)", f"{sum(waits) / len(waits) * 1e3:.2f} ms/step mean, {max(waits) * 1e3:.2f} ms max"],
+            ["step, dataloader to dataloader", f"{cycle * 1e3:.1f} ms"],
+            ["**loader stall**", f"**{share:.1%}** of step time"],
+            ["tokens/s through the Trainer", f"{microbatch * seq / cycle:,.0f} (MFU {fmt_mfu(flops / cycle / peak if peak else None)})"],
+            ["SpeedMonitor's last (tokens/s, MFU)", f"{'n/a' if monitor_tps is None else f'{monitor_tps:,.0f}'}, {fmt_mfu(monitor_mfu)}"],
+        ]),
+    )
     return {"markdown": lines, "data": {"loader_stall": share}}
 
 
