@@ -1,27 +1,16 @@
-# Two entry points for a newcomer: `make demo` (the whole job, offline, on the built-in synthetic
-# corpus) and `make test`. Both create .venv and install the package into it first.
-#
-# Two supported stacks (README "Supported stacks"), each in its own venv:
-#   .venv          the pinned stack: what Composer 0.32.1's own pins give (torch 2.7.0, transformers 4.57),
-#                  every package with its dependencies (constraints: requirements/pinned.txt).
-#   .venv-current  the current stack: torch 2.14.1 and transformers 5, with Composer 0.32.1 and
-#                  mosaicml-streaming 0.13.0 installed --no-deps so their torch<2.7.1 / transformers<5 pins
-#                  cannot downgrade it; requirements/deps.py lists their other requirements from their own
-#                  metadata (constraints: requirements/current.txt).
-# `make test` (what CI runs) lints, then runs the whole suite on both.
+# `make demo` (the whole job, offline, on the built-in synthetic corpus) and `make test` (both supported stacks,
+# installs included): the README's two set-up commands. `make test-fast` is the inner loop. Why each stack is
+# installed the way it is: docs/development.md.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_CURRENT := .venv-current
 PYC := $(VENV_CURRENT)/bin/python
-# torch 2.14.1 + torchvision 0.29.1: the newest pair pip takes on this machine kind (its pip is capped at
-# torch<=2.14.1 and has these two on disk; about a minute to install). Composer imports torchvision, so it
-# must be the build that matches torch (PyPI's torchvision does not load beside the CPU-only 2.13.0 wheel).
-# The GPU image's torch 2.11 lies between the two stacks' torches.
+# the current stack's torch and the torchvision build that matches it (docs/development.md)
 CURRENT_TORCH := torch==2.14.1 torchvision==0.29.1
 OUT := demo_out
 
-.PHONY: install install-current demo demo-gpt test test-pinned test-current lint clean
+.PHONY: install install-current demo demo-gpt test test-fast test-pinned test-current lint clean
 
 $(VENV)/.installed: setup.py requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,17 +56,19 @@ lint: install
 # transformers major, read under the other) runs in both.
 test: lint install-current test-pinned test-current
 
-# The pinned stack installs the trackers (.[loggers]), so their tests must run there, not skip.
+# The inner loop: lint, then the pinned stack without the scale-out and slow end-to-end tests (under 3 minutes).
+test-fast: lint
+	$(PY) -m pytest -m "not scaleout and not slow"
+
+# The pinned stack runs the whole suite; it installs the trackers (.[loggers]), so their tests must run, not skip.
 test-pinned: install
 	@$(PY) requirements/deps.py --stack
 	COMPOSER_BERT_REQUIRE_TRACKERS=1 $(PY) -m pytest
 
-# Of the scale-out tests (README "Tests and benchmarks"), only FSDP's depend on the torch version: the current
-# stack runs those and leaves the launcher and object-store ones to the pinned stack, to stay within CI's limit.
+# The current stack runs the tests that depend on the stack (the `stack` marker; tests/conftest.py lists them).
 test-current: install-current
 	@$(PYC) requirements/deps.py --stack
-	$(PYC) -m pytest -m "not scaleout"
-	$(PYC) -m pytest tests/run/test_fsdp.py
+	$(PYC) -m pytest -m stack
 
 clean:
 	rm -rf $(OUT) .pytest_cache

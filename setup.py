@@ -8,7 +8,7 @@ version = {}
 exec(Path("composer_bert/version.py").read_text(), version)
 
 install_requires = [
-    # Two supported stacks (README "Supported stacks"): the pinned one that Composer 0.32.1's own pins give
+    # Two supported stacks (docs/development.md "Supported stacks"): the pinned one that Composer 0.32.1's own pins give
     # (torch 2.7.0, transformers 4.x; `make install`, requirements/pinned.txt), and a current one (torch 2.14,
     # transformers 5; `make install-current`, requirements/current.txt) where Composer and streaming are
     # installed --no-deps because their torch<2.7.1 / transformers<5 pins would downgrade it. So our own

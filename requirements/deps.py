@@ -13,7 +13,7 @@ do; pip is used because it is on every machine and takes the torch wheels this m
     python requirements/deps.py --check       # `pip check`, allowing only the OVERRIDDEN pins to be broken
     python requirements/deps.py --stack       # one line: the versions of this venv's stack (make test prints it)
 
-The first needs composer-bert's metadata (`pip install --no-deps -e .` first); see the Makefile and the README.
+The first needs composer-bert's metadata (`pip install --no-deps -e .` first); see the Makefile and docs/development.md.
 """
 
 from __future__ import annotations

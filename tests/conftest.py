@@ -1,4 +1,5 @@
-"""Session fixtures shared by the end-to-end tests: a tokenizer and shards built by our own CLIs.
+"""Session fixtures shared by the end-to-end tests (a tokenizer and shards built by our own CLIs), and the
+`stack` marker.
 
 Shared helper functions live in `tests/helpers.py`."""
 
@@ -9,6 +10,32 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+
+# The tests whose outcome depends on the stack (torch, transformers, tokenizers versions). The pinned stack runs
+# the whole suite; the current stack runs only these (`make test-current`: `pytest -m stack`), since what else
+# the suite checks (configs, data prep, the loader, GLUE bookkeeping, launchers, buckets) runs the same code
+# on both. Paths relative to the repo; a folder takes every test under it.
+STACK_DEPENDENT = (
+    "tests/hf/",  # transformers model classes, remote code, safetensors, both majors' tokenizer files
+    "tests/models/",  # SDPA kernels and numerics, transformers BERT/Llama equivalence, torch.compile of the models
+    "tests/pretrain/test_compile.py",  # torch.compile of the training step: one graph, no host reads
+    "tests/pretrain/test_init_from.py",  # transformers folders in
+    "tests/pretrain/test_resume.py",  # Composer's checkpoint save and load on this torch: bit-exact resume
+    "tests/run/test_fsdp.py",  # FSDP2 in torch.distributed
+    "tests/data/prep/test_tokenizer_training.py",  # tokenizers
+    "tests/glue/test_hf_checkpoints.py",  # GLUE from transformers folders
+    "tests/generation/",  # the KV cache against transformers, exported Llama generation
+    "tests/test_stacks.py",  # exports crossing between the two stacks
+    "tests/test_release_artifacts.py",  # old checkpoints through this torch's loader
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    root = Path(config.rootpath)
+    for item in items:
+        path = Path(item.fspath).relative_to(root).as_posix()
+        if any(path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in STACK_DEPENDENT):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")

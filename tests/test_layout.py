@@ -1,4 +1,4 @@
-"""The package layout the README's Layout table promises, read from the source: every import (module level or
+"""The package layout docs/development.md's Layout table promises, read from the source: every import (module level or
 inside a function) of every module under composer_bert/, and the objective never compared as a string outside
 its table."""
 

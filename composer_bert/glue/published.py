@@ -31,12 +31,12 @@ PUBLISHED: tuple[PublishedResult, ...] = (
     PublishedResult(
         name="crammed BERT (1 GPU, 24 h)",
         glue_average=78.6,
-        source=f"{CRAMMING}, v1: GLUE dev average of the final crammed BERT recipe (as quoted in this project's README)",
+        source=f"{CRAMMING}, v1: GLUE dev average of the final crammed BERT recipe (as quoted in this project's README and docs/glue.md)",
     ),
     PublishedResult(
         name="original BERT-base, finetuned under Cramming's protocol",
         glue_average=80.9,
-        source=f"{CRAMMING}: GLUE dev average of fully trained BERT-base under the paper's finetuning protocol (as quoted in this project's README)",
+        source=f"{CRAMMING}: GLUE dev average of fully trained BERT-base under the paper's finetuning protocol (as quoted in this project's README and docs/glue.md)",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""What differs between the two supported stacks (README "Supported stacks"), kept in this one place.
+"""What differs between the two supported stacks (docs/development.md "Supported stacks"), kept in this one place.
 
 The pinned stack is what Composer 0.32.1's pins give (torch 2.7, transformers 4.x); the current one runs newer
 torch and transformers 5 with Composer and streaming installed --no-deps. On the current stack the whole suite

@@ -1,7 +1,7 @@
 """Two "nodes" on one host: Composer's launcher started twice (`--world_size 2 --nproc 1 --node_rank 0|1
 --master_addr 127.0.0.1`, gloo), each node in its own mount and IPC namespace with a private tmpfs on /dev/shm
 (streaming keeps node-local state there, so two nodes on one host would otherwise share it) and its own TMPDIR.
-The save_folder is one plain directory both nodes see, as on NFS. See README "Multi-node" for what this proves.
+The save_folder is one plain directory both nodes see, as on NFS. See docs/scale-out.md "Multi-node" for what this proves.
 """
 
 from __future__ import annotations
