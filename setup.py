@@ -28,7 +28,7 @@ install_requires = [
 ]
 
 extras = {
-    "test": ["pytest>=8", "pytest-timeout>=2.1", "ruff==0.17.6", "scipy", "scikit-learn", "moto[server]>=5.1,<6"],
+    "test": ["pytest>=8", "pytest-timeout>=2.1", "pytest-xdist>=3.5", "ruff==0.17.6", "scipy", "scikit-learn", "moto[server]>=5.1,<6"],
     "wandb": ["wandb>=0.24,<0.29"],  # kept for old install lines; `.[loggers]` has every tracker
     # Experiment trackers for `loggers:` (W&B, MLflow, TensorBoard) and NVML's energy counter. Bounds: Composer
     # 0.32.1's WandBLogger calls Run.get_url (gone in wandb 0.29), its MLFlowLogger targets MLflow 2, and

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_args
 
 # The tests whose outcome depends on the stack (torch, transformers, tokenizers versions). The pinned stack runs
 # the whole suite; the current stack runs only these (`make test-current`: `pytest -m stack`), since what else
@@ -66,3 +66,23 @@ def tiny_causal_shards(tiny_shards) -> Path:
     )
     assert step.returncode == 0, step.stderr
     return shards
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_shards, tmp_path_factory) -> tuple[Path, str]:
+    """A finished 120-batch `tiny` (MLM) run through recipes/pretrain.py, and what it printed. Shared by every
+    test that reads a finished run; they copy it before changing anything."""
+    out = tmp_path_factory.mktemp("runs") / "tiny-mlm"
+    result = run_cli("recipes/pretrain.py", *tiny_args(tiny_shards, out, "max_duration=120ba", "eval_interval=60ba"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_run(tiny_causal_shards, tmp_path_factory) -> tuple[Path, str]:
+    """A finished 60-batch `gpt-tiny` (causal) run through recipes/pretrain.py, and what it printed."""
+    out = tmp_path_factory.mktemp("runs") / "tiny-causal"
+    args = tiny_args(tiny_causal_shards, out, "max_duration=60ba", "eval_interval=30ba", objective="causal")
+    result = run_cli("recipes/pretrain.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout

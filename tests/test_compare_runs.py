@@ -1,24 +1,22 @@
-"""recipes/compare_runs.py on two real tiny pretraining runs (different learning rates): one PNG, one table."""
+"""recipes/compare_runs.py on the session's two finished tiny runs (masked and causal): one PNG, one table."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from composer_bert.pretrain.report import read_rows
-from tests.helpers import assert_one_error_line, run_cli, tiny_args
+from tests.helpers import assert_one_error_line, run_cli
 
 
-def test_compare_two_tiny_runs(tiny_shards, tmp_path):
-    for name, lr in (("fast", "3e-3"), ("slow", "5e-4")):
-        result = run_cli(
-            "recipes/pretrain.py",
-            *tiny_args(tiny_shards, tmp_path / name, "max_duration=20ba", "eval_interval=10ba", f"optimizer.lr={lr}"),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+@pytest.mark.slow
+def test_compare_a_masked_and_a_causal_run(tiny_run, tiny_causal_run, tmp_path):
+    """The session's two finished runs (MLM `tiny` and causal `gpt-tiny`) side by side."""
+    runs = {"tiny-mlm": tiny_run[0], "tiny-causal": tiny_causal_run[0]}
     out = tmp_path / "compare"
-    result = run_cli("recipes/compare_runs.py", str(tmp_path / "fast"), str(tmp_path / "slow"), "--out", str(out))
+    result = run_cli("recipes/compare_runs.py", *map(str, runs.values()), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
 
     with Image.open(out / "compare_runs.png") as image:
@@ -27,18 +25,20 @@ def test_compare_two_tiny_runs(tiny_shards, tmp_path):
         assert image.format == "PNG" and image.size[0] > image.size[1] > 300  # two panels side by side
 
     table = (out / "compare_runs.md").read_text()
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| fast") or line.startswith("| slow")}
-    assert set(rows) == {"fast", "slow"}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| tiny-")}
+    assert set(rows) == set(runs)
     for name, cells in rows.items():
-        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        summary = json.loads((runs[name] / "summary.json").read_text())
         assert cells[1] == f"{summary['tokens']:,}"
-        assert cells[3] == f"{summary['eval_loss']:.4f}" and cells[4] == f"{summary['eval_masked_accuracy']:.4f}"
+        accuracy = summary["eval_masked_accuracy"]
+        assert cells[3] == f"{summary['eval_loss']:.4f}" and cells[4] == ("n/a" if accuracy is None else f"{accuracy:.4f}")
         assert cells[6:8] == ["n/a", "n/a"]  # no MFU on the CPU, no budget set
         assert cells[8].endswith("GiB (CPU, peak RSS)")
-    assert rows["fast"][3] != rows["slow"][3]
-    assert "| fast |" in result.stdout and "| slow |" in result.stdout
+    assert rows["tiny-mlm"][4] != "n/a" and rows["tiny-causal"][4] == "n/a"  # a causal run has no masked accuracy
+    assert all(f"| {name} |" in result.stdout for name in runs)
 
 
+@pytest.mark.slow
 def test_a_folder_without_metrics_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli("recipes/compare_runs.py", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), timeout=120)
@@ -46,6 +46,7 @@ def test_a_folder_without_metrics_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_run_still_writing_its_last_line_is_read_up_to_it(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"batch": 0, "loss/train/total": 7.0}\n{"batch": 1, "loss/tr')

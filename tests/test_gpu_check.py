@@ -9,6 +9,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO, run_cli
 
 HEADINGS = (
@@ -30,6 +32,7 @@ def section(markdown: str, heading: str) -> str:
     return markdown[start:] if following < 0 else markdown[start:following]
 
 
+@pytest.mark.slow
 def test_cpu_smoke_reports_every_section_with_numbers(tmp_path):
     out = tmp_path / "gpu_check.md"
     done = run_cli("benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(out), timeout=600)
@@ -95,6 +98,7 @@ def test_causal_section_short_of_time_keeps_ours_and_names_what_it_skipped(monke
     assert set(result["data"]["causal_tokens_per_s"]) == {"ours minigpt-100m"}
 
 
+@pytest.mark.slow
 def test_a_broken_section_reports_one_line_and_the_others_still_run(tmp_path):
     """A wheel missing on the device, as it would look: `streaming` fails to import. The loader section needs it."""
     shadow = tmp_path / "shadow" / "streaming"

@@ -105,6 +105,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return save_bert_tokenizer(tmp_path_factory.mktemp("tokenizer"), WORDS)
 
 
+@pytest.mark.slow
 def test_exports_cross_between_transformers_majors(tokenizer_dir, tmp_path, capsys):
     other = other_stack_python()
     if other is None:

@@ -167,6 +167,8 @@ def _run_rank(out_dir: str) -> None:
     trainer.close()
 
 
+@pytest.mark.slow
+@pytest.mark.scaleout
 def test_ranks_agree_every_batch_while_broadcasting_rarely(tmp_path):
     """Rank 0's clock decides; the others follow its extrapolated reading between broadcasts, so every rank
     logs the same fractions and stops after the same batch: the first whose real time reaches the budget."""

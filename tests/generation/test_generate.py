@@ -189,6 +189,7 @@ def test_mlm_checkpoint_and_overlong_prompt_are_one_line(tmp_path, tokenizer_dir
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mlm.pt"]
 
 
+@pytest.mark.slow
 def test_glue_refuses_a_causal_checkpoint(tmp_path, checkpoint):
     save_folder = tmp_path / "glue"
     result = run_cli(

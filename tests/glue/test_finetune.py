@@ -127,6 +127,7 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_save_folder_under_a_file_stops_the_cli_before_any_training(checkpoint, glue_dir, tmp_path):
     blocker = tmp_path / "results.txt"
     blocker.write_text("not a folder")
@@ -165,6 +166,7 @@ torch.save({"inputs": inputs, "logits": logits, "id2label": model.config.id2labe
 """
 
 
+@pytest.mark.slow
 def test_finetuned_sst2_model_exports_to_transformers(checkpoint, glue_dir, tmp_path):
     save = tmp_path / "glue"
     tiny_run(checkpoint, glue_dir, save, "tasks=[SST-2]", "seeds=[0]")

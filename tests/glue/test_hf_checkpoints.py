@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,12 +107,16 @@ def _finetune(checkpoint: str, glue_dir: Path, save: Path, *extra: str):
     return run_cli(*args, env=OFFLINE, timeout=600)
 
 
-@pytest.mark.parametrize("build", [_bert_checkpoint, _roberta_checkpoint], ids=["bert", "roberta"])
-def test_hf_checkpoint_scores_two_tasks_then_rerun_skips(build, glue_dir, tmp_path):
-    model_dir = tmp_path / "model"
-    build(model_dir)
-    save = tmp_path / "glue"
-    done = _finetune(f"hf:{model_dir}", glue_dir, save)
+@pytest.fixture(scope="module")
+def hf_bert_glue(glue_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A transformers BERT folder, finetuned on SST-2 and RTE through the CLI into `hf-bert/`: the tests that
+    read it share it (its rerun test proves a rerun changes nothing)."""
+    root = tmp_path_factory.mktemp("hf")
+    _bert_checkpoint(root / "model")
+    return root / "model", root / "hf-bert", _finetune(f"hf:{root / 'model'}", glue_dir, root / "hf-bert")
+
+
+def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_dir: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((save / "glue_results.json").read_text())
     assert f"hf:{model_dir}" in json.dumps(results)
@@ -128,6 +133,19 @@ def test_hf_checkpoint_scores_two_tasks_then_rerun_skips(build, glue_dir, tmp_pa
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
 
 
+@pytest.mark.slow
+def test_hf_bert_checkpoint_scores_two_tasks_then_rerun_skips(hf_bert_glue, glue_dir):
+    _scores_two_tasks_then_rerun_skips(*hf_bert_glue, glue_dir)
+
+
+@pytest.mark.slow
+def test_hf_roberta_checkpoint_scores_two_tasks_then_rerun_skips(glue_dir, tmp_path):
+    _roberta_checkpoint(tmp_path / "model")
+    save = tmp_path / "glue"
+    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, _finetune(f"hf:{tmp_path / 'model'}", glue_dir, save), glue_dir)
+
+
+@pytest.mark.slow
 def test_uncached_hub_name_is_one_line(glue_dir, tmp_path):
     done = run_cli(
         str(CLI), str(RECIPE), "checkpoint=hf:nobody-here/not-a-model", f"save_folder={tmp_path / 'g'}",
@@ -137,12 +155,14 @@ def test_uncached_hub_name_is_one_line(glue_dir, tmp_path):
     assert_one_error_line(done, "hf:nobody-here/not-a-model", "offline Hugging Face cache", after_other_output=True)
 
 
+@pytest.mark.slow
 def test_folder_that_is_not_a_model_is_one_line(glue_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     done = _finetune(f"hf:{tmp_path / 'empty'}", glue_dir, tmp_path / "g")
     assert_one_error_line(done, "not a transformers model folder", after_other_output=True)
 
 
+@pytest.mark.slow
 def test_model_folder_without_tokenizer_is_one_line(glue_dir, tmp_path):
     _bert_checkpoint(tmp_path / "model")
     for path in (tmp_path / "model").glob("*token*"):
@@ -151,15 +171,16 @@ def test_model_folder_without_tokenizer_is_one_line(glue_dir, tmp_path):
     assert_one_error_line(done, "has no tokenizer", after_other_output=True)
 
 
-def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glue_dir, tmp_path):
+@pytest.mark.slow
+def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glue_dir, hf_bert_glue, tmp_path):
     """Both scored by the same recipe on the same tasks and seeds, then one table and one chart of the two."""
-    _bert_checkpoint(tmp_path / "bert")
-    folders = {"hf-bert": f"hf:{tmp_path / 'bert'}", "crammed": str(checkpoint)}
-    for name, source in folders.items():
-        done = _finetune(source, glue_dir, tmp_path / name)
-        assert done.returncode == 0, done.stderr[-3000:]
+    model_dir, hf_save, _ = hf_bert_glue
+    folders = {"hf-bert": f"hf:{model_dir}", "crammed": str(checkpoint)}
+    saves = {"hf-bert": hf_save, "crammed": tmp_path / "crammed"}
+    done = _finetune(str(checkpoint), glue_dir, saves["crammed"])
+    assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "compare"
-    result = run_cli("recipes/compare_runs.py", *(str(tmp_path / name) for name in folders), "--out", str(out), timeout=300)
+    result = run_cli("recipes/compare_runs.py", *map(str, saves.values()), "--out", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     with Image.open(out / "compare_glue.png") as image:
@@ -167,7 +188,7 @@ def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glu
     assert not (out / "compare_runs.png").exists()  # no pretraining folder was given
     table = (out / "compare_runs.md").read_text()
     for name, source in folders.items():
-        results = json.loads((tmp_path / name / "glue_results.json").read_text())
+        results = json.loads((saves[name] / "glue_results.json").read_text())
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} (measured)"))
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         scores = [f"{results['tasks'][task]['accuracy']:.1f}" for task in ("SST-2", "RTE")]
@@ -177,6 +198,7 @@ def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glu
     assert "| hf-bert (measured)" in result.stdout
 
 
+@pytest.mark.slow
 def test_compare_runs_refuses_a_damaged_glue_result(tmp_path):
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "glue_results.json").write_text('{"checkpoint": "x"')

@@ -243,6 +243,7 @@ def _unguarded_absolute_imports(source: str) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_remote_mlm_matches_ours_without_composer_bert(remote_results, trained_checkpoint, batch):
     assert remote_results["composer_bert_modules"] == []
     assert remote_results["mlm_class"].startswith("transformers_modules.")
@@ -351,6 +352,7 @@ def test_glue_reads_an_exports_tokenizer_without_asking_about_remote_code(mlm_ex
     assert tokenizer("the cat", "a dog", return_token_type_ids=True)["token_type_ids"][-1] == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_format_does_not_import_the_hf_package():
     """`composer_bert.run.checkpoint` owns the .pt format; `hf` reads it, never the reverse (no import cycle)."""
     probe = (

@@ -124,6 +124,7 @@ def loaded(exports, input_ids, tmp_path_factory) -> dict:
     return torch.load(work / "results.pt", weights_only=False)
 
 
+@pytest.mark.slow
 def test_llama_like_model_exports_as_transformers_llama(exports, llama_checkpoint, loaded, input_ids):
     assert is_llama(LLAMA) and not is_llama(ALIBI)
     assert not list(exports["llama"].glob("*.py")), "no remote code"
@@ -207,6 +208,7 @@ def test_llama_export_reads_back_for_generation_and_training(exports, llama_chec
         init_state_from_hf(f"hf:{exports['remote']}", recipe, "x")
 
 
+@pytest.mark.slow
 def test_pretraining_continues_from_a_llama_export(tiny_causal_shards, tmp_path):
     """model.init_from=hf:DIR through recipes/pretrain.py: a gpt-tiny run starts from the export's weights.
 

@@ -71,6 +71,7 @@ def test_fresh_run_starts_from_the_checkpoint_with_equal_logits(tiny_shards, hf_
         trainer.close()
 
 
+@pytest.mark.slow
 def test_cli_trains_from_checkpoint_and_resume_does_not_reload(tiny_shards, hf_bert, tmp_path):
     save = tmp_path / "run"
     first = run_cli("recipes/pretrain.py", *_args(tiny_shards, save, hf_bert, "max_duration=3ba"), timeout=600)
@@ -82,6 +83,7 @@ def test_cli_trains_from_checkpoint_and_resume_does_not_reload(tiny_shards, hf_b
     assert json.loads((save / "summary.json").read_text())["batches"] == 4
 
 
+@pytest.mark.slow
 def test_mismatched_model_key_is_one_line(tiny_shards, hf_bert, tmp_path):
     done = run_cli(
         "recipes/pretrain.py", *_args(tiny_shards, tmp_path / "r", hf_bert, "model.num_layers=3"), timeout=300
@@ -89,6 +91,7 @@ def test_mismatched_model_key_is_one_line(tiny_shards, hf_bert, tmp_path):
     assert_one_error_line(done, "model.num_layers", "set model.num_layers=2", after_other_output=True)
 
 
+@pytest.mark.slow
 def test_other_tokenizer_is_one_line(tiny_shards, hf_bert, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(hf_bert, other)

@@ -70,6 +70,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_save_folder_that_is_or_sits_under_a_file_fails_in_one_line(tiny_shards, tmp_path):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("not a folder")
@@ -83,6 +84,7 @@ def test_save_folder_that_is_or_sits_under_a_file_fails_in_one_line(tiny_shards,
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_rerun_with_another_model_is_refused_and_keeps_the_runs_config(tiny_shards, straight_run, tmp_path):
     run = copy_run(straight_run, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in run.iterdir() if not p.is_symlink()}
@@ -99,6 +101,7 @@ def test_rerun_with_another_model_is_refused_and_keeps_the_runs_config(tiny_shar
 
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_falls_back_to_the_older_one_bit_exactly(tiny_shards, straight_run, tmp_path):
     run = copy_run(straight_run, tmp_path / "run")
     truncate(run / "ep0-ba20-rank0.pt")  # latest-rank0.pt still points at it
@@ -114,6 +117,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_older_one_bit_exactly(tin
     assert [resumed[b] for b in range(10, 20)] == [expected[b] for b in range(10, 20)]
 
 
+@pytest.mark.slow
 def test_rerun_after_a_save_failed_on_a_full_disk_succeeds(tiny_shards, straight_run, tmp_path):
     """Composer writes a checkpoint under its final name and links it only afterwards: the half file of the
     failed save sits beside a link to the checkpoint before it, and used to stop every rerun with FileExistsError."""
@@ -131,6 +135,7 @@ def test_rerun_after_a_save_failed_on_a_full_disk_succeeds(tiny_shards, straight
     assert [resumed[b] for b in range(20)] == [expected[b] for b in range(20)]
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_says_so_then_the_same_command_starts_over(tiny_shards, straight_run, tmp_path):
     run = copy_run(straight_run, tmp_path / "run")
     for name in ("ep0-ba10-rank0.pt", "ep0-ba20-rank0.pt"):
@@ -150,6 +155,7 @@ def test_no_intact_checkpoint_says_so_then_the_same_command_starts_over(tiny_sha
     assert sorted(p.name for p in run.glob("*.damaged")) == ["ep0-ba10-rank0.pt.damaged", "ep0-ba20-rank0.pt.damaged"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
 def test_auto_microbatching_on_cpu_uses_the_whole_device_batch(tiny_shards, straight_run, tmp_path):
     run = tmp_path / "run"

@@ -60,6 +60,7 @@ def sharded_run(tiny_shards, tmp_path_factory) -> dict:
     return dict(sharded=sharded, files_when_killed=files)
 
 
+@pytest.mark.slow
 @pytest.mark.scaleout
 def test_full_checkpoints_are_one_file_and_resume_exactly(full_runs):
     names = sorted(path.name for path in full_runs["full"].glob("ep*"))
@@ -69,6 +70,7 @@ def test_full_checkpoints_are_one_file_and_resume_exactly(full_runs):
     assert [resumed[b] for b in (4, 5)] == [straight[b] for b in (4, 5)]
 
 
+@pytest.mark.slow
 @pytest.mark.scaleout
 def test_sharded_checkpoints_are_per_rank_shards_and_resume_exactly(full_runs, sharded_run):
     files = sharded_run["files_when_killed"]
@@ -81,6 +83,7 @@ def test_sharded_checkpoints_are_per_rank_shards_and_resume_exactly(full_runs, s
     assert sharded == straight, "sharded checkpoints and a resume from one changed the trajectory"
 
 
+@pytest.mark.slow
 @pytest.mark.scaleout
 def test_fsdp_glue_finetunes_from_the_fsdp_full_checkpoint(full_runs, tmp_path):
     """GLUE under FSDP on 2 processes, from the full checkpoint the FSDP pretraining wrote (a plain .pt)."""

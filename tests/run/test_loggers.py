@@ -17,6 +17,7 @@ from tests.helpers import REPO, assert_one_error_line, run_cli, tiny_args, train
 from tests.trackers import mlflow_history, mlflow_runs, require_trackers, tensorboard_scalars, wandb_offline_run
 
 
+@pytest.mark.slow
 def test_pretraining_logs_to_wandb_mlflow_and_tensorboard(tiny_shards, tmp_path):
     require_trackers()
     out = tmp_path / "run"

@@ -126,6 +126,7 @@ def job(script, tiny_shards, tmp_path_factory) -> dict:
                 relaunched_files=relaunched_files, relaunched_latest=relaunched_latest, elastic=elastic)
 
 
+@pytest.mark.slow
 def test_killed_on_both_nodes_then_relaunched_autoresumes(job):
     assert all(node.returncode == -signal.SIGKILL or "exited with code -9" in node.output for node in job["killed"])
     assert "ep0-ba4-rank0.pt" in job["killed_files"] and "ep0-ba6-rank0.pt" not in job["killed_files"]
@@ -185,6 +186,7 @@ def budget_run(script, tiny_shards, tmp_path_factory) -> dict:
     return dict(root=root, nodes=nodes)
 
 
+@pytest.mark.slow
 def test_budget_stops_every_rank_after_the_same_batch(budget_run):
     assert all(node.returncode == 0 for node in budget_run["nodes"]), tail(budget_run["nodes"])
     root = budget_run["root"]

@@ -99,6 +99,7 @@ def straight_run(s3, s3_shards, tmp_path_factory) -> tuple[str, Path]:
     return "runs/straight", cache
 
 
+@pytest.mark.slow
 def test_convert_uploads_manifest_last_and_refuses_to_overwrite(s3, s3_shards, tiny_shards):
     uploaded = s3.keys("shards")
     assert {"manifest.json", "train/index.json", "val/index.json"} <= set(uploaded)
@@ -116,6 +117,7 @@ def test_convert_uploads_manifest_last_and_refuses_to_overwrite(s3, s3_shards, t
     assert s3.keys("shards") == uploaded and s3.puts("shards") == puts  # nothing written
 
 
+@pytest.mark.slow
 def test_pretrain_streams_into_the_cache_and_saves_to_the_bucket(s3, straight_run):
     prefix, cache = straight_run
     assert (cache / "manifest.json").is_file() and list((cache / "train").glob("shard.*.mds"))
@@ -128,6 +130,7 @@ def test_pretrain_streams_into_the_cache_and_saves_to_the_bucket(s3, straight_ru
     assert json.loads(s3.read(f"{prefix}/summary.json"))["batches"] == 20
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straight_run, tmp_path):
     args = pretrain_args(tmp_path / "cache", bucket_uri("runs/killed"), s3_shards, "run_name=killed")
     kill = {
@@ -152,6 +155,7 @@ def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straig
     assert {name: s3.read(f"runs/killed/{name}") for name in outputs} == outputs
 
 
+@pytest.mark.slow
 def test_compare_runs_reads_a_run_from_the_bucket(s3, straight_run, tmp_path):
     """recipes/compare_runs.py given s3:// folders: the bucket's report files are read, the row is labelled by
     the run's folder name (the URI where names repeat), and nothing downloaded is left behind."""
@@ -179,6 +183,7 @@ def test_compare_runs_reads_a_run_from_the_bucket(s3, straight_run, tmp_path):
     assert_one_error_line(broken, f"'{bucket_uri('elsewhere/unfinished')}' has no metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tmp_path):
     s3.copy_prefix("shards", "shards-b")
     caches = {name: tmp_path / name for name in ("a", "b")}
@@ -195,6 +200,7 @@ def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tm
         assert (cache / "manifest.json").is_file() and list((cache / "train").glob("shard.*.mds"))
 
 
+@pytest.mark.slow
 def test_glue_and_export_read_the_checkpoint_from_the_bucket(s3, straight_run, tmp_path):
     checkpoint = bucket_uri(f"{straight_run[0]}/ep0-ba20-rank0.pt")
     exported = run_cli("recipes/export_hf.py", "--checkpoint", checkpoint, "--out", tmp_path / "hf", env=s3.env)
@@ -216,6 +222,7 @@ def test_glue_and_export_read_the_checkpoint_from_the_bucket(s3, straight_run, t
     assert json.loads((tmp_path / "glue_out" / "glue_results.json").read_text())["checkpoint"] == checkpoint
 
 
+@pytest.mark.slow
 def test_server_that_stops_answering_fails_in_one_line_then_the_rerun_resumes(s3, s3_shards, tmp_path):
     """The cache holds the first two train shards (and val); the server is stopped (SIGSTOP: it keeps its port
     but answers nothing) while the run trains through them in order, so its first downloads (the third shard and
@@ -257,6 +264,7 @@ def test_server_that_stops_answering_fails_in_one_line_then_the_rerun_resumes(s3
     assert (cache / "train/shard.00002.mds").is_file()
 
 
+@pytest.mark.slow
 def test_shard_damaged_in_the_bucket_is_caught_by_its_hash(s3, s3_shards, tmp_path):
     s3.copy_prefix("shards", "shards-bad")
     shard = next(name for name in s3.keys("shards-bad") if name.startswith("train/shard."))
@@ -271,6 +279,7 @@ def test_shard_damaged_in_the_bucket_is_caught_by_its_hash(s3, s3_shards, tmp_pa
     assert not (cache / shard).exists()  # the bad copy is not kept to be trusted next time
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_one_line_at_every_boundary(s3, s3_shards, tiny_shards, tmp_path):
     wrong = {**s3.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
     convert = run_cli(

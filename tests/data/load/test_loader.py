@@ -195,6 +195,7 @@ def _run_rank(root: str, out_dir: str, checkpoint_step: int) -> None:
     np.savez(Path(out_dir, f"rank{rank}.npz"), input_ids=np.stack(input_ids), labels=np.stack(labels))
 
 
+@pytest.mark.slow
 def test_state_of_a_two_rank_run_resumes_on_one_rank(shards, tmp_path):
     root, train, _ = shards
     checkpoint_step = 50

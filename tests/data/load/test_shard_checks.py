@@ -104,6 +104,7 @@ def assert_names(err: pytest.ExceptionInfo, named: Path, words: list[str]) -> No
         assert word in message, message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", ["dataloader", "dataspec"])
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_damage_is_one_line_naming_the_file(shards, case, entry_point):
@@ -136,6 +137,7 @@ def test_a_damaged_shard_fetched_from_a_remote_is_named(shards, tmp_path):
     assert_names(err, first_shard(cache), ["truncated"])
 
 
+@pytest.mark.slow
 def test_pretraining_on_a_damaged_shard_is_one_line(shards, tmp_path):
     overwrite_first_kib(os.urandom(1024))(first_shard(shards))
     result = run_cli("recipes/pretrain.py", *tiny_args(shards, tmp_path / "run", "max_duration=2ba"), timeout=300)
@@ -146,6 +148,7 @@ def split_rows(root: Path, split: str) -> int:
     return json.loads((root / "manifest.json").read_text())["splits"][split]["rows"]
 
 
+@pytest.mark.slow
 def test_a_split_smaller_than_one_global_batch_is_refused(tiny_shards, monkeypatch):
     rows = split_rows(tiny_shards, "val")
     cfg = DataConfig(local=str(tiny_shards), num_workers=0)
@@ -168,6 +171,7 @@ def test_a_split_smaller_than_one_global_batch_is_refused(tiny_shards, monkeypat
     spec(rows // 4)
 
 
+@pytest.mark.slow
 def test_pretraining_with_a_global_batch_larger_than_the_data_is_one_line(tiny_shards, tmp_path):
     rows = split_rows(tiny_shards, "train")
     batch = f"global_train_batch_size={rows + 1}"

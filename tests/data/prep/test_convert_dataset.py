@@ -271,6 +271,7 @@ for i in range(rounds):
 """
 
 
+@pytest.mark.slow
 def test_pool_shuts_down_after_importing_composer_finished_or_interrupted(tokenizer_dir, tmp_path):
     """Composer's SIGTERM handler used to reach the workers, and Pool.terminate could then hang forever."""
     rounds = 15  # it used to hang within a few rounds

@@ -79,6 +79,7 @@ def test_a_file_gone_since_the_glob_is_one_line(tmp_path):
         list(source)
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_shards_is_one_line_and_leaves_nothing(tokenizer_dir, tmp_path):
     disk = tmp_path / "disk"
     out = disk / "shards"
@@ -102,6 +103,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 
 
+@pytest.mark.slow
 def test_file_size_limit_while_writing_shards_is_one_line_and_leaves_nothing(tokenizer_dir, tmp_path):
     out = tmp_path / "shards"
     args = ["--source", "synthetic:6000", "--tokenizer", str(tokenizer_dir), "--seq-len", "64", "--no-ratio-filter"]

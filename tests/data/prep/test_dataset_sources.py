@@ -213,6 +213,7 @@ def test_arrow_files_in_file_and_stream_format(tmp_path):
 # ---------------------------------------------------------------- through the CLIs
 
 
+@pytest.mark.slow
 def test_convert_cli_reads_an_hf_folder_offline(tokenizer_dir, tmp_path):
     folder = tmp_path / "corpus"
     write_jsonl(folder / "docs.jsonl", [{"text": doc} for doc in synthetic_documents(200, seed=4)])
@@ -253,6 +254,7 @@ def bad_sources(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["hub name offline", "shortcut offline", "hf folder without the field", "saved dataset without the field"])
 def test_bad_dataset_sources_give_one_line_and_no_output(tokenizer_dir, tmp_path, case):
     flags, words = bad_sources(tmp_path)[case]

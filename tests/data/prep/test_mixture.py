@@ -138,6 +138,7 @@ def bad_mixtures(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
 @pytest.mark.parametrize(
     "case", ["sum below 1", "sum above 1", "not a number", "negative", "listed twice", "empty source", "all filtered"]
 )
+@pytest.mark.slow
 def test_bad_mixture_gives_one_line_and_no_output(tokenizer_dir, tmp_path, case):
     flags, words = bad_mixtures(tmp_path)[case]
     out = tmp_path / "out"
