@@ -13,28 +13,42 @@ from tests.helpers import run_cli, tiny_args
 
 # The tests whose outcome depends on the stack (torch, transformers, tokenizers versions). The pinned stack runs
 # the whole suite; the current stack runs only these (`make test-current`: `pytest -m stack`), since what else
-# the suite checks (configs, data prep, the loader, GLUE bookkeeping, launchers, buckets) runs the same code
-# on both. Paths relative to the repo; a folder takes every test under it.
+# the suite checks (configs, data prep, the loader, GLUE bookkeeping, refusals, launchers, buckets) runs the same
+# code on both. Paths relative to the repo: a folder takes every test under it, `FILE::test_name` one test.
 STACK_DEPENDENT = (
     "tests/hf/",  # transformers model classes, remote code, safetensors, both majors' tokenizer files
     "tests/models/",  # SDPA kernels and numerics, transformers BERT/Llama equivalence, torch.compile of the models
+    "tests/generation/",  # the KV cache against transformers, exported Llama generation
     "tests/pretrain/test_compile.py",  # torch.compile of the training step: one graph, no host reads
-    "tests/pretrain/test_init_from.py",  # transformers folders in
-    "tests/pretrain/test_resume.py",  # Composer's checkpoint save and load on this torch: bit-exact resume
+    "tests/pretrain/test_init_from.py::test_fresh_run_starts_from_the_checkpoint_with_equal_logits",  # HF folders in
+    # Composer's checkpoint save and load on this torch: bit-exact resume
+    "tests/pretrain/test_resume.py::test_truncated_latest_checkpoint_falls_back_to_the_older_one_bit_exactly",
     "tests/run/test_fsdp.py",  # FSDP2 in torch.distributed
     "tests/data/prep/test_tokenizer_training.py",  # tokenizers
-    "tests/glue/test_hf_checkpoints.py",  # GLUE from transformers folders
-    "tests/generation/",  # the KV cache against transformers, exported Llama generation
+    "tests/glue/test_hf_checkpoints.py::test_hf_bert_checkpoint_scores_two_tasks_then_rerun_skips",  # GLUE from
+    "tests/glue/test_hf_checkpoints.py::test_hf_roberta_checkpoint_scores_two_tasks_then_rerun_skips",  # transformers
     "tests/test_stacks.py",  # exports crossing between the two stacks
     "tests/test_release_artifacts.py",  # old checkpoints through this torch's loader
 )
+# ... but not these, which check our own refusals through the same code on both stacks
+STACK_INDEPENDENT = (
+    "tests/hf/test_export.py::test_checkpoint_format_does_not_import_the_hf_package",
+    "tests/generation/test_generate.py::test_bad_sampling_settings_are_one_line",
+    "tests/generation/test_generate.py::test_glue_refuses_a_causal_checkpoint",
+)
+
+
+def _listed(path: str, test: str, entries: tuple[str, ...]) -> bool:
+    return any(
+        entry in (path, f"{path}::{test}") or (entry.endswith("/") and path.startswith(entry)) for entry in entries
+    )
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     root = Path(config.rootpath)
     for item in items:
-        path = Path(item.fspath).relative_to(root).as_posix()
-        if any(path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in STACK_DEPENDENT):
+        path, test = Path(item.fspath).relative_to(root).as_posix(), item.originalname
+        if _listed(path, test, STACK_DEPENDENT) and not _listed(path, test, STACK_INDEPENDENT):
             item.add_marker(pytest.mark.stack)
 
 
