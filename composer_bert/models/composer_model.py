@@ -32,7 +32,27 @@ from composer_bert.objectives import objective
 Batch = dict[str, Tensor]
 
 
-class ComposerMLM(ComposerModel):
+class LanguageModelWrapper(ComposerModel):
+    """What both objectives' wrappers share: the config, and the metrics and FLOP count their `objectives.py`
+    entry names, resolved once here (Composer's SpeedMonitor asks for the FLOPs every batch)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.train_metrics, self.eval_metrics = objective_metrics(cfg)
+        self._flops_per_batch = objective(cfg.objective).load("flops_per_batch")
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def flops_per_batch(self, batch: Batch) -> int:
+        return self._flops_per_batch(self.config, batch)
+
+    def num_parameters(self) -> int:
+        return self.model.num_parameters()
+
+
+class ComposerMLM(LanguageModelWrapper):
     """Masked language modelling on batches of input_ids, labels (-100 = not masked) and masked_positions.
 
     `masked_positions` [B, K] (the MLM collator's; -1 = empty slot) are where a sparse head predicts. A batch
@@ -41,10 +61,8 @@ class ComposerMLM(ComposerModel):
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)
         self.model = BertForMaskedLM(cfg)
-        self.train_metrics, self.eval_metrics = objective_metrics(cfg)
 
     def forward(self, batch: Batch) -> Tensor:
         """Logits [B, L, V], or [B, K, V] at the masked positions with sparse prediction."""
@@ -68,31 +86,20 @@ class ComposerMLM(ComposerModel):
         positions = self._positions(batch)
         return batch["labels"] if positions is None else masked_targets(batch["labels"], positions)
 
-    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
-        return self.train_metrics if is_train else self.eval_metrics
-
     def update_metric(self, batch: Batch, outputs: Tensor, metric: Metric) -> None:
         metric.update(outputs, self._targets(batch))
 
-    def flops_per_batch(self, batch: Batch) -> int:
-        return objective(self.config.objective).load("flops_per_batch")(self.config, batch)
 
-    def num_parameters(self) -> int:
-        return self.model.num_parameters()
-
-
-class ComposerCausalLM(ComposerModel):
-    """Next-token language modelling on batches of input_ids and labels shifted by the loader (data/causal.py).
+class ComposerCausalLM(LanguageModelWrapper):
+    """Next-token language modelling on batches of input_ids and labels shifted by the loader (batch.py's `next_token_labels`).
 
     A batch without labels (one built by hand) gets them from its input_ids. Train metric: cross entropy;
     eval: cross entropy and perplexity, over every predicted position.
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)
         self.model = CausalLM(cfg)
-        self.train_metrics, self.eval_metrics = objective_metrics(cfg)
 
     def forward(self, batch: Batch) -> Tensor:
         """Logits [B, L, V]."""
@@ -105,17 +112,8 @@ class ComposerCausalLM(ComposerModel):
         labels = batch.get("labels")
         return next_token_labels(batch["input_ids"]) if labels is None else labels
 
-    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
-        return self.train_metrics if is_train else self.eval_metrics
-
     def update_metric(self, batch: Batch, outputs: Tensor, metric: Metric) -> None:
         metric.update(outputs, self._labels(batch))
-
-    def flops_per_batch(self, batch: Batch) -> int:
-        return objective(self.config.objective).load("flops_per_batch")(self.config, batch)
-
-    def num_parameters(self) -> int:
-        return self.model.num_parameters()
 
 
 class MaskedAccuracy(ComposerMaskedAccuracy):

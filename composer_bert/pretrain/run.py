@@ -49,14 +49,15 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
             energy.close()
     if dist.get_global_rank() != 0:
         return None
-    summary = run_dir_of(trainer) / "summary.json"
+    run_dir = run_dir_of(trainer)
+    summary = run_dir / "summary.json"
     if finished and summary.is_file():  # the training process's figures (energy, peak memory), not this one's
         stored = json.loads(summary.read_text())
         if is_remote(cfg.save_folder):
             shutil.rmtree(summary.parent, ignore_errors=True)  # the local copy restored from the bucket
         return PretrainResult(**{field.name: stored[field.name] for field in dataclasses.fields(PretrainResult)
                                  if field.name in stored})  # fmt: skip
-    result = summarize(trainer, cfg, run_dir_of(trainer), energy_kwh)
+    result = summarize(trainer, cfg, run_dir, energy_kwh)
     with atomic_file(summary) as tmp:
         tmp.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     if is_remote(cfg.save_folder):  # the uploader closed with the trainer: this last file goes up directly

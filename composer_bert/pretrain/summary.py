@@ -39,7 +39,7 @@ class PretrainResult:
     peak_memory_of: str = ""  # "GPU, max allocated" or "CPU, peak RSS"
     energy_kwh: float | None = None  # NVML, all GPUs of this node; None without NVML
     objective: str = DEFAULT_OBJECTIVE
-    eval_perplexity: float | None = None  # causal runs: exp(eval loss), Composer's LanguagePerplexity
+    eval_perplexity: float | None = None  # exp(eval loss); the console shows it where it is the objective's row
 
 
 def summarize(trainer: Trainer, cfg: PretrainConfig, run_dir: Path, energy_kwh: float | None = None) -> PretrainResult:

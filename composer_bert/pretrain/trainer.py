@@ -74,9 +74,8 @@ def _model_config(cfg: PretrainConfig, shards: ShardSet) -> ModelConfig:
     return model_cfg
 
 
-def _data(cfg: PretrainConfig, shards: ShardSet) -> tuple[DataSpec, list[Evaluator]]:
+def _data(cfg: PretrainConfig, shards: ShardSet, device_batch: int) -> tuple[DataSpec, list[Evaluator]]:
     """The train split's DataSpec and the eval split's Evaluator (none when the split is unset or empty)."""
-    device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     train = build_dataspec(cfg.data, shards, split=cfg.data.train_split, device_batch_size=device_batch, seed=cfg.seed)
     split = cfg.data.eval_split
     if not split:
@@ -161,13 +160,13 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     resuming = False
     if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused
         resuming = on_rank_zero(prepare_autoresume, run_dir, dataclasses.asdict(model_cfg)) is not None
-    train_data, evaluators = _data(cfg, shards)
+    device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
+    train_data, evaluators = _data(cfg, shards, device_batch)
     model = _model(cfg, model_cfg, shards, resuming)
     controls = build_training_controls(cfg)
     tokenizer_dir = shards.contract.tokenizer_dir
     metadata = RunMetadata(model_cfg, tokenizer_dir if tokenizer_dir and Path(tokenizer_dir).is_dir() else None)
     saving = _checkpointing(cfg, run_dir, remote)
-    device_batch = per_device_batch(cfg.global_train_batch_size, "global_train_batch_size")
     trainer = Trainer(
         run_name=cfg.run_name,
         model=model,

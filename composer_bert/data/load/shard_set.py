@@ -18,13 +18,14 @@ from composer_bert.data.load.shard_checks import INDEX_NAME, check_split_shards
 from composer_bert.errors import UserError
 from composer_bert.run.remote import store_problem
 
-# Several streams must agree on these (the objective through ShardContract.objective: old manifests lack it).
+# Several streams must agree on these: manifest key -> ShardContract attribute (the objective through the
+# attribute, since old manifests lack the key).
 _MUST_AGREE = {
-    "tokenizer.sha256": lambda c: c.tokenizer_sha256,
-    "tokenizer.vocab_size": lambda c: c.vocab_size,
-    "tokenizer.special_tokens": lambda c: c.special_ids,
-    "seq_len": lambda c: c.seq_len,
-    "objective": lambda c: c.objective,
+    "tokenizer.sha256": "tokenizer_sha256",
+    "tokenizer.vocab_size": "vocab_size",
+    "tokenizer.special_tokens": "special_ids",
+    "seq_len": "seq_len",
+    "objective": "objective",
 }
 
 
@@ -108,10 +109,11 @@ def open_shards(cfg: DataConfig) -> ShardSet:
     contracts = [_root_contract(root, cfg.download_timeout, where) for root in roots]
     first = contracts[0]
     for root, contract in zip(roots[1:], contracts[1:], strict=True):
-        for key, value in _MUST_AGREE.items():
-            if value(contract) != value(first):
+        for key, attribute in _MUST_AGREE.items():
+            theirs, ours = getattr(contract, attribute), getattr(first, attribute)
+            if theirs != ours:
                 raise UserError(
-                    f"{root.name} disagrees with {roots[0].name} on {key} ({value(contract)} vs {value(first)}); "
+                    f"{root.name} disagrees with {roots[0].name} on {key} ({theirs} vs {ours}); "
                     "mix only shards built with the same tokenizer and seq_len"
                 )
     return ShardSet(roots, first)
