@@ -21,8 +21,10 @@ for, but would still take the GIL for every sample.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from composer.utils import dist
 from streaming import StreamingDataset
 from streaming.base.constant import TICK
 from streaming.base.dataset import _Iterator, _ShardState
@@ -41,6 +44,30 @@ from composer_bert.errors import UserError
 from composer_bert.run.remote import store_problem
 
 MAX_MAPPED_SHARDS = 256  # per process; bounds open file handles when a dataset has thousands of shards
+SHM_LOCK_FILE = os.path.join(tempfile.gettempdir(), "composer_bert-streaming-shm.lock")
+
+
+@contextlib.contextmanager
+def _one_job_registers_at_a_time() -> Iterator[None]:
+    """Serialise StreamingDataset's shared-memory registration across the jobs on this machine.
+
+    StreamingDataset looks for the first free shared-memory prefix and then creates it, so two jobs starting
+    at once can pick the same one and one dies with `FileExistsError: '/000006_locals'`. Each job's local
+    leader holds a machine-wide lock while its ranks register (the barrier makes them wait for it), so the
+    next job looks only after this one's names exist. Without a usable lock file it registers as before.
+    """
+    lock_fd = None
+    if dist.get_local_rank() == 0:
+        with contextlib.suppress(OSError):
+            lock_fd = os.open(SHM_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # as StreamingDataset itself
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)  # closing the descriptor releases the lock
 
 
 class MappedShard:
@@ -87,7 +114,8 @@ class RowStreamingDataset(StreamingDataset):
     """
 
     def __init__(self, *, remask_each_epoch: bool = True, **streaming_kwargs: Any) -> None:
-        super().__init__(**streaming_kwargs)
+        with _one_job_registers_at_a_time():
+            super().__init__(**streaming_kwargs)
         self.remask_each_epoch = remask_each_epoch
         self.mask_epoch = 0  # epoch of the iteration in progress in this process (each worker has its own copy)
         # shard id -> its map, or None where the fast path does not apply (not MDS, or not a lone tail column).
