@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from composer_bert.errors import UserError
-from composer_bert.models.config import ModelConfig
+from composer_bert.models.config import HF_SHAPE_FIELDS, ModelConfig
 
 ROTARY_BASE = 10000.0  # models.layers.Rotary's base
 LLAMA_SWITCHES = {
@@ -47,17 +47,7 @@ def is_llama(cfg: ModelConfig) -> bool:
 
 
 # The ModelConfig fields a LlamaConfig holds too: ours -> Llama's name (the rest are fixed by LLAMA_SWITCHES).
-CONFIG_FIELDS = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "hidden_size",
-    "intermediate_size": "intermediate_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "max_position_embeddings": "max_position_embeddings",
-    "norm_eps": "rms_norm_eps",
-    "tie_embeddings": "tie_word_embeddings",
-    "init_std": "initializer_range",
-}
+CONFIG_FIELDS = {**HF_SHAPE_FIELDS, "norm_eps": "rms_norm_eps"}
 
 
 def llama_config(cfg: ModelConfig, eos_token_id: int | None) -> Any:

@@ -76,9 +76,14 @@ class BertEncoder(nn.Module):
             raise UserError("model.vocab_size is None: the trainer fills it from the shard manifest before building")
         validate(cfg, "model.")  # configs from checkpoints and exports did not pass through load_config
         self.embeddings = Embeddings(cfg)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, index) for index in range(cfg.num_layers))
         self.final_norm = build_norm(cfg, cfg.hidden_size) if cfg.final_norm else nn.Identity()
-        self.rotary = Rotary(cfg.head_dim) if cfg.position_embedding == "rotary" else None
+        rotary = cfg.position_embedding == "rotary"
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta) if rotary else None
+        self.local_rotary = Rotary(cfg.head_dim, cfg.local_rope_theta) if rotary and cfg.has_local_layers else None
+        # per layer: attends globally (True) or within local_attention / 2 positions either side
+        self.global_layers = [cfg.is_global_layer(index) for index in range(cfg.num_layers)]
+        self.half_window = cfg.local_attention // 2
         slopes = alibi_slopes(cfg.num_heads) if cfg.position_embedding == "alibi" else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
         self.causal = objective(cfg.objective).causal_attention
@@ -108,11 +113,13 @@ class BertEncoder(nn.Module):
             position_ids = torch.arange(seq_len, device=input_ids.device)  # [L]: broadcasts over the batch
         x = self.embeddings(input_ids, position_ids, token_type_ids)
         inputs = self._attention_inputs(seq_len, position_ids, attention_mask)
-        for layer in self.layers:
+        local = None if all(self.global_layers) else self._local_inputs(inputs, seq_len, position_ids)
+        for layer, is_global in zip(self.layers, self.global_layers, strict=True):
+            inputs_here = inputs if is_global else local
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, inputs, use_reentrant=False)
+                x = checkpoint(layer, x, inputs_here, use_reentrant=False)
             else:
-                x = layer(x, inputs)
+                x = layer(x, inputs_here)
         x = self.final_norm(x)
         return x if attention_mask is None else x.masked_fill(attention_mask[..., None] == 0, 0.0)
 
@@ -138,6 +145,20 @@ class BertEncoder(nn.Module):
             x = layer(x, inputs, layer_cache)
         cache.length += seq_len
         return self.final_norm(x)
+
+    def _local_inputs(self, global_inputs: AttentionInputs, seq_len: int, position_ids: Tensor) -> AttentionInputs:
+        """The local layers' inputs: the global ones with keys beyond half the window masked, and their own rotary base.
+
+        A static [L, L] band mask through SDPA: portable, compiled without graph breaks, no host read (docs/models.md
+        says why this path). Each query also keeps itself, so a padding query far from any real token (its other
+        keys all masked) never makes SDPA return NaN that would reach real positions through the values.
+        """
+        position = torch.arange(seq_len, device=position_ids.device)
+        offset = position[None, :] - position[:, None]  # key - query
+        band = offset.abs() <= self.half_window  # [L, L]
+        bias = band[None, None] if global_inputs.bias is None else (global_inputs.bias & band) | (offset == 0)
+        rotary = global_inputs.rotary if self.local_rotary is None else self.local_rotary(position_ids)
+        return AttentionInputs(bias, rotary, causal=global_inputs.causal)
 
     def _attention_inputs(self, seq_len: int, position_ids: Tensor, attention_mask: Tensor | None) -> AttentionInputs:
         bias = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L] keys

@@ -1,4 +1,5 @@
-"""Model hyperparameters: one BERT encoder whose switches cover crammed BERT, MosaicBERT and original BERT."""
+"""Model hyperparameters: one transformer whose switches cover crammed BERT, MosaicBERT, original BERT, ModernBERT
+and GPT/Llama-style decoders."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from dataclasses import dataclass
 from composer_bert.errors import UserError
 from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, objective
 from composer_bert.schema import bounded, choice, key_error, positive, probability
+
+# The shape fields every transformers config names alike: ours -> theirs (hf/llama.py, hf/modernbert.py build on it).
+HF_SHAPE_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "max_position_embeddings": "max_position_embeddings",
+    "tie_embeddings": "tie_word_embeddings",
+    "init_std": "initializer_range",
+}
 
 
 @dataclass
@@ -23,6 +36,11 @@ class ModelConfig:
     `intermediate_size` is the width the feed-forward's output projection reads, as in MosaicBERT: a GLU
     (geglu, swiglu) projects to twice that and halves it again. Cramming's crammed BERT (its `intermed_size`
     3072 with GLU) is therefore intermediate_size 1536 here. LayerNorm biases follow `linear_bias`.
+
+    ModernBERT's alternating attention: layer i attends globally when i % global_attn_every_n_layers == 0 and
+    otherwise to the keys within local_attention / 2 positions either side (a band of local_attention + 1),
+    each kind with its own rotary base (rope_theta, local_rope_theta). `first_attn_norm: false` drops the norm
+    before layer 0's attention, whose input is the embedding norm's output already.
     """
 
     objective: str = choice(DEFAULT_OBJECTIVE, list(OBJECTIVES))  # an entry of objectives.py's table
@@ -44,6 +62,12 @@ class ModelConfig:
     linear_bias: bool = False
     decoder_bias: bool = True
     position_embedding: str = choice("sinusoidal", ["learned", "sinusoidal", "rotary", "alibi"])
+    rope_theta: float = positive(10000.0, "a positive rotary base such as 10000")  # of global layers
+    # 1: every layer global. ModernBERT: 3 (layers 0, 3, 6, ... global, the others local)
+    global_attn_every_n_layers: int = bounded(1, "a layer period >= 1 (1: every layer global)", ge=1)
+    local_attention: int = bounded(128, "an even window >= 2 tokens such as 128", ge=2)  # local layers' band width
+    local_rope_theta: float = positive(10000.0, "a positive rotary base such as 10000")  # of local layers
+    first_attn_norm: bool = True
     tie_embeddings: bool = True
     # embedding/decoder rows rounded up to a multiple of this, so the decoder matmul is aligned
     pad_vocab_multiple: int = bounded(64, "a multiple >= 1", ge=1)
@@ -72,10 +96,27 @@ class ModelConfig:
             raise key_error(
                 "model.num_heads", self.num_heads, f"a head count that gives rotary an even head dimension (now {self.head_dim})"
             )
+        if self.has_local_layers:
+            if self.local_attention % 2:
+                raise key_error("model.local_attention", self.local_attention, "an even window (keys within half of it on each side)")
+            if self.position_embedding == "alibi":
+                raise key_error("model.position_embedding", "alibi", "rotary, learned or sinusoidal with local attention layers")
+            if objective(self.objective).causal_attention:
+                raise key_error(
+                    "model.global_attn_every_n_layers", self.global_attn_every_n_layers,
+                    f"1 for a {self.objective} model (local attention layers are for encoders here)",
+                )  # fmt: skip
         if not objective(self.objective).token_types and self.type_vocab_size:
             raise key_error("model.type_vocab_size", self.type_vocab_size, f"0 for a {self.objective} model (it has no token types)")
         if self.vocab_size is not None and self.pad_token_id >= self.vocab_size:
             raise key_error("model.pad_token_id", self.pad_token_id, f"an id below model.vocab_size ({self.vocab_size})")
+
+    @property
+    def has_local_layers(self) -> bool:
+        return self.global_attn_every_n_layers > 1 and self.num_layers > 1
+
+    def is_global_layer(self, index: int) -> bool:
+        return index % self.global_attn_every_n_layers == 0
 
     @property
     def head_dim(self) -> int:

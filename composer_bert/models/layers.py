@@ -148,12 +148,17 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Attention then feed-forward, each a residual branch; norms before them (pre) or after the sum (post)."""
+    """Attention then feed-forward, each a residual branch; norms before them (pre) or after the sum (post).
 
-    def __init__(self, cfg: ModelConfig):
+    Layer 0 of a pre-norm model with `first_attn_norm: false` (ModernBERT) reads the embedding norm's output
+    without a norm of its own.
+    """
+
+    def __init__(self, cfg: ModelConfig, index: int = 0):
         super().__init__()
         self.pre_norm = cfg.norm_placement == "pre"
-        self.attn_norm = build_norm(cfg, cfg.hidden_size)
+        skip_norm = index == 0 and self.pre_norm and not cfg.first_attn_norm
+        self.attn_norm = nn.Identity() if skip_norm else build_norm(cfg, cfg.hidden_size)
         self.attn = Attention(cfg)
         self.ffn_norm = build_norm(cfg, cfg.hidden_size)
         self.ffn = FeedForward(cfg)

@@ -24,3 +24,12 @@ def padded_ids(
     input_ids = torch.randint(1, vocab, (len(lengths), width), generator=generator)
     attention_mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
     return input_ids * attention_mask, attention_mask
+
+
+def randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every weight, biases and norms included, so a misplaced one cannot hide behind zeros or ones."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()

@@ -15,7 +15,7 @@ from composer_bert.models.hf_bert import (
     state_dict_from_hf_bert,
     state_dict_to_hf_bert,
 )
-from tests.models.model_helpers import padded_ids
+from tests.models.model_helpers import padded_ids, randomized
 
 VOCAB = 99  # not a multiple of 64: our embedding and decoder hold 128 rows
 
@@ -28,14 +28,6 @@ def hf_config(attn_implementation: str = "eager", **overrides) -> transformers.B
     config._attn_implementation = attn_implementation
     return config
 
-
-def randomized(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every weight, biases and norms included, so a misplaced one cannot hide behind zeros or ones."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 @pytest.fixture
