@@ -29,6 +29,7 @@ from composer_bert.data.prep.packing import (
     DEFAULT_VAL_FRACTION,
     ConvertOptions,
     convert_dataset,
+    load_tokenizer,
 )
 from composer_bert.data.prep.sources import SOURCE_HELP, open_source
 from composer_bert.errors import UserError, cli_entry
@@ -49,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a source and its share of the kept tokens; repeat it, shares summing to 1 (e.g. --mix 0.7 c4 "
         "--mix 0.3 'text:books/*.txt'); it stops when the first source runs out",
     )
-    parser.add_argument("--tokenizer", required=True, help="directory written by data_prep/train_tokenizer.py")
+    parser.add_argument(
+        "--tokenizer",
+        required=True,
+        help="a Hugging Face tokenizer folder (tokenizer.json; its tokenizer_config.json names the special tokens), "
+        "e.g. one written by data_prep/train_tokenizer.py",
+    )
     parser.add_argument(
         "--seq-len", type=int, default=defaults.seq_len, help="tokens per row, [CLS] included for mlm (default: %(default)s)"
     )
@@ -100,8 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--objective",
         choices=list(OBJECTIVES),
         default=defaults.objective,
-        help="mlm: rows start with [CLS]; causal: rows are the packed documents only, each ended by [SEP] as "
-        "end-of-text (default: %(default)s)",
+        help="mlm: rows start with [CLS], documents end with [SEP]; causal: rows are the packed documents only, each "
+        "ended by the end-of-text token (eos, else [SEP]) (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         shard_bytes=args.shard_bytes,
     )
     options.check()  # before opening the source, so bad flags fail fast
+    load_tokenizer(args.tokenizer, options.objective)  # and a tokenizer lacking a special token the rows need
     remote = _check_remote_out(args.out, args.overwrite) if is_remote(args.out) else None
     if args.mix:
         source = open_mixture(args.mix, text_field=args.text_field, seed=args.seed)

@@ -10,8 +10,10 @@ Layout of a shard root written by `data_prep/convert_dataset.py`::
     ROOT/val/     StreamingDataset split, same format
 
 Every row starts with [CLS]; the rest is the packed token stream, each document followed by [SEP]. Shards
-for a causal LM (`"objective": "causal"`) have no [CLS]: the whole row is the packed stream, [SEP] ending
-each document. Manifests written before the key existed are MLM shards.
+for a causal LM (`"objective": "causal"`) have no [CLS]: the whole row is the packed stream, the end-of-text
+token ending each document. Manifests written before the key existed are MLM shards. [CLS], [SEP] and the rest
+are roles, whatever the tokenizer's tokens and ids: `tokenizer.special_tokens` in the manifest maps each role
+the tokenizer has (cls, sep, mask, pad, unk, bos, eos) to its id.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from composer_bert.run.files import atomic_file
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 REBUILD = "rebuild the shards with data_prep/convert_dataset.py"
+# This package's own special tokens: the roles of a tokenizer folder that names none (data/prep/tokenizer_roles.py)
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+END_OF_TEXT_ROLES = ("eos", "sep")  # the token ending each document of causal rows: the tokenizer's eos, else its sep
 SHARD_HASH = "xxh64"  # streaming's fastest non-cryptographic hash, recorded per shard: detects damage, not tampering
 
 
@@ -173,8 +177,9 @@ class ShardContract:
 
 
 def end_of_text_id(tokenizer: Any) -> int | None:
-    """The token that ends each document in causal shards: the tokenizer's eos token, else its [SEP]."""
-    for token_id in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+    """The token that ends each document in causal shards (`END_OF_TEXT_ROLES`) of a transformers tokenizer."""
+    for role in END_OF_TEXT_ROLES:
+        token_id = getattr(tokenizer, f"{role}_token_id")
         if token_id is not None:
             return int(token_id)
     return None

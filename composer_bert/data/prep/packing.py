@@ -6,8 +6,10 @@ the Cramming filters (tokens/characters ratio, minimum length, exact de-duplicat
 kept document to train or val by its hash, and packs each split into rows (rows.py)::
 
     [CLS] doc tokens [SEP] doc tokens [SEP] ...      exactly seq_len tokens, no padding
-    doc tokens [SEP] doc tokens [SEP] ...            the same, for a causal LM (--objective causal): no [CLS],
-                                                     [SEP] ends each document (the end-of-text token)
+    doc tokens [EOT] doc tokens [EOT] ...            the same, for a causal LM (--objective causal): no [CLS],
+                                                     the end-of-text token ends each document
+
+[CLS], [SEP] and [EOT] are the tokenizer's own tokens for those roles, whatever their ids (tokenizer_roles.py).
 
 Several sources are mixed by shares of kept tokens (mixture.py). Since chunks come back in order and
 all decisions are made in the main process, the shards are byte-identical for any number of workers.
@@ -40,7 +42,7 @@ from composer_bert.data.prep.mixture import MixPart, Mixture, SourceTally, inter
 from composer_bert.data.prep.rows import RowWriter, load_tokenizer, row_mds_writer
 from composer_bert.data.prep.sources import DocumentSource, limit_documents
 from composer_bert.errors import UserError
-from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, objective
+from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from composer_bert.run.files import atomic_output_dir, write_errors
 
 __all__ = ["ConvertOptions", "convert_dataset", "load_tokenizer", "row_mds_writer"]
@@ -147,17 +149,16 @@ def convert_dataset(
     """Write `out/train`, `out/val` and `out/manifest.json` from `source` (or a mixture); return the manifest."""
     options.check()
     mixture = source if isinstance(source, Mixture) else Mixture([MixPart(source, 1.0)])
-    info = load_tokenizer(tokenizer_dir)
+    info = load_tokenizer(tokenizer_dir, options.objective)
     documents = [_checked_documents(part.source, options.max_documents) for part in mixture.parts]
     tallies = [SourceTally() for _ in mixture.parts]
     with (
         atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp,
-        encoder_pool(info.tokenizer, info.special_ids["sep"], info.dtype, options.workers) as pool,
+        encoder_pool(info.tokenizer, info.separator_id, info.dtype, options.workers) as pool,
     ):
         what = f"shards to '{os.path.abspath(out)}'"
-        cls_id = info.special_ids["cls"] if objective(options.objective).rows_start_with_cls else None
         writers = {
-            split: RowWriter(tmp / split, options.seq_len, cls_id, info.dtype, what, options.shard_bytes)
+            split: RowWriter(tmp / split, options.seq_len, info.row_start_id, info.dtype, what, options.shard_bytes)
             for split in _SPLITS
         }
         streams = [

@@ -3,7 +3,8 @@
 Each row is exactly seq_len tokens: [CLS], then seq_len - 1 tokens of the packed stream (each document
 followed by [SEP]); a document may continue from one row into the next, and the trailing partial row
 is dropped and counted. Causal-LM rows (`--objective causal`) have no [CLS]: all seq_len tokens are the
-packed stream, and the [SEP] after each document is its end-of-text token.
+packed stream, and each document is followed by its end-of-text token. [CLS], [SEP] and end-of-text are the
+tokenizer's own tokens for those roles (tokenizer_roles.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from composer_bert.data.contract import SHARD_HASH, SPECIAL_TOKENS, row_dtype, tokenizer_fingerprint
+from composer_bert.data.contract import SHARD_HASH, row_dtype, tokenizer_fingerprint
+from composer_bert.data.prep import tokenizer_roles
 from composer_bert.errors import UserError
+from composer_bert.objectives import DEFAULT_OBJECTIVE
 from composer_bert.run.files import write_errors
 
 
@@ -28,15 +31,18 @@ class TokenizerInfo:
     tokenizer: Tokenizer
     sha256: str
     vocab_size: int
-    special_ids: dict[str, int]
+    special_ids: dict[str, int]  # role -> id, every role the tokenizer has (tokenizer_roles.py)
+    row_start_id: int | None  # the [CLS]-like id each row starts with; None for rows without one
+    separator_id: int  # the id after each document: [SEP]-like, or end-of-text for causal rows
 
     @property
     def dtype(self) -> np.dtype:
         return row_dtype(self.vocab_size)
 
 
-def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
-    """Load `DIR/tokenizer.json` and check it has every special token the rows need."""
+def load_tokenizer(tokenizer_dir: str | Path, objective_name: str = DEFAULT_OBJECTIVE) -> TokenizerInfo:
+    """Load `DIR/tokenizer.json`, any Hugging Face tokenizer folder, and check it has the special tokens the rows of
+    `objective_name` need; which tokens those are the folder says (tokenizer_roles.py)."""
     path = Path(tokenizer_dir)
     if not path.is_dir():
         raise UserError(f"tokenizer directory '{path}' does not exist; train one with data_prep/train_tokenizer.py")
@@ -48,14 +54,11 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
         raise UserError(
             f"tokenizer in '{path}' cannot be loaded ({first_line}); retrain it with data_prep/train_tokenizer.py"
         ) from None
-    special_ids: dict[str, int] = {}
-    for role, token in SPECIAL_TOKENS.items():
-        token_id = tokenizer.token_to_id(token)
-        if token_id is None:
-            raise UserError(f"tokenizer in '{path}' has no {token} token; retrain it with data_prep/train_tokenizer.py")
-        special_ids[role] = token_id
+    special_ids = tokenizer_roles.special_ids(path, tokenizer.token_to_id)
+    tokenizer_roles.check_roles(path, special_ids, objective_name)
+    row_start_id, separator_id = tokenizer_roles.row_ids(special_ids, objective_name)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids)
+    return TokenizerInfo(path.resolve(), tokenizer, sha256, vocab_size, special_ids, row_start_id, separator_id)
 
 
 def row_mds_writer(out: Path, dtype: np.dtype, size_limit: int = 1 << 26) -> Any:
