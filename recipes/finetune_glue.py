@@ -19,6 +19,7 @@ import sys
 from composer_bert.errors import cli_entry
 from composer_bert.glue.config import FinetuneConfig
 from composer_bert.run.config import load_config, split_recipe_argv
+from composer_bert.run.trackers import check_trackers
 
 
 def _show_progress_lines() -> None:
@@ -37,6 +38,7 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     cfg = load_config(FinetuneConfig, *recipe)
+    check_trackers(cfg.loggers, cfg.save_folder)  # a bad tracker setting stops here, before anything is written
     from composer_bert.glue.runner import run_glue  # torch and Composer load after the config is valid
 
     _show_progress_lines()

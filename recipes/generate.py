@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 
-from composer_bert.errors import cli_entry
+from composer_bert.errors import UserError, cli_entry
 from composer_bert.generation.config import GenerateConfig
-from composer_bert.run.config import load_config
+from composer_bert.run.config import check_utf8_argument, load_config
 
 PROMPT_KEY = "prompt="
+USAGE = "recipes/generate.py checkpoint=PATH prompt=TEXT key=value ..."
 
 
 def split_prompt(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -31,12 +32,15 @@ def split_prompt(argv: list[str]) -> tuple[str | None, list[str]]:
 
 @cli_entry
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UserError(f"no checkpoint given; usage: {USAGE} (--help lists the keys)")
+    if argv[0] in ("-h", "--help"):
         print(__doc__)
         return
     prompt, overrides = split_prompt(argv)
     cfg = load_config(GenerateConfig, overrides=overrides)
     if prompt is not None:
+        check_utf8_argument(prompt, "prompt")
         cfg.prompt = prompt
     from composer_bert.generation.sampling import run_generate  # torch and transformers load after the config is valid
 

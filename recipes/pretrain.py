@@ -13,6 +13,7 @@ import sys
 from composer_bert.errors import cli_entry
 from composer_bert.pretrain.config import PretrainConfig
 from composer_bert.run.config import load_config, split_recipe_argv
+from composer_bert.run.trackers import check_trackers
 
 
 @cli_entry
@@ -22,6 +23,7 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     cfg = load_config(PretrainConfig, *recipe)
+    check_trackers(cfg.loggers, cfg.save_folder)  # a bad tracker setting stops here, before anything is written
     from composer_bert.pretrain.run import run_pretraining  # torch and Composer load after validation
     from composer_bert.pretrain.summary import format_result
 

@@ -25,9 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def run_cli(*args: str | Path | int, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run a repo script with this interpreter; return the CompletedProcess (never raises on exit code)."""
-    return _run([sys.executable, *map(str, args)], cwd, env, timeout)
+def run_cli(*args: str | bytes | Path | int, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run a repo script with this interpreter; return the CompletedProcess (never raises on exit code).
+
+    A `bytes` argument goes to the process as those bytes (e.g. ones that are not UTF-8)."""
+    return _run([sys.executable, *(arg if isinstance(arg, bytes) else str(arg) for arg in args)], cwd, env, timeout)
 
 
 def launch_two_ranks(script: str | Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600):
@@ -36,7 +38,7 @@ def launch_two_ranks(script: str | Path, *args: str, env: dict[str, str] | None 
     return _run([composer, "-n", "2", "--master_port", str(free_port()), str(script), *args], REPO, env, timeout)
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str] | None, timeout: int) -> subprocess.CompletedProcess:
+def _run(command: list[str | bytes], cwd: Path, env: dict[str, str] | None, timeout: int) -> subprocess.CompletedProcess:
     """`command` with `env` added to ours, its output captured as text; bounded by `timeout` seconds."""
     env = {**os.environ, **(env or {})}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

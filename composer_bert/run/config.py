@@ -89,11 +89,41 @@ def _layers(yaml_path: str | Path | None, overrides: list[str] | None) -> list[D
             raise UserError(f"config file '{path}' holds a {type(loaded).__name__.removesuffix('Config').lower()} at its top level; a recipe is a mapping of key: value lines")
         layers.append(loaded)
     for item in overrides or []:
+        check_utf8_argument(item, f"override '{item.split('=')[0]}'")
         if "=" not in item:
             raise UserError(f"override '{item}' is not of the form key=value (e.g. max_duration=100ba)")
     if overrides:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     return layers
+
+
+def _check_sections(node: dict[str, Any], schema: Any, prefix: str = "") -> None:
+    """A plain value where the schema has a section (`loggers.mlflow=yes`, `model=[1]`): name the key and say that
+    a section is expected, instead of OmegaConf's merge error, which names no key."""
+    hints = typing.get_type_hints(schema)
+    for name, value in node.items():
+        hint = hints.get(name)
+        if hint is None or isinstance(value, str) and value.startswith(("${", "???")):  # unknown keys: OmegaConf's
+            continue
+        key = f"{prefix}{name}"
+        section = _unwrap_optional(hint)
+        if typing.get_origin(section) is dict and is_dataclass(typing.get_args(section)[1]) and isinstance(value, dict):
+            for entry, item in value.items():  # name -> section (task_overrides)
+                _check_section_value(f"{key}.{entry}", item, typing.get_args(section)[1], optional=False)
+        elif is_dataclass(section):
+            _check_section_value(key, value, section, optional=section is not hint)
+
+
+def _check_section_value(key: str, value: Any, section: Any, optional: bool) -> None:
+    if isinstance(value, dict):
+        _check_sections(value, section, f"{key}.")
+    elif value is not None or not optional:
+        hints = typing.get_type_hints(section)
+        leaf = next((f.name for f in fields(section) if not is_dataclass(_unwrap_optional(hints[f.name]))), None)
+        example = f"{key}.{leaf or fields(section)[0].name}=VALUE"
+        turn = f"write {key}={{}} (or set its keys, e.g. {example}) to turn it on, or {key}=null to turn it off"
+        raise UserError(f"config key '{key}' is {value!r}, but it is a section, not a value; "
+                        f"{turn if optional else f'set its keys, e.g. {example}'}")  # fmt: skip
 
 
 def _migrate(layer: DictConfig, renamed: dict[str, str]) -> DictConfig:
@@ -127,9 +157,25 @@ def _section(container: dict[str, Any], path: list[str]) -> dict[str, Any] | Non
     return node if isinstance(node, dict) else None
 
 
+def check_utf8_argument(text: str, what: str) -> None:
+    """A command-line argument holds UTF-8 text: Python keeps other bytes as lone surrogates (surrogateescape),
+    which tokenizers, YAML and file names then fail on deep inside; here they are one line naming the byte."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"character U+{code:04X}"
+        raise UserError(
+            f"{what} is not UTF-8 text ({byte} at character {err.start + 1}); pass UTF-8 text "
+            "(check the terminal's or script's encoding, e.g. LANG=C.UTF-8)"
+        ) from None
+
+
 def split_recipe_argv(argv: list[str], usage: str) -> tuple[str, list[str]] | None:
     """A recipe script's arguments as (YAML path, `key=value` overrides); None when asked for help."""
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UserError(f"no recipe given; usage: {usage} (--help for more)")
+    if argv[0] in ("-h", "--help"):
         return None
     if not argv[0].endswith((".yaml", ".yml")):
         raise UserError(f"first argument '{argv[0]}' is not a YAML recipe; usage: {usage}")
@@ -142,6 +188,8 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
     renamed = getattr(schema, "RENAMED_KEYS", None)
     if renamed:
         layers = [_migrate(layer, renamed) for layer in layers]
+    for layer in layers:
+        _check_sections(OmegaConf.to_container(layer), schema)  # type: ignore[arg-type]
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
         missing = sorted(OmegaConf.missing_keys(merged))

@@ -147,7 +147,7 @@ def ensure_writable_dir(folder: str | Path, key: str) -> None:
         check_remote_folder(str(folder), key)
         return
     path = Path(folder)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = blocking_file(path)
     if blocker is not None:
         raise UserError(f"config key '{key}' is '{folder}', but '{blocker}' is a file; choose another {key}")
     try:
@@ -156,3 +156,25 @@ def ensure_writable_dir(folder: str | Path, key: str) -> None:
             pass
     except OSError as err:
         raise UserError(f"config key '{key}' is '{folder}', which cannot be written ({err.strerror}); choose another {key}") from None
+
+
+def blocking_file(folder: str | Path) -> Path | None:
+    """The regular file (or other non-folder) that `folder` is, or sits under; None when there is none."""
+    path = Path(folder)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def folder_problem(folder: str | Path) -> str | None:
+    """Why `folder` could not be made and written, found without creating anything; None when it can.
+
+    For checks that run before a run writes anything (a tracker's log folder): it is a file or under one, or
+    the nearest folder that exists is not writable.
+    """
+    blocker = blocking_file(folder)
+    if blocker is not None:
+        return f"'{blocker}' is a file"
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"'{existing}' is not writable"
+    return None

@@ -1,5 +1,6 @@
 """Experiment trackers for pretraining and GLUE finetuning alike: Composer's W&B, MLflow and TensorBoard
-logger destinations built from a `loggers:` section, and the run's config logged to them once.
+logger destinations built from a `loggers:` section, and the run's config logged to them once. What the tracker
+libraries raise becomes one line in `run/trackers.py`, which also checks their settings before a run starts.
 
 Every tracker sees what `metrics.jsonl` sees (Composer's metric names) under the Trainer's run name:
 the pretraining `run_name`, or `glue-{TASK}-seed{n}` for each GLUE run. A resumed pretraining run opens
@@ -15,6 +16,7 @@ from composer.loggers import LoggerDestination
 
 from composer_bert.errors import UserError
 from composer_bert.run.loggers_config import INSTALL_HINT, TrackersConfig, require_tracker_package
+from composer_bert.run.trackers import mlflow_errors, mlflow_uri
 
 
 def tracker_loggers(cfg: TrackersConfig, save_folder: str | Path) -> list[LoggerDestination]:
@@ -45,11 +47,12 @@ def _build(name: str, cfg: TrackersConfig, save_folder: str | Path) -> LoggerDes
 
         mlflow = cfg.mlflow
         assert mlflow is not None
-        return MLFlowLogger(
-            experiment_name=mlflow.experiment_name,
-            tracking_uri=mlflow.tracking_uri,
-            log_system_metrics=mlflow.log_system_metrics,
-        )
+        with mlflow_errors(mlflow_uri(mlflow)):  # it opens the store and the experiment here
+            return MLFlowLogger(
+                experiment_name=mlflow.experiment_name,
+                tracking_uri=mlflow.tracking_uri,
+                log_system_metrics=mlflow.log_system_metrics,
+            )
     from composer.loggers import TensorboardLogger
 
     tensorboard = cfg.tensorboard

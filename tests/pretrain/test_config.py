@@ -11,7 +11,7 @@ from composer_bert.glue.config import FinetuneConfig
 from composer_bert.optim.config import OptimizerConfig
 from composer_bert.pretrain.config import PretrainConfig, parse_budget_seconds
 from composer_bert.run.config import load_config
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, assert_one_error_line, run_cli
 
 RECIPES = sorted((REPO / "yamls" / "pretrain").glob("*.yaml"))
 
@@ -160,3 +160,55 @@ def test_loading_a_config_imports_nothing_heavy():
     result = run_cli("-c", code, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "schema, overrides, expected",
+    [
+        (PretrainConfig, ["loggers.mlflow=yes", "parallelism.fsdp=true"],  # OmegaConf said "config key '' ..."
+         "config key 'loggers.mlflow' is True, but it is a section, not a value; write loggers.mlflow={} (or set its "
+         "keys, e.g. loggers.mlflow.tracking_uri=VALUE) to turn it on, or loggers.mlflow=null to turn it off"),
+        (PretrainConfig, ["parallelism.fsdp=1"], "config key 'parallelism.fsdp' is 1, but it is a section"),
+        (PretrainConfig, ["model=[1]"], "config key 'model' is [1], but it is a section, not a value; set its keys, "
+                                        "e.g. model.objective=VALUE"),
+        (PretrainConfig, ["loggers=wandb"], "config key 'loggers' is 'wandb', but it is a section, not a value; set its "
+                                          "keys, e.g. loggers.progress_bar=VALUE"),
+        (FinetuneConfig, ["checkpoint=x", "task_overrides.RTE=3"], "config key 'task_overrides.RTE' is 3, but it is a section"),
+        (FinetuneConfig, ["checkpoint=x", "loggers.tensorboard=[a]"], "config key 'loggers.tensorboard' is ['a'], but it is a section"),
+    ],
+)  # fmt: skip
+def test_a_value_where_a_section_belongs_names_the_key(schema, overrides, expected):
+    recipe = "yamls/pretrain/tiny.yaml" if schema is PretrainConfig else "yamls/finetune/glue.yaml"
+    with pytest.raises(UserError) as caught:
+        load_config(schema, REPO / recipe, overrides)
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_value_where_a_section_belongs_in_the_yaml_names_the_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((REPO / "yamls/pretrain/tiny.yaml").read_text() + "  mlflow: yes\n")  # under loggers:
+    with pytest.raises(UserError, match=r"^config key 'loggers.mlflow' is True, but it is a section"):
+        load_config(PretrainConfig, recipe)
+
+
+@pytest.mark.parametrize(
+    "script, usage",
+    [
+        ("recipes/pretrain.py", "usage: recipes/pretrain.py RECIPE.yaml key=value"),
+        ("recipes/finetune_glue.py", "usage: recipes/finetune_glue.py RECIPE.yaml checkpoint=PATH"),
+        ("recipes/generate.py", "usage: recipes/generate.py checkpoint=PATH prompt=TEXT"),
+    ],
+)
+def test_a_recipe_without_arguments_is_the_usage_line_and_exit_2(script, usage):
+    result = run_cli(script, timeout=120)
+    assert_one_error_line(result, usage, "--help")
+    assert result.stdout == ""
+    helped = run_cli(script, "--help", timeout=120)
+    assert helped.returncode == 0 and f"python {script} " in helped.stdout
+
+
+def test_an_override_that_is_not_utf8_is_one_line(tmp_path):
+    save = tmp_path / "run"
+    result = run_cli("recipes/pretrain.py", "yamls/pretrain/tiny.yaml", f"save_folder={save}", b"run_name=r\xe9sum\xe9", timeout=120)
+    assert_one_error_line(result, "override 'run_name' is not UTF-8 text (byte 0xe9 at character 11)", "UTF-8")
+    assert not save.exists()

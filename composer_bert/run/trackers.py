@@ -1,0 +1,128 @@
+"""The boundaries with the tracker libraries: the one place where MLflow's and TensorBoard's failures become
+one `UserError` line (W&B's missing package is `loggers_config.require_tracker_package`'s).
+
+- MLflow: `check_mlflow` refuses, before anything is written, a tracking URI of a scheme MLflow has no store
+  for, a file store under a file, and a server that does not answer (probed once, with a short timeout, instead
+  of MLflow's minutes of retries); `mlflow_errors` turns what MLflow raises later, while Composer's logger opens
+  the experiment, into one line.
+- TensorBoard: `check_tensorboard` refuses a `log_dir` that cannot become a writable folder.
+
+`check_trackers` runs both; the recipes call it right after the config loads, before torch, Composer or any
+process group starts, so a bad tracker setting costs seconds and leaves no save folder behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from composer_bert.errors import UserError
+from composer_bert.run.files import folder_problem
+from composer_bert.run.loggers_config import MLflowConfig, TensorBoardConfig, TrackersConfig
+
+PROBE_SECONDS = 5.0  # how long the up-front probe waits for an MLflow server to answer
+_KEY = "loggers.mlflow.tracking_uri"
+_OFF = "or turn MLflow off with loggers.mlflow=null"
+
+
+def check_trackers(cfg: TrackersConfig, save_folder: str) -> None:
+    """Every selected tracker's setting, checked up front (each tracker's package is `cfg.check()`'s)."""
+    if cfg.mlflow is not None:
+        check_mlflow(cfg.mlflow)
+    if cfg.tensorboard is not None:
+        check_tensorboard(cfg.tensorboard, save_folder)
+
+
+def mlflow_uri(cfg: MLflowConfig) -> str:
+    """The tracking URI Composer's `MLFlowLogger` will use: the config's, else Databricks when DATABRICKS_TOKEN is
+    set, else MLflow's own (MLFLOW_TRACKING_URI, or the local ./mlruns)."""
+    if cfg.tracking_uri is not None:
+        return cfg.tracking_uri
+    if os.environ.get("DATABRICKS_TOKEN") is not None:
+        return "databricks"
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def check_mlflow(cfg: MLflowConfig) -> None:
+    """The tracking URI's scheme has an MLflow store, a file store can be written, and a server answers."""
+    uri = mlflow_uri(cfg)
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as registry
+    except ImportError:  # another MLflow layout: the store is then checked when the logger opens it
+        registry = None
+    if registry is not None:
+        try:
+            registry.get_store_builder(uri)  # looks the scheme up; opens and writes nothing
+        except Exception:
+            schemes = ", ".join(f"{scheme}:" for scheme in registry._registry if scheme)
+            raise UserError(
+                f"config key '{_KEY}' is '{uri}', a scheme MLflow has no store for; use an http(s):// server, a "
+                f"local file:///ABS/PATH, or one of: {schemes}"
+            ) from None
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        path = url2pathname(parsed.path) if parsed.scheme else uri
+        problem = folder_problem(path)
+        if problem is not None:
+            raise UserError(f"config key '{_KEY}' is '{uri}', but {problem}; choose another folder, {_OFF}")
+    elif parsed.scheme in ("http", "https"):
+        _probe_server(uri)
+
+
+def _probe_server(uri: str) -> None:
+    """One request to the server's /health page: any answer will do (even 401 or 404); no answer within
+    PROBE_SECONDS is one line, instead of MLflow's retries, which take minutes before failing."""
+    import requests  # MLflow's own HTTP client, so proxies (HTTPS_PROXY, NO_PROXY) apply as they will for MLflow
+    from urllib3.exceptions import InsecureRequestWarning
+
+    try:
+        with warnings.catch_warnings():  # reachability only: a certificate MLflow will reject is its own message
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+            requests.get(uri.rstrip("/") + "/health", timeout=PROBE_SECONDS, verify=False, allow_redirects=False)
+    except requests.Timeout:
+        raise UserError(f"the MLflow server at {uri} did not answer within {PROBE_SECONDS:g} s; check that it "
+                        f"is up and that {_KEY} is right, {_OFF}") from None  # fmt: skip
+    except requests.RequestException as err:
+        raise UserError(f"cannot reach the MLflow server at {uri} ({_reason(err)}); start it or fix {_KEY}, {_OFF}") from None
+
+
+def _reason(err: Exception) -> str:
+    """The operating system's words for a failed connection (requests buries them in a long message)."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(err))
+    return found.group(1).strip() if found else type(err).__name__
+
+
+@contextmanager
+def mlflow_errors(uri: str) -> Iterator[None]:
+    """What MLflow raises while Composer's `MLFlowLogger` opens the store and experiment, as one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"MLflow at {uri} failed: {first}; check {_KEY}, {_OFF}") from None
+
+
+def check_tensorboard(cfg: TensorBoardConfig, save_folder: str) -> None:
+    """TensorBoard's event folder (`log_dir`, else {save_folder}/tensorboard) is, or can become, a writable folder."""
+    log_dir = cfg.log_dir or str(Path(save_folder) / "tensorboard")
+    if "://" in log_dir:  # a bucket save_folder runs in a local temporary folder; a bucket log_dir is TensorBoard's
+        return
+    problem = folder_problem(log_dir)
+    if problem is None:
+        return
+    if cfg.log_dir:
+        raise UserError(f"config key 'loggers.tensorboard.log_dir' is '{log_dir}', but {problem}; choose another log_dir")
+    raise UserError(
+        f"TensorBoard's folder '{log_dir}' (under save_folder, as loggers.tensorboard.log_dir is unset) cannot be "
+        f"made: {problem}; set loggers.tensorboard.log_dir to a folder"
+    )

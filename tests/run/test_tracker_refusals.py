@@ -1,0 +1,104 @@
+"""The tracker boundaries (composer_bert/run/trackers.py): a bad MLflow or TensorBoard setting is one line through
+the real CLIs, within seconds, before anything is written (the shards are not even looked at: data.local names a
+folder that does not exist, so a check that came later would say so instead)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from composer_bert.errors import UserError
+from tests.helpers import REPO, assert_one_error_line, free_port, run_cli
+from tests.trackers import require_trackers
+
+RECIPES = {  # run in the test's folder, so that a relative path lands there
+    "pretrain": (REPO / "recipes/pretrain.py", REPO / "yamls/pretrain/tiny.yaml"),
+    "glue": (REPO / "recipes/finetune_glue.py", REPO / "yamls/finetune/glue.yaml", "checkpoint=missing.pt"),
+}
+
+
+def refused(tmp_path, *overrides: str, recipe: str = "pretrain"):
+    """`recipe` run in `tmp_path` with `overrides`, on shards (or a checkpoint) that do not exist; asserts that it
+    wrote nothing there, not even its save folder (the files the test put there stay as they were)."""
+    before = sorted(path.name for path in tmp_path.iterdir())
+    result = run_cli(
+        *RECIPES[recipe], f"data.local={tmp_path / 'no-shards'}" if recipe == "pretrain" else "tasks=[RTE]",
+        f"save_folder={tmp_path / 'out'}", *overrides, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert sorted(path.name for path in tmp_path.iterdir()) == before, "nothing written, not even the save folder"
+    return result
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_mlflow_uri_of_an_unknown_scheme_is_refused_before_anything_is_written(recipe, tmp_path):
+    require_trackers()
+    result = refused(tmp_path, "loggers.mlflow.tracking_uri=garbage://x", recipe=recipe)
+    assert_one_error_line(result, "'loggers.mlflow.tracking_uri' is 'garbage://x'", "no store for", "http", "file:///")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_mlflow_server_nobody_listens_on_is_one_line_not_minutes_of_retries(recipe, tmp_path):
+    require_trackers()
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there: refused at once (MLflow retried for 257 s)
+    result = refused(tmp_path, f"loggers.mlflow.tracking_uri={uri}", recipe=recipe)
+    assert_one_error_line(result, f"cannot reach the MLflow server at {uri}", "Connection refused", "loggers.mlflow=null")
+
+
+def test_mlflow_server_that_never_answers_times_out_the_probe(monkeypatch):
+    require_trackers()
+    from composer_bert.run import trackers
+    from composer_bert.run.loggers_config import MLflowConfig
+
+    monkeypatch.setattr(trackers, "PROBE_SECONDS", 0.5)
+    with socket.socket() as silent:  # accepts connections (the backlog) but never reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(UserError) as caught:
+            trackers.check_mlflow(MLflowConfig(tracking_uri=uri))
+    assert str(caught.value).startswith(f"the MLflow server at {uri} did not answer within 0.5 s;")
+
+
+def test_mlflow_file_store_under_a_file_is_refused(tmp_path):
+    require_trackers()
+    (tmp_path / "notes").write_text("a file")
+    uri = f"file://{tmp_path / 'notes' / 'mlruns'}"
+    result = refused(tmp_path, f"loggers.mlflow.tracking_uri={uri}")
+    assert_one_error_line(result, f"'loggers.mlflow.tracking_uri' is '{uri}'", f"'{tmp_path / 'notes'}' is a file")
+
+
+def test_what_mlflow_raises_while_the_logger_opens_is_one_line(monkeypatch):
+    """The second line of defence (the up-front check skipped): MLflow's own exception, mapped where the logger opens."""
+    require_trackers()
+    from composer_bert.run import loggers
+    from composer_bert.run.loggers_config import MLflowConfig, TrackersConfig
+
+    with pytest.raises(UserError) as caught:
+        loggers.tracker_loggers(TrackersConfig(mlflow=MLflowConfig(tracking_uri="garbage://x")), "unused")
+    assert str(caught.value).startswith("MLflow at garbage://x failed: ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_tensorboard_log_dir_that_is_a_file_is_one_line_up_front(recipe, tmp_path):
+    require_trackers()
+    (tmp_path / "events").write_text("a file")
+    result = refused(tmp_path, "loggers.tensorboard.log_dir=events", recipe=recipe)
+    assert_one_error_line(result, "'loggers.tensorboard.log_dir' is 'events', but 'events' is a file")
+
+
+def test_default_tensorboard_folder_blocked_by_a_file_names_the_unset_key(tmp_path):
+    require_trackers()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "tensorboard").write_text("a file")
+    result = refused(tmp_path, "loggers.tensorboard={}")
+    blocker = tmp_path / "out" / "tensorboard"
+    assert_one_error_line(result, f"TensorBoard's folder '{blocker}'", f"'{blocker}' is a file", "loggers.tensorboard.log_dir")
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["tensorboard"]
+
+
+def test_a_value_where_a_section_belongs_names_the_key_through_the_cli(tmp_path):
+    result = refused(tmp_path, "loggers.mlflow=yes", "parallelism.fsdp=true")
+    assert_one_error_line(
+        result, "config key 'loggers.mlflow' is True, but it is a section", "loggers.mlflow={}", "loggers.mlflow=null"
+    )
