@@ -7,10 +7,10 @@ Sources (`data.source`):
   jsonl     `PATH/<hf config>/<hf split>.jsonl` (e.g. `PATH/sst2/validation.jsonl`) with HF field names;
             labels as class ids or class names, STS-B scores as numbers.
 
-Nothing is dropped silently: a missing file, a row with the wrong number of columns, an unknown label
-or an empty split stops the run with one line naming the file and line. (The HF loading script itself
-skips rows with an empty label; we read what it returns.) TSVs are read with `QUOTE_NONE` because GLUE
-sentences contain unbalanced quotes, and blank lines are skipped since they hold no example.
+Nothing is dropped silently: a missing file, bytes that are not UTF-8, a row with the wrong number of
+columns, an unknown label or an empty split stops the run with one line naming the file and line. (The HF
+loading script itself skips rows with an empty label; we read what it returns.) TSVs are read with `QUOTE_NONE`
+because GLUE sentences contain unbalanced quotes, and blank lines are skipped since they hold no example.
 """
 
 from __future__ import annotations
@@ -92,12 +92,31 @@ def _check_not_empty(examples: GlueExamples) -> GlueExamples:
     return examples
 
 
+def _not_utf8(path: Path) -> UserError:
+    """The first line of `path` that is not UTF-8 (the decoder's own error names neither file nor line)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                byte = f"byte 0x{line[err.start]:02x} at column {err.start + 1}"
+                return UserError(f"{path}:{number} is not UTF-8 ({byte}); save the file as UTF-8 text")
+    return UserError(f"{path} is not UTF-8; save the file as UTF-8 text")
+
+
 def read_glue_tsv(task: GlueTask, path: Path) -> GlueExamples:
     """One TSV of the GLUE download, columns looked up by header name (CoLA: by its fixed layout)."""
     if not path.is_file():
         raise UserError(
             f"GLUE file '{path}' does not exist; data.path must hold the GLUE download ({task.glue_dir}/{path.name})"
         )
+    try:
+        return _check_not_empty(_read_tsv(task, path))
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _read_tsv(task: GlueTask, path: Path) -> GlueExamples:
     texts: list[tuple[str, ...]] = []
     labels: list[int | float] = []
     # utf-8-sig: MRPC's files start with a byte-order mark glued to the 'Quality' column name.
@@ -123,19 +142,22 @@ def read_glue_tsv(task: GlueTask, path: Path) -> GlueExamples:
                 )
             texts.append(tuple(row[i] for i in text_at))
             labels.append(tsv_label(task, row[label_at], where))
-    return _check_not_empty(GlueExamples(task, str(path), texts, labels))
+    return GlueExamples(task, str(path), texts, labels)
 
 
 def _jsonl_records(path: Path) -> Iterable[tuple[str, Any]]:
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where}: not valid JSON ({err.msg}); write one JSON object per line") from None
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{where}: not valid JSON ({err.msg}); write one JSON object per line") from None
+        except UnicodeDecodeError:  # reading the next line
+            raise _not_utf8(path) from None
 
 
 def read_jsonl(task: GlueTask, path: Path) -> GlueExamples:

@@ -207,6 +207,15 @@ def test_cola_with_header_like_row_is_an_unknown_label(tmp_path):
     assert "CoLA/train.tsv:1: unknown CoLA label 'label'" in message
 
 
+def test_jsonl_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "sst2" / "train.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b'{"sentence": "fine", "label": 1}\n\n{"sentence": "na\xefve", "label": 0}\n')
+    with pytest.raises(UserError) as caught:
+        load_examples(get_task("SST-2"), TRAIN_SPLIT, "jsonl", str(tmp_path))
+    assert str(caught.value) == f"{path}:3 is not UTF-8 (byte 0xef at column 17); save the file as UTF-8 text"
+
+
 def test_jsonl_missing_field_names_line(tmp_path):
     path = tmp_path / "sst2/train.jsonl"
     path.parent.mkdir()

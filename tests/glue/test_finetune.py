@@ -127,6 +127,21 @@ def test_cli_stops_on_bad_data_before_any_training(checkpoint, glue_dir, tmp_pat
     )
 
 
+def test_train_tsv_that_is_not_utf8_names_file_and_line_and_leaves_nothing(checkpoint, glue_dir, tmp_path, capsys):
+    shutil.copytree(glue_dir / "SST-2", tmp_path / "SST-2")
+    train = tmp_path / "SST-2" / "train.tsv"
+    lines = train.read_bytes().splitlines(keepends=True)
+    lines[4] = b"caf\xe9 au lait was great\t1\n"  # Latin-1, as a spreadsheet may save it
+    train.write_bytes(b"".join(lines))
+    save = tmp_path / "out"
+    args = [str(RECIPE), f"checkpoint={checkpoint}", "tasks=[SST-2]", "data.source=glue_dir", f"data.path={tmp_path}"]
+    with pytest.raises(SystemExit) as exit_info:
+        load_script_main(RECIPE_CLI)([*args, f"save_folder={save}", "max_seq_length=32"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {train}:5 is not UTF-8 (byte 0xe9 at column 4); save the file as UTF-8 text\n"
+    assert not save.exists(), "the save folder it proved writable is removed again"
+
+
 @pytest.mark.slow
 def test_save_folder_under_a_file_stops_the_cli_before_any_training(checkpoint, glue_dir, tmp_path):
     blocker = tmp_path / "results.txt"
