@@ -18,6 +18,7 @@ from torch import Tensor
 from composer_bert.errors import UserError
 from composer_bert.glue.config import DropoutConfig
 from composer_bert.models import ComposerClassifier
+from composer_bert.run.weights_files import safetensors_errors
 
 HF_PREFIX = "hf:"
 # Our finetuning dropout, mapped onto the config attribute names transformers encoders use (set where present).
@@ -107,14 +108,15 @@ class HFClassifier(ComposerClassifier):
         self.config = source.config
         self.num_labels = num_labels
         self.is_regression = num_labels == 1
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            source.name,
-            num_labels=num_labels,
-            problem_type="regression" if self.is_regression else "single_label_classification",
-            ignore_mismatched_sizes=True,  # a checkpoint's own head of another size is replaced by a fresh one
-            local_files_only=True,
-            **overrides,
-        )
+        with safetensors_errors(f"the .safetensors of checkpoint=hf:{source.name}", "save or download the model again"):
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                source.name,
+                num_labels=num_labels,
+                problem_type="regression" if self.is_regression else "single_label_classification",
+                ignore_mismatched_sizes=True,  # a checkpoint's own head of another size is replaced by a fresh one
+                local_files_only=True,
+                **overrides,
+            )
         # Segment ids only where the model has segment embeddings for them (RoBERTa-style models have one type).
         self.uses_token_types = getattr(self.model.config, "type_vocab_size", 0) > 1
         self.train_metrics, self.eval_metrics = self._metrics(), self._metrics()

@@ -17,6 +17,7 @@ from tests.generation.generation_helpers import (
     SEP,
     causal_checkpoint,
     causal_config,
+    export_cli,
     generate_cli,
     mlm_checkpoint,
     save_word_tokenizer,
@@ -187,6 +188,21 @@ def test_mlm_checkpoint_and_overlong_prompt_are_one_line(tmp_path, tokenizer_dir
     error = generate_error(capsys, f"checkpoint={checkpoint}", "prompt=the cat", "max_new_tokens=63")
     assert "set max_new_tokens=62" in error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mlm.pt"]
+
+
+def test_prompt_that_is_not_utf8_is_one_line(checkpoint):
+    result = run_cli("recipes/generate.py", f"checkpoint={checkpoint}", b"prompt=\xff\xfe", timeout=120)  # argv bytes
+    assert_one_error_line(result, "prompt is not UTF-8 text (byte 0xff at character 1)", "LANG=C.UTF-8")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("kept", [0, 8, 200, -100], ids=["empty", "length-only", "header-cut", "data-cut"])
+def test_export_whose_weights_are_cut_short_is_one_line(checkpoint, tmp_path, capsys, kept):
+    export_cli("--checkpoint", str(checkpoint), "--out", str(tmp_path / "export"))
+    weights = tmp_path / "export" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:kept])  # a full disk or an interrupted copy
+    error = generate_error(capsys, f"checkpoint={tmp_path / 'export'}", "prompt=the cat")
+    assert error.startswith(f"error: damaged weights in '{weights}' (") and error.endswith("; export again (recipes/export_hf.py)\n")
 
 
 @pytest.mark.slow

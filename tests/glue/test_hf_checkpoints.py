@@ -20,6 +20,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from composer_bert.errors import UserError
 from tests.helpers import REPO, assert_one_error_line, run_cli
 
 WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull fun boring red blue big small".split()
@@ -169,6 +170,22 @@ def test_model_folder_without_tokenizer_is_one_line(glue_dir, tmp_path):
         path.unlink()
     done = _finetune(f"hf:{tmp_path / 'model'}", glue_dir, tmp_path / "g")
     assert_one_error_line(done, "has no tokenizer", after_other_output=True)
+
+
+def test_model_folder_with_weights_cut_short_is_one_line(tmp_path):
+    """transformers reads the weights itself here; the safetensors boundary (run/weights_files.py) still names them."""
+    from composer_bert.glue.config import DropoutConfig
+    from composer_bert.glue.hf_model import HFClassifier, load_hf_source
+
+    _bert_checkpoint(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(UserError) as caught:
+        HFClassifier(load_hf_source(str(tmp_path / "model")), 2, DropoutConfig())
+    assert str(caught.value) == (
+        f"damaged weights in the .safetensors of checkpoint=hf:{tmp_path / 'model'} (invalid header length); "
+        "save or download the model again"
+    )
 
 
 @pytest.mark.slow
