@@ -30,6 +30,7 @@ def refused(tmp_path, *overrides: str, recipe: str = "pretrain"):
     return result
 
 
+@pytest.mark.slow  # ~4 s: importing MLflow in the CLI
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_mlflow_uri_of_an_unknown_scheme_is_refused_before_anything_is_written(recipe, tmp_path):
     require_trackers()
@@ -37,6 +38,7 @@ def test_mlflow_uri_of_an_unknown_scheme_is_refused_before_anything_is_written(r
     assert_one_error_line(result, "'loggers.mlflow.tracking_uri' is 'garbage://x'", "no store for", "http", "file:///")
 
 
+@pytest.mark.slow  # ~4 s: importing MLflow in the CLI
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_mlflow_server_nobody_listens_on_is_one_line_not_minutes_of_retries(recipe, tmp_path):
     require_trackers()
@@ -60,6 +62,7 @@ def test_mlflow_server_that_never_answers_times_out_the_probe(monkeypatch):
     assert str(caught.value).startswith(f"the MLflow server at {uri} did not answer within 0.5 s;")
 
 
+@pytest.mark.slow  # ~4 s: importing MLflow in the CLI
 def test_mlflow_file_store_under_a_file_is_refused(tmp_path):
     require_trackers()
     (tmp_path / "notes").write_text("a file")
