@@ -47,12 +47,10 @@ class Objective:
     train_metrics: tuple[str, ...]  # metric names (models/composer_model.py METRICS) the wrapper logs in training
     eval_metrics: tuple[str, ...]  # and in evaluation
     summary: SummaryRow
-    # Hugging Face (hf/): the transformers model_type that `model.init_from=hf:DIR` reads and a native export
-    # writes; the predicate saying whether a config is that architecture (then the export is `native_class`,
-    # with no remote code); otherwise the remote-code class of hf/modeling_composer_bert.py and its Auto class
-    hf_model_type: str
-    native_export: str
-    native_class: str
+    # Hugging Face (hf/): the transformers architectures (hf/families.py) whose folders `model.init_from=hf:DIR`
+    # and `checkpoint=hf:DIR` read and whose class a native export writes when the config is exactly one of
+    # them; otherwise the export is the remote-code class of hf/modeling_composer_bert.py, under its Auto class
+    hf_families: tuple[str, ...]
     remote_code_class: str
     remote_auto_class: str
     ends_documents_with_eos: bool  # exported tokenizer: the end-of-text token is eos, no special tokens added
@@ -66,9 +64,6 @@ class Objective:
     def accepted_by(self, recipe: str) -> bool:
         return recipe in self.recipes
 
-    def exports_natively(self, model_config: Any) -> bool:
-        """Whether `model_config` is exactly `native_class`'s architecture (exported without remote code)."""
-        return bool(self.load("native_export")(model_config))
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -86,9 +81,7 @@ OBJECTIVES: dict[str, Objective] = {
         train_metrics=("MaskedAccuracy", "LanguageCrossEntropy"),
         eval_metrics=("MaskedAccuracy", "LanguageCrossEntropy", "LanguagePerplexity"),
         summary=SummaryRow("eval_masked_accuracy", "eval masked accuracy", ".4f"),
-        hf_model_type="bert",
-        native_export="composer_bert.models.hf_bert:is_plain_bert",
-        native_class="BertForMaskedLM",
+        hf_families=("bert", "modernbert"),
         remote_code_class="ComposerBertForMaskedLM",
         remote_auto_class="AutoModelForMaskedLM",
         ends_documents_with_eos=False,
@@ -108,9 +101,7 @@ OBJECTIVES: dict[str, Objective] = {
         train_metrics=("LanguageCrossEntropy",),
         eval_metrics=("LanguageCrossEntropy", "LanguagePerplexity"),
         summary=SummaryRow("eval_perplexity", "eval perplexity", ".3f"),
-        hf_model_type="llama",
-        native_export="composer_bert.hf.llama:is_llama",
-        native_class="LlamaForCausalLM",
+        hf_families=("llama",),
         remote_code_class="ComposerBertForCausalLM",
         remote_auto_class="AutoModelForCausalLM",
         ends_documents_with_eos=True,

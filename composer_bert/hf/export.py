@@ -1,8 +1,8 @@
 """Export to a Hugging Face directory that `transformers` loads without composer-bert (read back by `hf.load`).
 
-A plain original-BERT config exports as `transformers`' own `BertForMaskedLM` /
-`BertForSequenceClassification`, and a causal model with Llama's switches as `LlamaForCausalLM` (`hf/llama.py`),
-both without remote code. Every other config exports as remote code: our model
+A config that is exactly a transformers architecture (hf/families.py: original BERT, ModernBERT, Llama) exports as
+`transformers`' own class (`BertForMaskedLM` / `BertForSequenceClassification`, `ModernBertForMaskedLM`,
+`LlamaForCausalLM`), without remote code. Every other config exports as remote code: our model
 sources are copied next to the weights with their `composer_bert` imports rewritten to relative ones
 (`hf/remote_code.py`), and config.json's `auto_map` points `transformers` at the wrappers in `modeling_composer_bert.py`, so
 `from_pretrained(dir, trust_remote_code=True)` runs exactly the modules we trained.
@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from composer_bert.errors import UserError
+from composer_bert.hf.families import native_family
 from composer_bert.hf.remote_code import remote_code_files
 from composer_bert.models.config import ModelConfig
 from composer_bert.objectives import Objective, objective
@@ -109,7 +110,8 @@ def export_checkpoint(
     config, state = pretrained.model_config, pretrained.state_dict
     if "classifier.weight" not in state:
         entry = objective(config.objective)
-        kind = f"{entry.short} as transformers {entry.native_class}" if entry.exports_natively(config) else entry.short
+        family = native_family(entry, config)
+        kind = entry.short if family is None else f"{entry.short} as transformers {family.native_class}"
         return export_language_model(state, config, tokenizer_dir, out_dir, overwrite), kind
     num_labels = state["classifier.weight"].shape[0]
     info = pretrained.classifier  # a GLUE model file names its task's labels; None for regression
@@ -147,15 +149,16 @@ def _save_model(
     out_dir: Path,
     eos_token_id: int | None = None,
 ) -> None:
-    """Weights and config.json: transformers' own class when the config is exactly its architecture (the
-    objective's `native_class`: BERT, Llama), remote code otherwise."""
+    """Weights and config.json: transformers' own class when the config is exactly its architecture (one of the
+    objective's `hf_families`), remote code otherwise."""
     from composer_bert.hf import modeling_composer_bert
     from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
 
     label_kwargs = {} if num_labels is None else _label_kwargs(num_labels, label_names)
     entry = objective(model_config.objective)
-    if entry.exports_natively(model_config):
-        _NATIVE_WRITERS[entry.hf_model_type](state, model_config, out_dir, label_kwargs, eos_token_id)
+    family = native_family(entry, model_config, classifier=num_labels is not None)
+    if family is not None:
+        family.write(state, model_config, out_dir, label_kwargs, eos_token_id)
         return
     hf_config = ComposerBertConfig.from_model_config(model_config, auto_map=auto_map(entry), **label_kwargs)
     if entry.ends_documents_with_eos:
@@ -169,18 +172,6 @@ def _save_model(
         (out_dir / name).write_text(source)
 
 
-def _save_llama(
-    state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None
-) -> None:
-    from transformers import LlamaForCausalLM
-
-    from composer_bert.hf.llama import llama_config, state_dict_to_llama
-
-    hf_model = LlamaForCausalLM(llama_config(model_config, eos_token_id))
-    hf_model.load_state_dict(state_dict_to_llama(state, model_config), strict=not model_config.tie_embeddings)
-    hf_model.save_pretrained(out_dir, safe_serialization=True)
-
-
 def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
     kwargs: dict = {"num_labels": num_labels}
     if num_labels == 1:
@@ -189,25 +180,6 @@ def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {name: index for index, name in enumerate(label_names)}
     return kwargs
-
-
-def _save_plain_bert(
-    state: dict[str, Tensor], model_config: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None
-) -> None:
-    _plain_bert_model(state, model_config, label_kwargs).save_pretrained(out_dir, safe_serialization=True)
-
-
-def _plain_bert_model(state: dict[str, Tensor], model_config: ModelConfig, label_kwargs: dict) -> nn.Module:
-    from transformers import BertForMaskedLM, BertForSequenceClassification
-
-    from composer_bert.models.hf_bert import hf_config_from_model_config, state_dict_to_hf_bert
-
-    hf_config = hf_config_from_model_config(model_config)
-    for key, value in label_kwargs.items():
-        setattr(hf_config, key, value)
-    hf_model = BertForSequenceClassification(hf_config) if label_kwargs else BertForMaskedLM(hf_config)
-    hf_model.load_state_dict(state_dict_to_hf_bert(state, model_config), strict=True)
-    return hf_model
 
 
 def _write_full_config(path: Path, model_config: ModelConfig) -> None:
@@ -260,7 +232,3 @@ def _as_causal_tokenizer(tokenizer) -> int | None:
     if tokenizer.eos_token is None and eos_token_id is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_token_id)
     return eos_token_id
-
-
-# An objective's `hf_model_type` -> the writer of its native export: (state, config, out_dir, label kwargs, eos id).
-_NATIVE_WRITERS = {"bert": _save_plain_bert, "llama": _save_llama}

@@ -103,8 +103,12 @@ def _model(cfg: PretrainConfig, model_cfg: ModelConfig, shards: ShardSet, resumi
         from composer_bert.hf.load import init_state_from_hf
 
         state = init_state_from_hf(cfg.model.init_from, model_cfg, shards.contract.tokenizer_sha256)
-        model.model.load_state_dict(state)  # each rank: same files
+        loaded = model.model.load_state_dict(state, strict=False)  # each rank: same files
+        if loaded.unexpected_keys or any(not key.startswith("head.") for key in loaded.missing_keys):
+            raise UserError(f"model.init_from: the weights do not fit the model ({loaded}); check the model: keys")
         log.warning("initialized the model from %s", cfg.model.init_from)
+        if loaded.missing_keys and dist.get_global_rank() == 0:  # a bare trunk, such as a sentence-embedding model
+            print(f"{cfg.model.init_from} has no LM head: the run starts with a freshly initialised head", flush=True)
     return model
 
 

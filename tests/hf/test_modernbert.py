@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -149,3 +150,35 @@ def test_switches_modernbert_cannot_take_together_are_one_line(overrides, key):
     cfg = tiny_config(**{"global_attn_every_n_layers": 3, "num_layers": 4, "position_embedding": "rotary", **overrides})
     with pytest.raises(UserError, match=key):
         validate(cfg, "model.")
+
+
+# ------------------------------------------------------------------------------ folders in and out
+
+
+def test_hf_folder_through_ours_and_back_is_the_same_tensors(tmp_path):
+    """A ModernBERT folder read as ours (hf/families.py) and exported again, no training between: identical files."""
+    from safetensors.torch import load_file
+
+    from composer_bert.hf.export import export_language_model
+    from composer_bert.hf.load import load_exported
+    from tests.tokenizer_helpers import modernbert_tokenizer
+
+    folder = modernbert_tokenizer(tmp_path / "hf")
+    vocab = len(transformers.PreTrainedTokenizerFast.from_pretrained(str(folder)))
+    randomized(transformers.ModernBertForMaskedLM(hf_config(vocab_size=vocab, pad_token_id=400))).save_pretrained(folder)
+    pretrained = load_exported(folder)
+    assert is_modernbert(pretrained.model_config) and pretrained.model_config.vocab_size == vocab
+    out = export_language_model(pretrained.state_dict, pretrained.model_config, folder, tmp_path / "out")
+    assert not list(out.glob("*.py")) and json.loads((out / "config.json").read_text())["model_type"] == "modernbert"
+    before, after = load_file(folder / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    for key, tensor in before.items():
+        assert torch.equal(after[key], tensor), key
+
+
+def test_a_bare_trunk_folder_reads_without_a_head(tmp_path):
+    from composer_bert.hf.load import load_exported
+
+    randomized(transformers.ModernBertModel(hf_config())).save_pretrained(tmp_path)
+    state = load_exported(tmp_path).state_dict
+    assert state and all(key.startswith("bert.") for key in state)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from composer_bert.batch import IGNORE_INDEX
 from composer_bert.data.contract import ShardContract, read_manifest, tokenizer_fingerprint
@@ -19,41 +18,19 @@ from composer_bert.data.prep.tokenizer_training import save_pretrained_fast, tra
 from composer_bert.errors import UserError
 from tests.data.shard_helpers import read_rows, split_loader
 from tests.helpers import REPO, assert_one_error_line, run_cli
+from tests.tokenizer_helpers import (
+    ENDOFTEXT,
+    MODERNBERT_ROLES,
+    MODERNBERT_SPECIALS,
+    byte_level_bpe,
+    modernbert_tokenizer,
+    save_hf_folder,
+)
 
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
-BPE_VOCAB = 400
-# ModernBERT's way: a byte-level BPE whose special tokens come after its merges (its [CLS] is 50281), its
-# padding token one of its own (here <|padding|>), and a literal [PAD] that is not the padding role.
-MODERNBERT_SPECIALS = ["<|padding|>", "[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-MODERNBERT_ROLES = {"cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "pad": "<|padding|>", "unk": "[UNK]"}
-ENDOFTEXT = "<|endoftext|>"
-
-
-def byte_level_bpe(specials: list[str]) -> Tokenizer:
-    """A byte-level BPE of BPE_VOCAB merges on synthetic text, `specials` appended after them (ids BPE_VOCAB...)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tokenizer.train_from_iterator(synthetic_documents(300, seed=0), trainer=trainer)
-    tokenizer.add_special_tokens(specials)
-    return tokenizer
-
-
-def save_hf_folder(tokenizer: Tokenizer, out: Path, **role_tokens: str) -> Path:
-    """`tokenizer` saved by transformers' save_pretrained, its roles named by `role_tokens` (cls_token=...)."""
-    from transformers import PreTrainedTokenizerFast
-
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **role_tokens).save_pretrained(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def modernbert_like(tmp_path_factory) -> Path:
-    roles = {f"{role}_token": token for role, token in MODERNBERT_ROLES.items()}
-    return save_hf_folder(byte_level_bpe(MODERNBERT_SPECIALS), tmp_path_factory.mktemp("modernbert"), **roles)
+    return modernbert_tokenizer(tmp_path_factory.mktemp("modernbert"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,184 @@
+"""The transformers architectures our model can be exactly: BERT, ModernBERT (masked LM) and Llama (causal LM).
+
+Each family says which `model_type` its folders carry, which class a native export writes, whether a
+`ModelConfig` is exactly that architecture, and how to write and read its weights. An objective's
+`hf_families` (objectives.py) lists the ones it exports to and starts from; a config none of them matches
+exports as remote code (hf/export.py). Adding an architecture is one entry here plus its own weight-mapping
+module (as hf/llama.py, hf/modernbert.py, models/hf_bert.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from composer_bert.errors import UserError
+from composer_bert.models.config import ModelConfig
+from composer_bert.objectives import Objective
+
+# (state, model config, out dir, label kwargs of a classifier or {}, eos id of a causal model) -> files in out dir
+Writer = Callable[[dict[str, Tensor], ModelConfig, Path, dict, "int | None"], None]
+# (folder, config to take the keys the family has no counterpart for, or None) -> our config and weights; the
+# weights lack `head.*` when the folder has no LM head (a bare trunk)
+Reader = Callable[[Path, "ModelConfig | None"], "tuple[ModelConfig, dict[str, Tensor]]"]
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str  # config.json's
+    native_class: str  # what a language-model export of this family is
+    matches: Callable[[ModelConfig], bool]  # the config computes exactly this architecture
+    write: Writer
+    read: Reader
+    writes_classifiers: bool  # its sequence classifier is ours too (else classifiers export as remote code)
+
+
+def _weights(directory: Path) -> dict[str, Tensor]:
+    from composer_bert.hf.load import read_weights
+
+    return read_weights(directory)
+
+
+# ------------------------------------------------------------------------------------------------ BERT
+
+
+def _is_plain_bert(cfg: ModelConfig) -> bool:
+    from composer_bert.models.hf_bert import is_plain_bert
+
+    return is_plain_bert(cfg)
+
+
+def _write_bert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
+    from transformers import BertForMaskedLM, BertForSequenceClassification
+
+    from composer_bert.models.hf_bert import hf_config_from_model_config, state_dict_to_hf_bert
+
+    hf_config = hf_config_from_model_config(cfg)
+    for key, value in label_kwargs.items():
+        setattr(hf_config, key, value)
+    hf_model = BertForSequenceClassification(hf_config) if label_kwargs else BertForMaskedLM(hf_config)
+    hf_model.load_state_dict(state_dict_to_hf_bert(state, cfg), strict=True)
+    hf_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _read_bert(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """A BertForMaskedLM / BertForSequenceClassification / bare BertModel folder (its pretraining NSP head dropped)."""
+    from transformers import BertConfig
+
+    from composer_bert.models.hf_bert import model_config_from_hf, state_dict_from_hf_bert
+
+    try:
+        model_config = model_config_from_hf(BertConfig.from_pretrained(str(directory)))
+    except ValueError as err:
+        raise UserError(f"'{directory}': {str(err).splitlines()[0]}") from None
+    hf_state = {key: value for key, value in _weights(directory).items() if not key.startswith("cls.seq_relationship.")}
+    if not any(key.startswith("bert.") for key in hf_state):  # a BertModel's save_pretrained
+        hf_state = {f"bert.{key}": value for key, value in hf_state.items()}
+    try:
+        return model_config, state_dict_from_hf_bert(hf_state, model_config)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"'{directory}' is not a BERT checkpoint this package reads: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------ ModernBERT
+
+
+def _is_modernbert(cfg: ModelConfig) -> bool:
+    from composer_bert.hf.modernbert import is_modernbert
+
+    return is_modernbert(cfg)
+
+
+def _write_modernbert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
+    """A ModernBertForMaskedLM; its config names the [CLS]/[SEP] ids of the tokenizer already saved in `out_dir`."""
+    from transformers import ModernBertForMaskedLM, PreTrainedTokenizerFast
+
+    from composer_bert.hf.modernbert import modernbert_config, state_dict_to_modernbert
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
+    special_ids = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
+    hf_model = ModernBertForMaskedLM(modernbert_config(cfg, special_ids))
+    hf_model.load_state_dict(state_dict_to_modernbert(state, cfg), strict=True)
+    hf_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _read_modernbert(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
+    from transformers import ModernBertConfig
+
+    from composer_bert.hf.modernbert import model_config_from_modernbert, state_dict_from_modernbert
+
+    model_config = model_config_from_modernbert(ModernBertConfig.from_pretrained(str(directory)), base)
+    hf_state = {key: value for key, value in _weights(directory).items() if not key.startswith("classifier.")}
+    try:
+        return model_config, state_dict_from_modernbert(hf_state, model_config)
+    except KeyError as err:
+        raise UserError(f"'{directory}' lacks the ModernBERT weight {err}; save a complete ModernBertForMaskedLM") from None
+
+
+# ----------------------------------------------------------------------------------------------- Llama
+
+
+def _is_llama(cfg: ModelConfig) -> bool:
+    from composer_bert.hf.llama import is_llama
+
+    return is_llama(cfg)
+
+
+def _write_llama(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
+    from transformers import LlamaForCausalLM
+
+    from composer_bert.hf.llama import llama_config, state_dict_to_llama
+
+    hf_model = LlamaForCausalLM(llama_config(cfg, eos_token_id))
+    hf_model.load_state_dict(state_dict_to_llama(state, cfg), strict=not cfg.tie_embeddings)
+    hf_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _read_llama(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """A `LlamaForCausalLM` folder (ours or any whose shape our blocks compute) as `CausalLM` weights."""
+    from transformers import LlamaConfig
+
+    from composer_bert.hf.llama import model_config_from_llama, state_dict_from_llama
+
+    model_config = model_config_from_llama(LlamaConfig.from_pretrained(str(directory)), base)
+    try:
+        return model_config, state_dict_from_llama(_weights(directory), model_config)
+    except KeyError as err:
+        raise UserError(f"'{directory}' lacks the Llama weight {err}; save a complete LlamaForCausalLM") from None
+
+
+FAMILIES: dict[str, Family] = {
+    family.model_type: family
+    for family in (
+        Family("bert", "BertForMaskedLM", _is_plain_bert, _write_bert, _read_bert, writes_classifiers=True),
+        Family("modernbert", "ModernBertForMaskedLM", _is_modernbert, _write_modernbert, _read_modernbert, False),
+        Family("llama", "LlamaForCausalLM", _is_llama, _write_llama, _read_llama, writes_classifiers=False),
+    )
+}
+
+
+def families_of(entry: Objective) -> list[Family]:
+    return [FAMILIES[name] for name in entry.hf_families]
+
+
+def native_family(entry: Objective, cfg: ModelConfig, classifier: bool = False) -> Family | None:
+    """The family a model of objective `entry` and config `cfg` exports as (None: remote code)."""
+    for family in families_of(entry):
+        if family.matches(cfg) and (family.writes_classifiers or not classifier):
+            return family
+    return None
+
+
+def folder_model_type(directory: Path, what: str) -> str | None:
+    """config.json's model_type of a folder; `what` names the setting in the one-line error."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{what}: '{directory}' has no config.json; pass a transformers model folder")
+    try:
+        return json.loads(config_path.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what}: '{config_path}' is not valid JSON ({err}); save or export the model again") from None
