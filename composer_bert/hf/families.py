@@ -22,9 +22,10 @@ from composer_bert.objectives import Objective
 
 # (state, model config, out dir, label kwargs of a classifier or {}, eos id of a causal model) -> files in out dir
 Writer = Callable[[dict[str, Tensor], ModelConfig, Path, dict, "int | None"], None]
-# (folder, config to take the keys the family has no counterpart for, or None) -> our config and weights; the
-# weights lack `head.*` when the folder has no LM head (a bare trunk)
-Reader = Callable[[Path, "ModelConfig | None"], "tuple[ModelConfig, dict[str, Tensor]]"]
+# (folder, config to take the keys the family has no counterpart for, or None) -> our config of the folder
+ConfigReader = Callable[[Path, "ModelConfig | None"], ModelConfig]
+# (folder, that config) -> our weights; without `head.*` when the folder has no LM head (a bare trunk)
+Reader = Callable[[Path, ModelConfig], "dict[str, Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,13 @@ class Family:
     native_class: str  # what a language-model export of this family is
     matches: Callable[[ModelConfig], bool]  # the config computes exactly this architecture
     write: Writer
-    read: Reader
+    read_config: ConfigReader
+    read_state: Reader
     writes_classifiers: bool  # its sequence classifier is ours too (else classifiers export as remote code)
+
+    def read(self, directory: Path, base: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Tensor]]:
+        model_config = self.read_config(directory, base)
+        return model_config, self.read_state(directory, model_config)
 
 
 def _weights(directory: Path) -> dict[str, Tensor]:
@@ -65,21 +71,26 @@ def _write_bert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict
     hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
-def _read_bert(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """A BertForMaskedLM / BertForSequenceClassification / bare BertModel folder (its pretraining NSP head dropped)."""
+def _bert_config(directory: Path, base: ModelConfig | None) -> ModelConfig:
     from transformers import BertConfig
 
-    from composer_bert.models.hf_bert import model_config_from_hf, state_dict_from_hf_bert
+    from composer_bert.models.hf_bert import model_config_from_hf
 
     try:
-        model_config = model_config_from_hf(BertConfig.from_pretrained(str(directory)))
+        return model_config_from_hf(BertConfig.from_pretrained(str(directory)))
     except ValueError as err:
         raise UserError(f"'{directory}': {str(err).splitlines()[0]}") from None
+
+
+def _read_bert(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]:
+    """A BertForMaskedLM / BertForSequenceClassification / bare BertModel folder (its pretraining NSP head dropped)."""
+    from composer_bert.models.hf_bert import state_dict_from_hf_bert
+
     hf_state = {key: value for key, value in _weights(directory).items() if not key.startswith("cls.seq_relationship.")}
     if not any(key.startswith("bert.") for key in hf_state):  # a BertModel's save_pretrained
         hf_state = {f"bert.{key}": value for key, value in hf_state.items()}
     try:
-        return model_config, state_dict_from_hf_bert(hf_state, model_config)
+        return state_dict_from_hf_bert(hf_state, model_config)
     except (ValueError, KeyError) as err:
         raise UserError(f"'{directory}' is not a BERT checkpoint this package reads: {err}") from None
 
@@ -106,15 +117,20 @@ def _write_modernbert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs
     hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
-def _read_modernbert(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
+def _modernbert_config(directory: Path, base: ModelConfig | None) -> ModelConfig:
     from transformers import ModernBertConfig
 
-    from composer_bert.hf.modernbert import model_config_from_modernbert, state_dict_from_modernbert
+    from composer_bert.hf.modernbert import model_config_from_modernbert
 
-    model_config = model_config_from_modernbert(ModernBertConfig.from_pretrained(str(directory)), base)
+    return model_config_from_modernbert(ModernBertConfig.from_pretrained(str(directory)), base)
+
+
+def _read_modernbert(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]:
+    from composer_bert.hf.modernbert import state_dict_from_modernbert
+
     hf_state = {key: value for key, value in _weights(directory).items() if not key.startswith("classifier.")}
     try:
-        return model_config, state_dict_from_modernbert(hf_state, model_config)
+        return state_dict_from_modernbert(hf_state, model_config)
     except KeyError as err:
         raise UserError(f"'{directory}' lacks the ModernBERT weight {err}; save a complete ModernBertForMaskedLM") from None
 
@@ -138,15 +154,20 @@ def _write_llama(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dic
     hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
-def _read_llama(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """A `LlamaForCausalLM` folder (ours or any whose shape our blocks compute) as `CausalLM` weights."""
+def _llama_config(directory: Path, base: ModelConfig | None) -> ModelConfig:
+    """A `LlamaForCausalLM` folder's (ours or any whose shape our blocks compute)."""
     from transformers import LlamaConfig
 
-    from composer_bert.hf.llama import model_config_from_llama, state_dict_from_llama
+    from composer_bert.hf.llama import model_config_from_llama
 
-    model_config = model_config_from_llama(LlamaConfig.from_pretrained(str(directory)), base)
+    return model_config_from_llama(LlamaConfig.from_pretrained(str(directory)), base)
+
+
+def _read_llama(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]:
+    from composer_bert.hf.llama import state_dict_from_llama
+
     try:
-        return model_config, state_dict_from_llama(_weights(directory), model_config)
+        return state_dict_from_llama(_weights(directory), model_config)
     except KeyError as err:
         raise UserError(f"'{directory}' lacks the Llama weight {err}; save a complete LlamaForCausalLM") from None
 
@@ -154,9 +175,10 @@ def _read_llama(directory: Path, base: ModelConfig | None) -> tuple[ModelConfig,
 FAMILIES: dict[str, Family] = {
     family.model_type: family
     for family in (
-        Family("bert", "BertForMaskedLM", _is_plain_bert, _write_bert, _read_bert, writes_classifiers=True),
-        Family("modernbert", "ModernBertForMaskedLM", _is_modernbert, _write_modernbert, _read_modernbert, False),
-        Family("llama", "LlamaForCausalLM", _is_llama, _write_llama, _read_llama, writes_classifiers=False),
+        Family("bert", "BertForMaskedLM", _is_plain_bert, _write_bert, _bert_config, _read_bert, True),
+        Family("modernbert", "ModernBertForMaskedLM", _is_modernbert, _write_modernbert, _modernbert_config,
+               _read_modernbert, False),
+        Family("llama", "LlamaForCausalLM", _is_llama, _write_llama, _llama_config, _read_llama, False),
     )
 }
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from composer_bert.errors import UserError
-from composer_bert.hf.families import FAMILIES, families_of, folder_model_type
+from composer_bert.hf.families import FAMILIES, Family, families_of, folder_model_type
 from composer_bert.models.config import ModelConfig
 from composer_bert.objectives import objective
 from composer_bert.run.checkpoint import Pretrained, load_composer_checkpoint
@@ -88,21 +88,21 @@ INIT_FROM_PREFIX = "hf:"
 # Keys that shape the weights: each must equal the checkpoint's (dropout, init_std, sparse_prediction and
 # pad_vocab_multiple do not change what the weights mean, so they stay the recipe's).
 SHAPE_KEYS = (
-    "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
-    "type_vocab_size", "pad_token_id", "norm_eps", "tie_embeddings", "norm_placement", "final_norm", "norm_type",
-    "embedding_norm", "ffn_type", "qkv_bias", "linear_bias", "decoder_bias", "position_embedding", "head_transform",
-    "rope_theta", "global_attn_every_n_layers", "local_attention", "local_rope_theta", "first_attn_norm",
+    "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "type_vocab_size", "pad_token_id",
+    "norm_eps", "tie_embeddings", "norm_placement", "final_norm", "norm_type", "embedding_norm", "ffn_type",
+    "qkv_bias", "linear_bias", "decoder_bias", "position_embedding", "head_transform", "global_attn_every_n_layers",
+    "local_attention", "first_attn_norm",
 )  # fmt: skip
+# ... and these, unless positions are rotary: then no weight depends on them, and changing them is how a run
+# extends its context (ModernBERT's phase 2: sequence 1024 -> 8192, global rotary base 10000 -> 160000).
+POSITION_KEYS = ("max_position_embeddings", "rope_theta", "local_rope_theta")
 
 
-def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokenizer_sha256: str) -> dict[str, Tensor]:
-    """`model.init_from=hf:DIR`: the weights of a transformers folder of one of the objective's families
-    (hf/families.py: BERT or ModernBERT for a masked LM, Llama for a causal LM) as the Composer model's keys.
-
-    Our model keys must describe the checkpoint's architecture (a mismatch names the key to set), and the
-    shards must be tokenized by the checkpoint's own tokenizer (same tokenizer.json sha256). A folder without
-    an LM head (a bare `BertModel` or `ModernBertModel`, such as a sentence-embedding checkpoint) gives no
-    `head.*` weights: the run starts with a freshly initialised head, and says so.
+def check_init_from(init_from: str, model_config: ModelConfig, shards_tokenizer_sha256: str) -> tuple[Family, Path]:
+    """`model.init_from=hf:DIR` checked without reading its weights: a folder of one of the objective's families
+    (hf/families.py: BERT or ModernBERT for a masked LM, Llama for a causal LM) that our model keys describe (a
+    mismatch names the key to set), whose tokenizer made the shards (same tokenizer.json sha256). Cheap, so
+    pretraining runs it before writing anything.
     """
     from composer_bert.data.contract import tokenizer_fingerprint
 
@@ -118,8 +118,8 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
             f"model.init_from: '{directory}' holds a '{model_type}' model; a model with objective "
             f"'{model_config.objective}' starts from a {kinds} folder only"
         )
-    theirs, state = family.read(directory, model_config)
-    for key in SHAPE_KEYS:
+    theirs = family.read_config(directory, model_config)
+    for key in SHAPE_KEYS + (() if model_config.position_embedding == "rotary" else POSITION_KEYS):
         if getattr(model_config, key) != getattr(theirs, key):
             raise UserError(
                 f"model.{key} is {getattr(model_config, key)!r} but the checkpoint in '{directory}' has "
@@ -132,4 +132,15 @@ def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokeniz
             f"the shards were built with a different tokenizer than the checkpoint in '{directory}'; "
             "rebuild the shards with that checkpoint's tokenizer (data_prep/convert_dataset.py --tokenizer DIR)"
         )
+    return family, directory
+
+
+def init_state_from_hf(init_from: str, model_config: ModelConfig, shards_tokenizer_sha256: str) -> dict[str, Tensor]:
+    """`model.init_from=hf:DIR`'s weights (after `check_init_from`) as the Composer model's keys.
+
+    A folder without an LM head (a bare `BertModel` or `ModernBertModel`, such as a sentence-embedding
+    checkpoint) gives no `head.*` weights: the run starts with a freshly initialised head, and says so.
+    """
+    family, directory = check_init_from(init_from, model_config, shards_tokenizer_sha256)
+    state = family.read_state(directory, model_config)
     return {key: value for key, value in state.items() if key.startswith(MLM_KEY_PREFIXES)}

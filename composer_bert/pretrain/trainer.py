@@ -25,6 +25,7 @@ from composer_bert.callbacks.progress import TrainProgressBar
 from composer_bert.data.load.loader import build_dataspec
 from composer_bert.data.load.shard_set import ShardSet, open_shards
 from composer_bert.errors import UserError
+from composer_bert.hf.load import check_init_from, init_state_from_hf
 from composer_bert.models import ModelConfig, build_composer_model
 from composer_bert.optim.optimizer import build_optimizer
 from composer_bert.pretrain.config import PretrainConfig
@@ -100,8 +101,6 @@ def _model(cfg: PretrainConfig, model_cfg: ModelConfig, shards: ShardSet, resumi
     """The ComposerModel of `model.objective` (objectives.py), from `model.init_from` on a fresh run."""
     model = build_composer_model(model_cfg)
     if cfg.model.init_from and not resuming:  # a resumed run continues from its own checkpoint
-        from composer_bert.hf.load import init_state_from_hf
-
         state = init_state_from_hf(cfg.model.init_from, model_cfg, shards.contract.tokenizer_sha256)
         loaded = model.model.load_state_dict(state, strict=False)  # each rank: same files
         if loaded.unexpected_keys or any(not key.startswith("head.") for key in loaded.missing_keys):
@@ -158,6 +157,8 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     dist.initialize_dist(device, timeout=cfg.dist_timeout)
     shards = open_shards(cfg.data)  # the one read of the manifest
     model_cfg = _model_config(cfg, shards)  # shards the model cannot read leave nothing behind
+    if cfg.model.init_from:  # and neither does an init_from folder the run could not start from
+        check_init_from(cfg.model.init_from, model_cfg, shards.contract.tokenizer_sha256)
     on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
     remote = RemoteFolder(cfg.save_folder) if is_remote(cfg.save_folder) else None
     run_dir = on_rank_zero(_local_run_dir, cfg)  # one path for every rank: Composer broadcasts rank 0's

@@ -182,3 +182,21 @@ def test_a_bare_trunk_folder_reads_without_a_head(tmp_path):
     randomized(transformers.ModernBertModel(hf_config())).save_pretrained(tmp_path)
     state = load_exported(tmp_path).state_dict
     assert state and all(key.startswith("bert.") for key in state)
+
+
+def test_init_from_lets_a_rotary_model_extend_its_context_but_checks_every_other_key(tmp_path):
+    """ModernBERT's phase 2 starts from phase 1 with more positions and a higher global base: no weight changes."""
+    from composer_bert.data.contract import tokenizer_fingerprint
+    from composer_bert.hf.load import check_init_from
+    from tests.tokenizer_helpers import modernbert_tokenizer
+
+    folder = modernbert_tokenizer(tmp_path / "hf")
+    vocab = len(transformers.PreTrainedTokenizerFast.from_pretrained(str(folder)))
+    model = transformers.ModernBertForMaskedLM(hf_config(vocab_size=vocab, pad_token_id=400))
+    model.save_pretrained(folder)
+    cfg, sha = model_config_from_modernbert(model.config), tokenizer_fingerprint(folder)
+    extended = dataclasses.replace(cfg, max_position_embeddings=8 * cfg.max_position_embeddings, rope_theta=1e6)
+    family, _ = check_init_from(f"hf:{folder}", extended, sha)
+    assert family.native_class == "ModernBertForMaskedLM"
+    with pytest.raises(UserError, match="model.local_attention is 16 .* set model.local_attention=8"):
+        check_init_from(f"hf:{folder}", dataclasses.replace(cfg, local_attention=16), sha)

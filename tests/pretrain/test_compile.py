@@ -33,7 +33,7 @@ from composer_bert.models.config import ModelConfig
 from tests.helpers import REPO
 from tests.host_reads import HostReads
 
-RECIPES = ["crammed-bert", "mosaic-bert-base", "bert-base"]
+RECIPES = ["crammed-bert", "mosaic-bert-base", "bert-base", "modernbert-base"]  # modernbert: local attention layers
 CAUSAL_RECIPES = ["minigpt-100m", "gpt2-124m"]  # rotary/RMSNorm/SwiGLU and learned/LayerNorm/GELU
 CONFIGS = [*RECIPES, "glue-classifier", *CAUSAL_RECIPES]
 VOCAB, SEQ_LEN, BATCH, NUM_LABELS = 100, 16, 4, 3
@@ -45,7 +45,9 @@ def recipe_config(recipe: str) -> ModelConfig:
     """The recipe's model section, shrunk: every switch as the recipe sets it, only smaller."""
     section = OmegaConf.to_container(OmegaConf.load(REPO / "yamls" / "pretrain" / f"{recipe}.yaml")["model"])
     section.update(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                   max_position_embeddings=32)
+                   max_position_embeddings=32, pad_token_id=0)
+    if section.get("global_attn_every_n_layers", 1) > 1:  # layer 1 local, its band narrower than the rows
+        section["local_attention"] = SEQ_LEN // 2
     return ModelConfig(**section)
 
 

@@ -100,3 +100,45 @@ def test_other_tokenizer_is_one_line(tiny_shards, hf_bert, tmp_path):
     (other / "tokenizer.json").write_text(json.dumps(tokenizer))
     done = run_cli("recipes/pretrain.py", *_args(tiny_shards, tmp_path / "r", other), timeout=300)
     assert_one_error_line(done, "different tokenizer", after_other_output=True)
+
+
+def _build(shards: Path, save: Path, init: Path):
+    from composer_bert.pretrain.config import PretrainConfig
+    from composer_bert.pretrain.trainer import build_trainer
+    from composer_bert.run.config import load_config
+
+    overrides = _args(shards, save, init, "max_duration=2ba")
+    return build_trainer(load_config(PretrainConfig, REPO / overrides[0], overrides[1:]))
+
+
+def test_a_bare_trunk_starts_with_a_fresh_head_and_says_so(tiny_shards, hf_bert, tmp_path, capsys):
+    """A BertModel folder (a sentence-embedding checkpoint, say) has no MLM head: the trunk loads, the head is new."""
+    from transformers import BertModel
+
+    bare = tmp_path / "bare"
+    trunk = BertForMaskedLM.from_pretrained(hf_bert).bert
+    BertModel(trunk.config, add_pooling_layer=False).save_pretrained(bare)  # config only: weights come next
+    trunk.save_pretrained(bare)
+    shutil.copy(hf_bert / "tokenizer.json", bare / "tokenizer.json")
+    trainer = _build(tiny_shards, tmp_path / "run", bare)
+    try:
+        ours = trainer.state.model.model
+        expected = trunk.embeddings.word_embeddings.weight
+        assert torch.equal(ours.bert.embeddings.tokens.weight[: expected.shape[0]], expected)
+        assert torch.equal(ours.head.decoder.bias, torch.zeros_like(ours.head.decoder.bias))  # fresh: BERT's init
+        assert f"hf:{bare} has no LM head: the run starts with a freshly initialised head" in capsys.readouterr().out
+    finally:
+        trainer.close()
+
+
+def test_a_folder_of_another_model_type_is_one_line(tiny_shards, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from composer_bert.errors import UserError
+
+    llama = tmp_path / "llama"
+    config = LlamaConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    LlamaForCausalLM(config).save_pretrained(llama)
+    with pytest.raises(UserError, match="holds a 'llama' model; .* BertForMaskedLM or ModernBertForMaskedLM folder only"):
+        _build(tiny_shards, tmp_path / "run", llama)
+    assert not (tmp_path / "run").exists()
