@@ -68,14 +68,15 @@ def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator
     An interrupted or failed run leaves nothing at `out` (and removes its temporary directory);
     with `overwrite`, an existing `out` is replaced only after success, and only if it is empty or
     holds `marker` (a file every output of this kind has), so a mistyped --out never deletes
-    unrelated data.
+    unrelated data. An `out` that is a file is refused as such, with or without `overwrite`.
     """
     out = Path(os.path.abspath(out))  # lexically normalized, so '.' or 'a/..' get a real name
     if out.exists():
+        if not out.is_dir():  # said first: --overwrite would not help, and a file is never replaced
+            what = "a file" if out.is_file() else "not a directory"
+            raise UserError(f"output '{out}' is {what}; --out takes a directory, choose another --out")
         if not overwrite:
             raise UserError(f"output '{out}' already exists; pass --overwrite to replace it or choose another --out")
-        if not out.is_dir():
-            raise UserError(f"output '{out}' exists and is not a directory; choose another --out")
         if any(out.iterdir()) and not (out / marker).is_file():
             raise UserError(
                 f"'{out}' is not a previous output (it has no {marker}); refusing to replace it, choose another --out"

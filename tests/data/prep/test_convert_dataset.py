@@ -346,6 +346,9 @@ def test_unwritable_existing_and_foreign_outputs_are_refused(tokenizer_dir, tmp_
     blocker.write_text("not a directory")
     args = ["--source", "synthetic:10", "--tokenizer", tokenizer_dir]
     assert_one_error_line(convert_cli(*args, "--out", blocker / "out"), "cannot create output directory")
+    for overwrite in ([], ["--overwrite"]):  # a file is named as one, with or without --overwrite
+        assert_one_error_line(convert_cli(*args, "--out", blocker, *overwrite), str(blocker), "is a file", "directory")
+    assert blocker.read_text() == "not a directory"
 
     existing = tmp_path / "existing"
     existing.mkdir()

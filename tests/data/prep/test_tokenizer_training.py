@@ -138,6 +138,13 @@ def test_cli_trains_refuses_to_overwrite_then_replaces(text_file, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "tok"]  # no temporary or old dirs left
 
 
+def test_cli_out_that_is_a_file_is_named_as_one(text_file, tmp_path):
+    for overwrite in ([], ["--overwrite"]):
+        result = train_cli("--source", f"text:{text_file}", "--vocab-size", 400, "--out", text_file, *overwrite)
+        assert_one_error_line(result, str(text_file), "is a file", "directory")
+    assert text_file.read_text(encoding="utf-8") == TEXT_CORPUS and [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
+
+
 def test_limit_documents_caps_count_and_bytes():
     documents = ["a" * 100] * 10
     assert len(list(limit_documents(documents, max_documents=3))) == 3
