@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composer_bert.data.prep.hf_sources import SHORTCUTS, OpenedDataset, dataset_documents, open_disk, open_hf
+from composer_bert.data.prep.hf_sources import (
+    SHORTCUTS,
+    OpenedDataset,
+    arrow_values,
+    dataset_documents,
+    not_json,
+    open_disk,
+    open_hf,
+    parquet_values,
+)
 from composer_bert.data.prep.synthetic import DEFAULT_SYNTHETIC_DOCUMENTS, synthetic_documents
 from composer_bert.errors import UserError
 
@@ -107,11 +116,9 @@ class DocumentSource:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(self._decode(line))
+                    record = json.loads(self._decode(line).rstrip("\r\n"))
                 except json.JSONDecodeError as err:
-                    raise UserError(
-                        f"{path}:{line_number} is not valid JSON ({err.msg}); fix or remove that line"
-                    ) from None
+                    raise UserError(not_json(path, line_number, err)) from None
                 if not isinstance(record, dict) or self.text_field not in record:
                     raise UserError(
                         f"{path}:{line_number} has no '{self.text_field}' field; pass --text-field with the right name"
@@ -121,40 +128,15 @@ class DocumentSource:
                     yield text
 
     def _parquet_documents(self, path: Path) -> Iterator[str]:
-        import pyarrow.parquet as pq  # only needed for this scheme
-
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as err:  # pyarrow raises several types for unreadable files
-            raise UserError(f"'{path}' is not a readable parquet file ({err}); check the file or the glob") from None
-        self._check_columns(path, parquet.schema_arrow.names)
-        yield from self._texts(batch.column(0) for batch in parquet.iter_batches(columns=[self.text_field]))
+        return self._texts(parquet_values(path, self.text_field))
 
     def _arrow_documents(self, path: Path) -> Iterator[str]:
-        import pyarrow as pa  # only needed for this scheme
+        return self._texts(arrow_values(path, self.text_field))
 
-        with pa.memory_map(str(path)) as data:
-            try:  # the IPC file format (Feather v2) first, then the stream format that datasets writes
-                reader = pa.ipc.open_file(data)
-                batches: Iterable[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            except pa.ArrowInvalid:
-                data.seek(0)
-                try:
-                    reader = pa.ipc.open_stream(data)
-                except pa.ArrowInvalid as err:
-                    raise UserError(f"'{path}' is not a readable Arrow file ({err}); check the file or the glob") from None
-                batches = reader
-            self._check_columns(path, reader.schema.names)
-            yield from self._texts(batch.column(self.text_field) for batch in batches)
-
-    def _check_columns(self, path: Path, names: list[str]) -> None:
-        if self.text_field not in names:
-            raise UserError(f"'{path}' has no column '{self.text_field}' (columns: {', '.join(names)}); pass --text-field")
-
-    def _texts(self, columns: Iterable[Any]) -> Iterator[str]:
+    def _texts(self, columns: Iterable[list[Any]]) -> Iterator[str]:
         """The non-empty strings of Arrow text columns (binary values are decoded as UTF-8)."""
         for column in columns:
-            for value in column.to_pylist():
+            for value in column:
                 text = self._decode(value) if isinstance(value, bytes) else value
                 if isinstance(text, str) and text.strip():
                     yield text

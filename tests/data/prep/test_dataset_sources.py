@@ -266,3 +266,102 @@ def test_bad_dataset_sources_give_one_line_and_no_output(tokenizer_dir, tmp_path
     result = run_cli("data_prep/train_tokenizer.py", *flags, "--out", str(tokenizer_out), env=OFFLINE, timeout=120)
     assert_one_error_line(result, *words)
     assert not tokenizer_out.exists()
+
+
+# ---------------------------------------------------------------- what datasets and pyarrow fail on, as one line
+
+
+def json_lines(count: int, broken_at: int | None = None, broken: str = '{"text": "cut short') -> str:
+    """`count` lines of JSON documents, line `broken_at` (1-based) replaced by `broken`."""
+    lines = [json.dumps({"text": f"document {i} tells of the baker and the market"}) for i in range(count)]
+    if broken_at is not None:
+        lines[broken_at - 1] = broken
+    return "\n".join(lines) + "\n"
+
+
+def broken_json_folders(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (--source or --mix flags, the FILE:LINE the error must name)."""
+    (tmp_path / "middle").mkdir()
+    (tmp_path / "middle" / "a.jsonl").write_text(json_lines(150, broken_at=100))
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "a.jsonl").write_text(json_lines(40))
+    (tmp_path / "second" / "b.jsonl").write_text(json_lines(40, broken_at=11, broken='{"text": 1,,}'))
+    return {
+        "middle of a file": (["--source", f"hf:{tmp_path / 'middle'}"], f"{tmp_path / 'middle' / 'a.jsonl'}:100"),
+        "second file": (["--source", f"hf:{tmp_path / 'second'}"], f"{tmp_path / 'second' / 'b.jsonl'}:11"),
+        "inside --mix": (
+            ["--mix", "0.5", "synthetic:300", "--mix", "0.5", f"hf:{tmp_path / 'middle'}"],
+            f"{tmp_path / 'middle' / 'a.jsonl'}:100",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", ["middle of a file", "second file", "inside --mix"])
+def test_a_malformed_json_line_in_an_hf_folder_is_one_line_naming_file_and_line(tokenizer_dir, tmp_path, case):
+    flags, where = broken_json_folders(tmp_path)[case]
+    out = tmp_path / "out"
+    result = run_cli("data_prep/convert_dataset.py", *flags, "--tokenizer", tokenizer_dir, "--out", out, "--no-progress",
+                     env=OFFLINE, timeout=120)  # fmt: skip
+    assert_one_error_line(result, f"{where} is not valid JSON", "fix or remove that line")
+    assert not out.exists() and not list(tmp_path.glob("out.*"))
+    if case != "inside --mix":  # train_tokenizer.py takes one source
+        tokenizer_out = tmp_path / "tok"
+        result = run_cli("data_prep/train_tokenizer.py", *flags, "--vocab-size", 300, "--out", tokenizer_out,
+                         "--no-progress", env=OFFLINE, timeout=120)  # fmt: skip
+        assert_one_error_line(result, f"{where} is not valid JSON", "fix or remove that line")
+        assert not tokenizer_out.exists()
+
+
+def test_the_same_bad_line_reads_the_same_through_hf_and_jsonl(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json_lines(150, broken_at=100))
+    messages = []
+    for spec in (f"hf:{tmp_path}", f"jsonl:{tmp_path}/a.jsonl"):
+        with pytest.raises(UserError) as err:
+            list(open_source(spec))
+        messages.append(str(err.value))
+    where = tmp_path / "a.jsonl"
+    assert messages[0] == messages[1] == (
+        f"{where}:100 is not valid JSON (Unterminated string starting at column 10); fix or remove that line"
+    )
+
+
+def test_datasets_failures_on_other_files_name_the_file_and_print_nothing_else(tmp_path, capsys):
+    (tmp_path / "utf8").mkdir()
+    (tmp_path / "utf8" / "a.jsonl").write_bytes(json_lines(20).encode() + b'{"text": "caf\xe9"}\n')
+    (tmp_path / "array").mkdir()
+    (tmp_path / "array" / "a.json").write_text('[\n  {"text": "one"},\n  {"text": "two"},,\n  {"text": "three"}\n]\n')
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "a.csv").write_text('text,id\n"hello",1\n"cut short,2\n')
+    (tmp_path / "parquet").mkdir()
+    (tmp_path / "parquet" / "a.parquet").write_bytes(b"PAR1 not really parquet")
+    expected = {
+        "utf8": f"{tmp_path / 'utf8' / 'a.jsonl'}:21 is not UTF-8 (byte 0xe9 at column 14)",
+        "array": f"{tmp_path / 'array' / 'a.json'}:3 is not valid JSON",
+        "csv": f"through Hugging Face datasets failed: '{tmp_path / 'csv' / 'a.csv'}' is unreadable (Error tokenizing",
+        "parquet": f"could not open 'hf:{tmp_path / 'parquet'}' through Hugging Face datasets: '{tmp_path / 'parquet' / 'a.parquet'}' is unreadable",
+    }
+    for name, words in expected.items():
+        with pytest.raises(UserError) as err:
+            list(open_source(f"hf:{tmp_path / name}"))
+        assert words in str(err.value) and "\n" not in str(err.value), name
+    captured = capsys.readouterr()
+    assert captured.err == captured.out == ""  # datasets' own "Failed to load JSON from file ..." is kept back
+
+
+def test_damaged_parquet_and_arrow_files_are_one_line(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["parquet one", "parquet two"] * 500}), tmp_path / "good.parquet", row_group_size=100)
+    data = (tmp_path / "good.parquet").read_bytes()
+    middle = len(data) // 2
+    (tmp_path / "damaged.parquet").write_bytes(data[:middle] + bytes(64) + data[middle + 64 :])  # a page overwritten
+    with pytest.raises(UserError, match=r"damaged.parquet' (is not a readable parquet file|\()") as err:
+        list(open_source(f"parquet:{tmp_path}/damaged.parquet"))
+    assert "\n" not in str(err.value)
+    table = pa.table({"text": ["arrow one"]})
+    with pa.OSFile(str(tmp_path / "a.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (tmp_path / "cut.arrow").write_bytes((tmp_path / "a.arrow").read_bytes()[:-40])
+    with pytest.raises(UserError, match="cut.arrow' is not a readable Arrow file") as err:
+        list(open_source(f"arrow:{tmp_path}/cut.arrow"))
+    assert "\n" not in str(err.value)
