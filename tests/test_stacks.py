@@ -25,6 +25,7 @@ from composer_bert.hf.export import export_language_model
 from composer_bert.hf.load import load_exported
 from composer_bert.models.bert import BertForMaskedLM
 from tests.helpers import BERT_SPECIALS, REPO, run_cli, save_bert_tokenizer, tiny_model_config
+from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT
 
 WORDS = "the a cat dog sat ran on in mat big ##s and".split()  # a fixed vocabulary: no tokenizer training
 PAIR = ("the cats sat on a mat", "a big dog ran")
@@ -147,3 +148,50 @@ def test_exports_cross_between_transformers_majors(tokenizer_dir, tmp_path, caps
     assert pretrained.model_config == CONFIG
     for key, tensor in torch.load(files["theirs_state"]).items():
         torch.testing.assert_close(pretrained.state_dict[key], tensor, atol=0, rtol=0, msg=key)
+
+
+MODERNBERT_READER = WITHOUT_COMPOSER_BERT + """
+import torch, transformers
+from transformers import AutoModelForMaskedLM
+folder, inputs, out = sys.argv[1:4]
+model = AutoModelForMaskedLM.from_pretrained(folder).eval()
+with torch.no_grad():
+    torch.save(model(**torch.load(inputs)).logits, out)
+print(json.dumps({"transformers": transformers.__version__, "class": type(model).__name__}))
+"""
+
+
+def test_a_modernbert_export_reads_under_the_other_major_without_our_code(tokenizer_dir, tmp_path):
+    """A plain ModernBertForMaskedLM written here (transformers 4 or 5) computes our logits there, composer_bert
+    blocked: its config (layer pattern, rotary bases) means the same to both majors."""
+    from composer_bert.hf.modernbert import MODERNBERT_SWITCHES
+
+    other = other_stack_python()
+    if other is None:
+        pytest.skip("the other stack's venv is missing: `make test` builds .venv and .venv-current")
+    cfg = dataclasses.replace(
+        CONFIG, **MODERNBERT_SWITCHES, num_layers=3, global_attn_every_n_layers=2, local_attention=4, rope_theta=1e5,
+        sparse_prediction=False,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    model = BertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    folder = export_language_model(model, cfg, tokenizer_dir, tmp_path / "modernbert")
+    inputs = {"input_ids": torch.randint(5, cfg.vocab_size, (2, 12)), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    inputs["attention_mask"][1, 9:] = 0
+    torch.save(inputs, tmp_path / "inputs.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    ran = subprocess.run(
+        [str(other), "-I", "-c", MODERNBERT_READER, str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    reply = json.loads(ran.stdout.splitlines()[-1])
+    assert reply["class"] == "ModernBertForMaskedLM"
+    with torch.no_grad():
+        expected = model(inputs["input_ids"], inputs["attention_mask"])
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt")[real], expected[real], atol=1e-5, rtol=1e-5)

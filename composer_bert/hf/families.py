@@ -108,13 +108,15 @@ def _write_modernbert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs
     """A ModernBertForMaskedLM; its config names the [CLS]/[SEP] ids of the tokenizer already saved in `out_dir`."""
     from transformers import ModernBertForMaskedLM, PreTrainedTokenizerFast
 
-    from composer_bert.hf.modernbert import modernbert_config, state_dict_to_modernbert
+    from composer_bert.hf.modernbert import both_majors_keys, modernbert_config, state_dict_to_modernbert
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
     special_ids = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
     hf_model = ModernBertForMaskedLM(modernbert_config(cfg, special_ids))
     hf_model.load_state_dict(state_dict_to_modernbert(state, cfg), strict=True)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
+    config_path = out_dir / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **both_majors_keys(cfg)}, indent=2) + "\n")
 
 
 def _modernbert_config(directory: Path, base: ModelConfig | None) -> ModelConfig:

@@ -77,6 +77,17 @@ def modernbert_config(cfg: ModelConfig, special_ids: dict[str, int] | None = Non
     )
 
 
+def both_majors_keys(cfg: ModelConfig) -> dict[str, Any]:
+    """The layer pattern and rotary bases under transformers 4's names. transformers 5 writes only `layer_types` and
+    `rope_parameters`, which 4 ignores (it would fall back to its defaults: a global layer every 3rd, base 160000);
+    5 reads these names too, so config.json holding both means the same model to either major."""
+    return {
+        "global_attn_every_n_layers": cfg.global_attn_every_n_layers,
+        "global_rope_theta": cfg.rope_theta,
+        "local_rope_theta": cfg.local_rope_theta,
+    }
+
+
 def _layer_weights(cfg: ModelConfig, index: int) -> dict[str, str]:
     """Layer `index`'s weights: ours -> ModernBERT's (no attn_norm in layer 0)."""
     names = {"attn_norm": "attn_norm", "attn.qkv": "attn.Wqkv", "attn.out": "attn.Wo", "ffn_norm": "mlp_norm",
