@@ -31,7 +31,7 @@ from composer_bert.data.prep.packing import (
     convert_dataset,
     load_tokenizer,
 )
-from composer_bert.data.prep.sources import SOURCE_HELP, open_source
+from composer_bert.data.prep.sources import SOURCE_HELP, describe_skipped, open_source
 from composer_bert.errors import UserError, cli_entry
 from composer_bert.objectives import OBJECTIVES
 from composer_bert.run.remote import RemoteFolder, is_remote
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         f"wrote {args.out}: train {splits['train']['rows']} rows / val {splits['val']['rows']} rows of "
         f"{manifest['seq_len']} tokens from {manifest['documents_read']} documents (dropped: "
         f"{filters['ratio_dropped']} token ratio, {filters['too_short_dropped']} too short, "
-        f"{filters['duplicate_dropped']} duplicates)",
+        f"{filters['duplicate_dropped']} duplicates; rows without text: {describe_skipped(manifest['skipped_rows'])})",
         file=sys.stderr,
     )
     if filters["ratio_dropped"] > manifest["documents_read"] / 2:

@@ -13,7 +13,13 @@ import sys
 
 from tqdm import tqdm
 
-from composer_bert.data.prep.sources import SOURCE_HELP, CountingIterator, limit_documents, open_source
+from composer_bert.data.prep.sources import (
+    SOURCE_HELP,
+    CountingIterator,
+    checked_documents,
+    limit_documents,
+    open_source,
+)
 from composer_bert.data.prep.tokenizer_training import (
     DEFAULT_VOCAB_SIZE,
     TOKENIZER_MODELS,
@@ -58,17 +64,16 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"{flag} {value} must be at least 1")
     check_vocab_size(args.vocab_size, args.model)
     source = open_source(args.source, text_field=args.text_field, seed=args.seed)
-    documents = CountingIterator(limit_documents(source, args.max_documents, args.max_bytes))
+    documents = CountingIterator(checked_documents(source, limit_documents(source, args.max_documents, args.max_bytes)))
     progress = tqdm(documents, desc="reading documents", unit="doc", unit_scale=True, disable=args.no_progress)
     with atomic_output_dir(args.out, args.overwrite, marker="tokenizer.json") as tmp, progress:  # closed on Ctrl-C too
         tokenizer = train_tokenizer(progress, args.vocab_size, args.model, progress=not args.no_progress)
-        if documents.count == 0:
-            raise UserError(f"source '{args.source}' has no documents; check the files or the --text-field")
         with write_errors(f"the tokenizer to '{args.out}'"):
             save_pretrained_fast(tokenizer, tmp)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     print(
-        f"wrote {args.out}: {args.model} tokenizer, vocab_size {vocab_size}, from {documents.count} documents",
+        f"wrote {args.out}: {args.model} tokenizer, vocab_size {vocab_size}, from {documents.count} documents "
+        f"(rows without text: {source.skipped_summary()})",
         file=sys.stderr,
     )
     if vocab_size < args.vocab_size:

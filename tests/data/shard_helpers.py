@@ -54,6 +54,20 @@ def kept_documents(
             yield key, ids
 
 
+SKIPPED = {"null_text": 3, "not_text": 3, "empty_text": 2}  # the rows without text that `rows_with_gaps` plants
+
+
+def rows_with_gaps(documents: list[str], typed: bool) -> list:
+    """`documents` with rows that hold no text (SKIPPED) planted among them, and one after the last (a source's
+    tail, which no chunk follows). `typed`: a table column holds one type, so only nulls and blanks go among its
+    strings, and its 3 rows that are not text are the caller's to add (e.g. a file whose column holds numbers)."""
+    gaps = [None, "", None, "  \n\t"] + ([] if typed else [7, ["a", "list"], True])
+    rows = list(documents)
+    for i, gap in enumerate(gaps):
+        rows.insert(5 + 7 * i, gap)
+    return rows + [None]
+
+
 def read_rows(split_dir: Path) -> np.ndarray:
     """All rows of an MDS split, read with streaming's own reader."""
     from streaming.base.format import reader_from_json

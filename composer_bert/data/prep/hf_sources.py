@@ -260,8 +260,9 @@ def open_disk(spec: str, argument: str, text_field: str) -> OpenedDataset:
     return OpenedDataset(dataset, f"disk:{path.resolve()}" + (f":{chosen}" if chosen else ""))
 
 
-def dataset_documents(opened: OpenedDataset, text_field: str, spec: str) -> Iterator[str]:
-    """The non-empty strings of `text_field`, in the dataset's order; a read failure is one UserError line."""
+def dataset_values(opened: OpenedDataset, text_field: str, spec: str) -> Iterator[list[Any]]:
+    """The values of `text_field` (text or not: sources.py decides), a batch at a time in the dataset's order; a
+    read failure is one UserError line."""
     dataset = opened.dataset
     rows = dataset.select_columns([text_field]) if dataset.column_names else dataset
     batches = iter(rows.iter(batch_size=_BATCH_ROWS))
@@ -280,9 +281,7 @@ def dataset_documents(opened: OpenedDataset, text_field: str, spec: str) -> Iter
             return
         if text_field not in batch:
             _check_field(spec, sorted(batch), text_field)
-        for text in batch[text_field]:
-            if isinstance(text, str) and text.strip():
-                yield text
+        yield batch[text_field]
 
 
 def parquet_values(path: Path, text_field: str) -> Iterator[list[Any]]:

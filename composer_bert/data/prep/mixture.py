@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from composer_bert.data.prep.sources import DocumentSource, open_source
+from composer_bert.data.prep.sources import SKIP_REASONS, DocumentSource, open_source
 from composer_bert.errors import UserError
 
 PROPORTION_TOLERANCE = 1e-6
@@ -54,7 +54,13 @@ class SourceTally:
     documents: int = 0  # kept
     tokens: int = 0  # of the kept documents, one [SEP] each included
     invalid_utf8_replaced: int = 0
+    skipped_rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))  # no text: not read
     exhausted: bool = False  # the source ran out (its every document was read)
+
+    def take_counts(self, counts: dict[str, Any]) -> None:
+        """Take the source's read counts (`DocumentSource.read_counts`) as of the chunk just packed."""
+        for name, value in counts.items():
+            setattr(self, name, value)
 
 
 def check_proportions(proportions: Sequence[float]) -> None:

@@ -23,7 +23,6 @@ one 16-byte digest per kept document (~100 bytes each in Python): cap huge sourc
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ from composer_bert.data.prep.encoding import DIGEST_BYTES as _DIGEST_BYTES
 from composer_bert.data.prep.encoding import EncodedChunk, document_chunks, encoded_chunks, encoder_pool
 from composer_bert.data.prep.mixture import MixPart, Mixture, SourceTally, interleave, source_entries
 from composer_bert.data.prep.rows import RowWriter, load_tokenizer, row_mds_writer
-from composer_bert.data.prep.sources import DocumentSource, limit_documents
+from composer_bert.data.prep.sources import SKIP_REASONS, DocumentSource, checked_documents, limit_documents
 from composer_bert.errors import UserError
 from composer_bert.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from composer_bert.run.files import atomic_output_dir, write_errors
@@ -124,19 +123,11 @@ def _pack_chunk(
     tally.tokens += int((chunk.token_counts[keep] + 1).sum())
 
 
-def _checked_documents(source: DocumentSource, max_documents: int | None) -> Iterator[str]:
-    """The source's documents, capped; an empty source fails here, before any output exists."""
-    documents = iter(limit_documents(source, max_documents))
-    first = next(documents, None)
-    if first is None:
-        raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
-    return itertools.chain([first], documents)
-
-
-def _tagged_chunks(source: DocumentSource, documents: Iterable[str]) -> Iterator[tuple[list[str], int]]:
-    """Chunks, each tagged with the source's invalid-UTF-8 count once it was cut (a function of position only)."""
+def _tagged_chunks(source: DocumentSource, documents: Iterable[str]) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """Chunks, each tagged with the source's read counts (invalid UTF-8, rows without text) once it was cut: a
+    function of position only, whatever the workers have read ahead."""
     for chunk in document_chunks(documents):
-        yield chunk, source.invalid_utf8_replaced
+        yield chunk, source.read_counts()
 
 
 def convert_dataset(
@@ -150,7 +141,9 @@ def convert_dataset(
     options.check()
     mixture = source if isinstance(source, Mixture) else Mixture([MixPart(source, 1.0)])
     info = load_tokenizer(tokenizer_dir, options.objective)
-    documents = [_checked_documents(part.source, options.max_documents) for part in mixture.parts]
+    documents = [
+        checked_documents(part.source, limit_documents(part.source, options.max_documents)) for part in mixture.parts
+    ]
     tallies = [SourceTally() for _ in mixture.parts]
     with (
         atomic_output_dir(out, overwrite, MANIFEST_NAME) as tmp,
@@ -168,12 +161,15 @@ def convert_dataset(
         seen: set[bytes] = set()
         with _progress_bars(options.progress) as on_chunk:
             proportions = [part.proportion for part in mixture.parts]
-            for index, (chunk, invalid_utf8) in interleave(streams, proportions, tallies):
-                tallies[index].invalid_utf8_replaced = invalid_utf8
+            for index, (chunk, read_counts) in interleave(streams, proportions, tallies):
+                tallies[index].take_counts(read_counts)
                 _pack_chunk(chunk, writers, options, seen, tallies[index])
                 on_chunk(len(chunk.token_counts), len(chunk.tokens_with_sep))
         for stream in streams:
             stream.close()  # a stopped mixture stops reading its other sources now, not at garbage collection
+        for part, tally in zip(mixture.parts, tallies, strict=True):
+            if tally.exhausted:  # read to its end: rows without text after its last chunk count too
+                tally.take_counts(part.source.read_counts())
         tails = {split: len(writer.carry) for split, writer in writers.items()}
         splits = {split: writer.finish() for split, writer in writers.items()}
         _check_result(mixture, tallies, splits, options)
@@ -197,6 +193,7 @@ def convert_dataset(
                 "min_tokens": options.min_tokens,
                 "dedup": options.dedup,
             },
+            "skipped_rows": {reason: sum(tally.skipped_rows[reason] for tally in tallies) for reason in SKIP_REASONS},
             "invalid_utf8_replaced": sum(tally.invalid_utf8_replaced for tally in tallies),
             "dropped_tail_tokens": sum(tails.values()),
             "val_fraction": options.val_fraction,

@@ -14,8 +14,11 @@ Schemes:
 - ``synthetic`` or ``synthetic:N``: N documents from `composer_bert.data.prep.synthetic` (default 20000),
   seeded with the caller's seed.
 
-Empty and whitespace-only documents are skipped everywhere. Invalid UTF-8 in local files is
-replaced with U+FFFD and counted in `DocumentSource.invalid_utf8_replaced` rather than being fatal.
+Nothing is dropped silently: a row (a JSON line, a table row) whose text field holds no usable text is skipped
+and counted in `DocumentSource.skipped` by reason (`SKIP_REASONS`: null, not a string, empty or whitespace only),
+which the manifest and both scripts' summaries report; a source in which no row holds text is refused
+(`checked_documents`). Invalid UTF-8 in local files is replaced with U+FFFD and counted in
+`DocumentSource.invalid_utf8_replaced` rather than being fatal. Both counts start again with each pass.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from composer_bert.data.prep.hf_sources import (
     SHORTCUTS,
     OpenedDataset,
     arrow_values,
-    dataset_documents,
+    dataset_values,
     not_json,
     open_disk,
     open_hf,
@@ -50,6 +53,8 @@ SOURCE_HELP = (
     "separated by one or more blank lines"
 )
 FILE_SCHEMES = {"text": "txt", "jsonl": "jsonl", "parquet": "parquet", "arrow": "arrow"}  # scheme -> usual extension
+
+SKIP_REASONS = ("null_text", "not_text", "empty_text")  # why a row was not used: null, not a string, blank
 
 _READ_BLOCK_BYTES = 8 << 20
 _BLANK_LINES_BYTES = re.compile(rb"\n(?:[ \t\r]*\n)+")
@@ -68,6 +73,8 @@ class DocumentSource:
     text_field: str = "text"
     seed: int = 0
     invalid_utf8_replaced: int = 0  # invalid byte sequences replaced with U+FFFD so far
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))  # rows not used, by reason
+    not_text_example: str = ""  # the type of the first value counted as not_text, e.g. "int"
     opened: OpenedDataset | None = field(default=None, repr=False)  # hf: and disk: sources, opened by open_source
 
     @property
@@ -76,17 +83,40 @@ class DocumentSource:
         return self.opened.resolved if self.opened is not None else self.spec
 
     def __iter__(self) -> Iterator[str]:
+        self.invalid_utf8_replaced, self.skipped = 0, dict.fromkeys(SKIP_REASONS, 0)
         if self.scheme == "synthetic":
             return synthetic_documents(self.num_synthetic, self.seed)
         if self.opened is not None:
-            return dataset_documents(self.opened, self.text_field, self.spec)
-        readers = {
-            "text": self._text_documents,
-            "jsonl": self._jsonl_documents,
-            "parquet": self._parquet_documents,
-            "arrow": self._arrow_documents,
-        }
-        return (doc for path in self.files for doc in _reading(path, readers[self.scheme](path)))
+            return self._usable(itertools.chain.from_iterable(dataset_values(self.opened, self.text_field, self.spec)))
+        if self.scheme == "text":  # paragraphs: never blank, nothing to skip
+            return (doc for path in self.files for doc in _reading(path, self._text_documents(path)))
+        readers = {"jsonl": self._jsonl_values, "parquet": self._parquet_values, "arrow": self._arrow_values}
+        return (doc for path in self.files for doc in _reading(path, self._usable(readers[self.scheme](path))))
+
+    def read_counts(self) -> dict[str, Any]:
+        """What this pass has counted so far (a snapshot): SourceTally's fields of the same names."""
+        return {"invalid_utf8_replaced": self.invalid_utf8_replaced, "skipped_rows": dict(self.skipped)}
+
+    def skipped_summary(self) -> str:
+        """`skipped` as the scripts print it, e.g. '50 null text, 2 not text (e.g. int), 0 empty text'."""
+        return describe_skipped(self.skipped, self.not_text_example)
+
+    def _usable(self, values: Iterable[Any]) -> Iterator[str]:
+        """The values that hold text (binary ones decoded as UTF-8); each other one is counted in `skipped`."""
+        skipped = self.skipped
+        for value in values:
+            if isinstance(value, bytes):
+                value = self._decode(value)
+            if isinstance(value, str):
+                if value and not value.isspace():
+                    yield value
+                else:
+                    skipped["empty_text"] += 1
+            elif value is None:
+                skipped["null_text"] += 1
+            else:
+                skipped["not_text"] += 1
+                self.not_text_example = self.not_text_example or type(value).__name__
 
     def _decode(self, data: bytes) -> str:
         """UTF-8 decode; each invalid byte sequence becomes one U+FFFD and is counted."""
@@ -110,7 +140,7 @@ class DocumentSource:
                     pending = pending[cut:]
         yield from _paragraphs(self._decode(pending))
 
-    def _jsonl_documents(self, path: Path) -> Iterator[str]:
+    def _jsonl_values(self, path: Path) -> Iterator[Any]:
         with open(path, "rb") as f:
             for line_number, line in enumerate(f, start=1):
                 if not line.strip():
@@ -123,24 +153,13 @@ class DocumentSource:
                     raise UserError(
                         f"{path}:{line_number} has no '{self.text_field}' field; pass --text-field with the right name"
                     )
-                text = record[self.text_field]
-                if isinstance(text, str) and text.strip():
-                    yield text
+                yield record[self.text_field]
 
-    def _parquet_documents(self, path: Path) -> Iterator[str]:
-        return self._texts(parquet_values(path, self.text_field))
+    def _parquet_values(self, path: Path) -> Iterator[Any]:
+        return itertools.chain.from_iterable(parquet_values(path, self.text_field))
 
-    def _arrow_documents(self, path: Path) -> Iterator[str]:
-        return self._texts(arrow_values(path, self.text_field))
-
-    def _texts(self, columns: Iterable[list[Any]]) -> Iterator[str]:
-        """The non-empty strings of Arrow text columns (binary values are decoded as UTF-8)."""
-        for column in columns:
-            for value in column:
-                text = self._decode(value) if isinstance(value, bytes) else value
-                if isinstance(text, str) and text.strip():
-                    yield text
-
+    def _arrow_values(self, path: Path) -> Iterator[Any]:
+        return itertools.chain.from_iterable(arrow_values(path, self.text_field))
 
 def _reading(path: Path, documents: Iterator[str]) -> Iterator[str]:
     """`documents`, with an OS error reading `path` (permissions, a file gone since the glob, I/O) as one line."""
@@ -193,6 +212,31 @@ def open_source(spec: str, text_field: str = "text", seed: int = 0) -> DocumentS
             raise UserError(f"source '{spec}': no files match '{argument}'; check the path or quote the glob")
         return DocumentSource(spec, scheme, files=files, text_field=text_field)
     raise UserError(f"unknown source '{spec}'; use one of: {SOURCE_HELP.split(';')[0]}")
+
+
+def describe_skipped(skipped: dict[str, int], not_text_example: str = "") -> str:
+    """Counts of rows skipped by reason (a manifest's `skipped_rows`) in words: '50 null text, 0 not text, ...'."""
+    example = f" (e.g. {not_text_example})" if not_text_example else ""
+    return ", ".join(
+        f"{count} {reason.replace('_', ' ')}{example if reason == 'not_text' and count else ''}"
+        for reason, count in skipped.items()
+    )
+
+
+def checked_documents(source: DocumentSource, documents: Iterable[str]) -> Iterator[str]:
+    """`documents` (the source's, perhaps capped); a source in which no row holds text is refused here, when its
+    first document is asked for: before any output exists."""
+    documents = iter(documents)
+    first = next(documents, None)
+    if first is not None:
+        return itertools.chain([first], documents)
+    if rows := sum(source.skipped.values()):
+        raise UserError(
+            f"source '{source.spec}' has no usable text: none of its {rows} rows holds text in the field "
+            f"'{source.text_field}' ({source.skipped_summary()}); check the data, or pass --text-field with the "
+            "field that holds the text"
+        )
+    raise UserError(f"source '{source.spec}' has no documents; check the files or the --text-field")
 
 
 def limit_documents(

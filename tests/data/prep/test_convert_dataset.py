@@ -17,7 +17,7 @@ from composer_bert.data.prep.rows import row_mds_writer
 from composer_bert.data.prep.sources import DocumentSource, open_source
 from composer_bert.data.prep.synthetic import synthetic_documents
 from composer_bert.errors import UserError
-from tests.data.shard_helpers import kept_documents, read_rows, tree_hashes
+from tests.data.shard_helpers import SKIPPED, kept_documents, read_rows, rows_with_gaps, tree_hashes
 from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
@@ -400,3 +400,73 @@ def test_synthetic_is_seeded_and_prefix_stable():
     assert first != list(synthetic_documents(50, seed=4))
     assert len(set(first)) == 50 and all(doc.endswith((".", "?")) for doc in first)
     assert list(open_source("synthetic:7", seed=3)) == first[:7]
+
+
+# ---------------------------------------------------------------- nothing is dropped silently
+
+def write_rows(tmp_path: Path, scheme: str, documents: list[str]) -> str:
+    """A `scheme:` source holding `documents` and the rows of SKIPPED; returns its spec."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if scheme == "jsonl":
+        rows = rows_with_gaps(documents, typed=False)
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": row}) + "\n" for row in rows))
+        return f"jsonl:{tmp_path}/*.jsonl"
+    table = pa.table({"text": rows_with_gaps(documents, typed=True)})
+    numbers = pa.table({"text": [1, 2, 3]})  # a file whose text column holds numbers: 3 rows not text
+    if scheme == "parquet":
+        pq.write_table(table, tmp_path / "a.parquet", row_group_size=16)
+        pq.write_table(numbers, tmp_path / "b.parquet")
+        return f"parquet:{tmp_path}/*.parquet"
+    for name, part in (("a", table), ("b", numbers)):
+        with pa.OSFile(str(tmp_path / f"{name}.arrow"), "wb") as sink, pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+    return f"arrow:{tmp_path}/*.arrow"
+
+
+@pytest.mark.parametrize("scheme", ["jsonl", "parquet", "arrow"])
+def test_rows_without_text_are_counted_by_reason(tokenizer_dir, tmp_path, monkeypatch, scheme):
+    monkeypatch.setattr(encoding, "_CHUNK_CHARS", 1)  # a chunk per document: the trailing null follows the last chunk
+    documents = list(synthetic_documents(60, seed=8))
+    spec = write_rows(tmp_path, scheme, documents)
+    manifest = convert_dataset(open_source(spec), tokenizer_dir, tmp_path / "out", options(seq_len=32))
+    assert manifest["skipped_rows"] == manifest["sources"][0]["skipped_rows"] == SKIPPED
+    assert manifest["documents_read"] == len(documents)  # every row is a document read or a row skipped
+    kept = manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"]
+    filtered = sum(manifest["filters"][name] for name in ("ratio_dropped", "too_short_dropped", "duplicate_dropped"))
+    assert kept + filtered == 60
+
+
+def test_text_files_have_no_rows_to_skip(tokenizer_dir, tmp_path):
+    """Blank lines separate documents in text files, so every paragraph is a document: all are read."""
+    documents = list(synthetic_documents(40, seed=8))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n \n\n".join(documents) + "\n\n\t\n", encoding="utf-8")
+    manifest = convert_dataset(open_source(f"text:{corpus}"), tokenizer_dir, tmp_path / "out", options(seq_len=32))
+    assert manifest["documents_read"] == 40 and manifest["skipped_rows"] == dict.fromkeys(SKIPPED, 0)
+
+
+def test_cli_counts_null_rows_and_refuses_a_source_without_text(tokenizer_dir, tmp_path):
+    """The probe's case: a parquet file with 50 of its 100 `text` values null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    documents = list(synthetic_documents(100, seed=3))
+    half = pa.table({"text": [doc if i % 2 else None for i, doc in enumerate(documents)]})
+    pq.write_table(half, tmp_path / "half.parquet")
+    out = tmp_path / "out"
+    args = ["--tokenizer", tokenizer_dir, "--seq-len", 32]
+    result = convert_cli("--source", f"parquet:{tmp_path}/half.parquet", *args, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "from 50 documents" in result.stderr
+    assert "rows without text: 50 null text, 0 not text, 0 empty text" in result.stderr
+    manifest = read_manifest(out)
+    assert manifest["documents_read"] == 50
+    assert manifest["skipped_rows"] == manifest["sources"][0]["skipped_rows"] == {"null_text": 50, "not_text": 0, "empty_text": 0}
+
+    pq.write_table(pa.table({"text": pa.array([None] * 10, pa.string()), "body": ["x"] * 10}), tmp_path / "nulls.parquet")
+    refused = convert_cli("--source", f"parquet:{tmp_path}/nulls.parquet", *args, "--out", tmp_path / "none")
+    words = ["has no usable text", "none of its 10 rows", "(10 null text, 0 not text, 0 empty text)", "--text-field"]
+    assert_one_error_line(refused, *words)
+    assert not (tmp_path / "none").exists() and not list(tmp_path.glob("none.*"))

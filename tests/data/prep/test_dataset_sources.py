@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from composer_bert.data.contract import read_manifest
-from composer_bert.data.prep.sources import open_source
+from composer_bert.data.prep.sources import checked_documents, open_source
 from composer_bert.data.prep.synthetic import synthetic_documents
 from composer_bert.errors import UserError
+from tests.data.shard_helpers import SKIPPED, rows_with_gaps
 from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
 datasets = pytest.importorskip("datasets")
@@ -365,3 +366,21 @@ def test_damaged_parquet_and_arrow_files_are_one_line(tmp_path):
     with pytest.raises(UserError, match="cut.arrow' is not a readable Arrow file") as err:
         list(open_source(f"arrow:{tmp_path}/cut.arrow"))
     assert "\n" not in str(err.value)
+
+
+def test_hf_and_disk_rows_without_text_are_counted_by_reason(tokenizer_dir, tmp_path):
+    from composer_bert.data.prep.packing import ConvertOptions, convert_dataset
+
+    documents = list(synthetic_documents(60, seed=8))
+    write_jsonl(tmp_path / "folder" / "a.jsonl", [{"text": row} for row in rows_with_gaps(documents, typed=False)])
+    typed = rows_with_gaps(documents, typed=True)
+    datasets.Dataset.from_dict({"text": typed}).save_to_disk(str(tmp_path / "saved"))
+    datasets.Dataset.from_dict({"text": [1, 2, 3], "body": ["x"] * 3}).save_to_disk(str(tmp_path / "numbers"))
+    options = ConvertOptions(seq_len=32, workers=1, progress=False)
+    cases = ((f"hf:{tmp_path / 'folder'}", SKIPPED), (f"disk:{tmp_path / 'saved'}", {**SKIPPED, "not_text": 0}))
+    for spec, skipped in cases:
+        manifest = convert_dataset(open_source(spec), tokenizer_dir, tmp_path / spec[:4], options)
+        assert manifest["skipped_rows"] == skipped and manifest["documents_read"] == 60, spec
+    with pytest.raises(UserError, match=r"none of its 3 rows holds text .*\(0 null text, 3 not text \(e.g. int\)"):
+        numbers = open_source(f"disk:{tmp_path / 'numbers'}")
+        checked_documents(numbers, numbers)

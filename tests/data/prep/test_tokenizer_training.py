@@ -145,6 +145,23 @@ def test_cli_out_that_is_a_file_is_named_as_one(text_file, tmp_path):
     assert text_file.read_text(encoding="utf-8") == TEXT_CORPUS and [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
 
 
+def test_cli_counts_rows_without_text_and_refuses_a_source_without_any(tmp_path, capsys):
+    import json
+
+    documents = list(synthetic_documents(100, seed=3))
+    rows = [{"text": doc if i % 2 else None} for i, doc in enumerate(documents)] + [{"text": 5}, {"text": " "}]
+    (tmp_path / "half.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "tok"
+    load_script_main(TRAIN_CLI)(["--source", f"jsonl:{tmp_path}/half.jsonl", "--vocab-size", "300", "--out", str(out),
+                                 "--no-progress"])  # fmt: skip
+    assert "from 50 documents (rows without text: 50 null text, 1 not text (e.g. int), 1 empty text)" in capsys.readouterr().err
+
+    (tmp_path / "nulls.jsonl").write_text('{"text": null}\n' * 10)
+    refused = train_cli("--source", f"jsonl:{tmp_path}/nulls.jsonl", "--vocab-size", 300, "--out", tmp_path / "none")
+    assert_one_error_line(refused, "has no usable text", "none of its 10 rows", "10 null text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.jsonl", "nulls.jsonl", "tok"]
+
+
 def test_limit_documents_caps_count_and_bytes():
     documents = ["a" * 100] * 10
     assert len(list(limit_documents(documents, max_documents=3))) == 3
