@@ -24,9 +24,12 @@ from typing import Any
 from composer_bert.data.contract import MANIFEST_NAME
 from composer_bert.data.prep.mixture import open_mixture
 from composer_bert.data.prep.packing import (
+    AUTO_RATIO,
+    CRAMMING_MAX_TOKEN_RATIO,
     DEFAULT_MAX_TOKEN_RATIO,
     DEFAULT_MIN_TOKENS,
     DEFAULT_VAL_FRACTION,
+    RELATIVE_RATIO_CUTOFF,
     ConvertOptions,
     convert_dataset,
     load_tokenizer,
@@ -84,9 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ratio = parser.add_mutually_exclusive_group()
     ratio.add_argument(
         "--max-token-ratio",
-        type=float,
+        type=_ratio,
         default=DEFAULT_MAX_TOKEN_RATIO,
-        help="drop documents with more tokens per character than this (default: %(default)s)",
+        help=f"drop documents with more tokens per character than this; '{AUTO_RATIO}': {RELATIVE_RATIO_CUTOFF:g} x the "
+        f"corpus's median ratio, which fits any tokenizer (Cramming's recipe passes {CRAMMING_MAX_TOKEN_RATIO}, its "
+        "value for a 32k WordPiece vocabulary) (default: %(default)s)",
     )
     ratio.add_argument("--no-ratio-filter", action="store_true", help="keep documents whatever their token ratio")
     parser.add_argument(
@@ -112,6 +117,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
+
+
+def _ratio(value: str) -> float | str:
+    """--max-token-ratio: a number, or AUTO_RATIO (ConvertOptions.check checks the number's range)."""
+    if value == AUTO_RATIO:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is neither a number nor '{AUTO_RATIO}'") from None
 
 
 @cli_entry
@@ -150,10 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
     )
     if filters["ratio_dropped"] > manifest["documents_read"] / 2:
+        advice = (
+            f"leave --max-token-ratio out for {RELATIVE_RATIO_CUTOFF:g} x the median, pass a higher one"
+            if filters["max_token_ratio"] != AUTO_RATIO
+            else "pass --max-token-ratio with a higher cutoff"
+        )
         print(
             f"warning: the token ratio filter dropped {filters['ratio_dropped']} of {manifest['documents_read']} "
-            f"documents; the cutoff {filters['max_token_ratio']} suits ~32k vocabularies, so for a small vocabulary "
-            "pass a higher --max-token-ratio or --no-ratio-filter",
+            f"documents: its cutoff {filters['ratio_cutoff']} tokens per character against this corpus's median "
+            f"{filters['median_token_ratio']} with this tokenizer; {advice}, or pass --no-ratio-filter",
             file=sys.stderr,
         )
     if args.mix:

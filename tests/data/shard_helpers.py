@@ -54,6 +54,21 @@ def kept_documents(
             yield key, ids
 
 
+def reference_cutoff(documents: Iterable[str], tokenizer_dir: Path, factor: float = 1.5) -> float:
+    """The default ratio cutoff in plain Python: `factor` x the median tokens per character of `documents` (all of
+    them: a corpus under the converter's calibration size), each document weighted by its characters."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    pairs = sorted((len(tokenizer.encode(doc, add_special_tokens=False).ids) / len(doc), len(doc)) for doc in documents)
+    half, running = sum(chars for _, chars in pairs) / 2, 0
+    for ratio, chars in pairs:
+        running += chars
+        if running >= half:
+            return round(factor * ratio, 4)
+    raise ValueError("no documents")
+
+
 SKIPPED = {"null_text": 3, "not_text": 3, "empty_text": 2}  # the rows without text that `rows_with_gaps` plants
 
 

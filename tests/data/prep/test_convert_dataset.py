@@ -17,7 +17,14 @@ from composer_bert.data.prep.rows import row_mds_writer
 from composer_bert.data.prep.sources import DocumentSource, open_source
 from composer_bert.data.prep.synthetic import synthetic_documents
 from composer_bert.errors import UserError
-from tests.data.shard_helpers import SKIPPED, kept_documents, read_rows, rows_with_gaps, tree_hashes
+from tests.data.shard_helpers import (
+    SKIPPED,
+    kept_documents,
+    read_rows,
+    reference_cutoff,
+    rows_with_gaps,
+    tree_hashes,
+)
 from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
 CONVERT_CLI = REPO / "data_prep" / "convert_dataset.py"
@@ -29,7 +36,7 @@ SHORT_DOC = "The baker lives in the market."  # 7 tokens, and a ratio (0.23) the
 # ---------------------------------------------------------------- helpers
 
 
-def expected_rows(documents, tokenizer_dir, seq_len, val_fraction, max_ratio=0.25, min_tokens=8):
+def expected_rows(documents, tokenizer_dir, seq_len, val_fraction, max_ratio, min_tokens=8):
     """A plain-Python reference of the row format, filters and split, one document at a time.
 
     Returns ({split: rows}, {filter count name: documents dropped}).
@@ -76,7 +83,9 @@ def test_rows_match_a_plain_python_reference(tokenizer_dir, tmp_path):
     manifest = convert_dataset(
         open_source(f"text:{corpus}"), tokenizer_dir, tmp_path / "out", options(seq_len=32, val_fraction=0.2)
     )
-    expected, dropped = expected_rows(documents, tokenizer_dir, seq_len=32, val_fraction=0.2)
+    cutoff = reference_cutoff(documents, tokenizer_dir)  # the default: 1.5 x the corpus's median ratio
+    assert manifest["filters"]["ratio_cutoff"] == cutoff and manifest["filters"]["max_token_ratio"] == "auto"
+    expected, dropped = expected_rows(documents, tokenizer_dir, seq_len=32, val_fraction=0.2, max_ratio=cutoff)
     for split in ("train", "val"):
         rows = read_rows(tmp_path / "out" / split)
         assert rows.dtype == np.uint16 and rows.shape[1] == 32
@@ -135,35 +144,91 @@ def test_filters_switch_off_through_the_cli(tokenizer_dir, tmp_path):
         [*map(str, args), "--no-dedup", "--no-ratio-filter", "--min-tokens", "0", "--workers", "1", "--no-progress"]
     )
     manifest = read_manifest(out)
+    assert manifest["filters"].pop("median_token_ratio") > 0  # measured all the same
     assert manifest["filters"] == {
         "ratio_dropped": 0,
         "duplicate_dropped": 0,
         "too_short_dropped": 0,
         "max_token_ratio": None,
+        "ratio_cutoff": None,
         "min_tokens": 0,
         "dedup": False,
     }
     assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] == 303
 
 
-def test_cli_warns_when_the_ratio_filter_drops_most_documents(tokenizer_dir, tmp_path, capsys):
-    dense = [f"{HIGH_RATIO_DOC} {i}" for i in range(30)]
-    corpus = write_text_corpus(tmp_path / "corpus.txt", dense + list(synthetic_documents(20, seed=5)))
+def test_cli_warns_when_a_given_ratio_cutoff_drops_most_documents(tokenizer_dir, tmp_path, capsys):
+    documents = list(synthetic_documents(50, seed=5))
+    corpus = write_text_corpus(tmp_path / "corpus.txt", documents)
     out = tmp_path / "out"
     args = ["--source", f"text:{corpus}", "--tokenizer", str(tokenizer_dir), "--out", str(out), "--seq-len", "16"]
-    load_script_main(CONVERT_CLI)([*args, "--no-progress"])
-    dropped = read_manifest(out)["filters"]["ratio_dropped"]
-    assert dropped >= 30  # the dense documents, and any synthetic one above the cutoff
+    load_script_main(CONVERT_CLI)([*args, "--max-token-ratio", "0.222", "--no-progress"])  # under the median (~0.23)
+    filters = read_manifest(out)["filters"]
+    assert filters["ratio_cutoff"] == filters["max_token_ratio"] == 0.222 and 25 < filters["ratio_dropped"] < 50
     stderr = capsys.readouterr().err
-    assert f"dropped {dropped} of 50 documents" in stderr and "--no-ratio-filter" in stderr
+    assert f"dropped {filters['ratio_dropped']} of 50 documents: its cutoff 0.222 tokens per character" in stderr
+    assert f"median {filters['median_token_ratio']}" in stderr and "leave --max-token-ratio out" in stderr
 
 
 def test_stricter_thresholds_drop_more(tokenizer_dir, tmp_path):
     source = open_source("synthetic:200")
     manifest = convert_dataset(source, tokenizer_dir, tmp_path / "out", options(max_token_ratio=0.23, min_tokens=110))
+    assert manifest["filters"]["ratio_cutoff"] == 0.23  # a cutoff given is the cutoff applied, exactly
+    dropped = dict.fromkeys(("ratio_dropped", "too_short_dropped", "duplicate_dropped"), 0)
+    list(kept_documents(synthetic_documents(200, seed=0), tokenizer_dir, set(), dropped, 0.23, 110))
+    assert {name: manifest["filters"][name] for name in dropped} == dropped
     assert manifest["filters"]["ratio_dropped"] > 0 and manifest["filters"]["too_short_dropped"] > 0
     kept = manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"]
     assert kept + manifest["filters"]["ratio_dropped"] + manifest["filters"]["too_short_dropped"] == 200
+
+
+WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"  # real English, where the checkout has it
+
+
+def english_corpus(count: int) -> tuple[list[str], list[str]]:
+    """(documents to train a tokenizer on, `count` documents to convert): WikiText-2's first `count` paragraphs (its
+    ' = Title = ' lines left out) for both, as the probe did with its corpus; else synthetic English-like text."""
+    if not (WIKITEXT / "valid.txt").is_file():
+        return list(synthetic_documents(1000, seed=0)), list(synthetic_documents(count, seed=5))
+    paragraphs = [doc for doc in open_source(f"text:{WIKITEXT}/valid.txt") if not doc.startswith("=")][:count]
+    return paragraphs, paragraphs
+
+
+def test_default_ratio_cutoff_fits_a_small_byte_level_vocabulary(tmp_path):
+    """The probe's case: Cramming's 0.25 (for 32k WordPiece) dropped nearly all real English with the byte-level
+    BPE the README suggests for causal models at a 2k vocabulary; the default is relative to the corpus."""
+    from composer_bert.data.prep.tokenizer_training import save_pretrained_fast, train_tokenizer
+
+    training, documents = english_corpus(300)
+    save_pretrained_fast(train_tokenizer(training, 2048, "bytelevel", progress=False), tmp_path / "tok")
+    corpus = write_text_corpus(tmp_path / "corpus.txt", documents)
+
+    def convert(ratio):
+        settings = options(max_token_ratio=ratio, seq_len=16, objective="causal", workers=1)
+        return convert_dataset(open_source(f"text:{corpus}"), tmp_path / "tok", tmp_path / str(ratio), settings)
+
+    manifest = convert("auto")
+    assert manifest["filters"]["median_token_ratio"] > 0.26  # a 2k byte-level vocabulary: more tokens per character
+    assert manifest["filters"]["ratio_dropped"] <= 0.02 * len(documents)
+    try:  # a cutoff given is honoured exactly, so Cramming's drops nearly every document, as the probe found
+        cramming = convert(0.25)["filters"]["ratio_dropped"]
+    except UserError as err:
+        assert f"no documents survived the filters ({len(documents)} too many tokens per character" in str(err)
+        cramming = len(documents)
+    assert cramming > 0.8 * len(documents)
+
+
+def test_the_median_is_measured_on_the_start_of_each_source(tokenizer_dir, tmp_path, monkeypatch):
+    from composer_bert.data.prep import packing
+
+    monkeypatch.setattr(encoding, "_CHUNK_CHARS", 1)  # a chunk per document ...
+    monkeypatch.setattr(packing, "CALIBRATION_CHARS", 1)  # ... and the first chunk measures the median
+    documents = [HIGH_RATIO_DOC] + list(synthetic_documents(100, seed=6))
+    corpus = write_text_corpus(tmp_path / "corpus.txt", documents)
+    manifest = convert_dataset(open_source(f"text:{corpus}"), tokenizer_dir, tmp_path / "out", options(seq_len=32))
+    assert manifest["filters"]["median_token_ratio"] == reference_cutoff(documents[:1], tokenizer_dir, factor=1.0)
+    assert manifest["filters"]["ratio_cutoff"] == reference_cutoff(documents[:1], tokenizer_dir) > 0.75
+    assert manifest["filters"]["ratio_dropped"] == 0  # none is as dense as the first one
 
 
 def test_max_documents_caps_the_source(tokenizer_dir, tmp_path):
@@ -296,7 +361,7 @@ def test_overwrite_replaces_after_success(tokenizer_dir, tmp_path):
 def test_nothing_surviving_the_filters_is_an_error(tokenizer_dir, tmp_path):
     corpus = write_text_corpus(tmp_path / "corpus.txt", [SHORT_DOC, HIGH_RATIO_DOC])
     with pytest.raises(UserError, match="no documents survived"):
-        convert_dataset(open_source(f"text:{corpus}"), tokenizer_dir, tmp_path / "out", options())
+        convert_dataset(open_source(f"text:{corpus}"), tokenizer_dir, tmp_path / "out", options(max_token_ratio=0.25))
     assert [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
 
 

@@ -12,7 +12,7 @@ from composer_bert.data.contract import read_manifest
 from composer_bert.data.prep import encoding
 from composer_bert.data.prep.mixture import SourceTally, interleave
 from composer_bert.data.prep.synthetic import synthetic_documents
-from tests.data.shard_helpers import kept_documents, tree_hashes
+from tests.data.shard_helpers import kept_documents, reference_cutoff, tree_hashes
 from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
 
 SEQ_LEN = 32
@@ -53,10 +53,10 @@ def convert(tokenizer_dir: Path, out: Path, *flags: str) -> dict:
     return read_manifest(out)
 
 
-def expected_counts(documents: list[str], tokenizer_dir: Path, seen: set[str]) -> dict[str, int]:
-    """Plain-Python filters for one fully read source (default cutoffs), de-duplicating against `seen`."""
+def expected_counts(documents: list[str], tokenizer_dir: Path, seen: set[str], max_ratio: float) -> dict[str, int]:
+    """Plain-Python filters for one fully read source (default --min-tokens), de-duplicating against `seen`."""
     counts = dict.fromkeys(("ratio_dropped", "too_short_dropped", "duplicate_dropped", "documents", "tokens"), 0)
-    for _, ids in kept_documents(documents, tokenizer_dir, seen, counts):
+    for _, ids in kept_documents(documents, tokenizer_dir, seen, counts, max_ratio):
         counts["documents"] += 1
         counts["tokens"] += len(ids) + 1
     return counts
@@ -85,7 +85,10 @@ def test_manifest_counts_each_source(tokenizer_dir, tmp_path, scarce_folder, mon
     # The scarce source ran out, so every one of its documents is counted, exactly as a plain reference does.
     assert scarce["exhausted"] and not plentiful["exhausted"]
     assert scarce["documents_read"] == len(scarce_documents)
-    expected = expected_counts(scarce_documents, tokenizer_dir, seen={" ".join(A_FIRST.lower().split())})
+    # One ratio cutoff for the mixture: 1.5 x the median of every source's start (here each whole source) pooled.
+    cutoff = manifest["filters"]["ratio_cutoff"]
+    assert cutoff == reference_cutoff(list(synthetic_documents(2000, seed=0)) + scarce_documents, tokenizer_dir)
+    expected = expected_counts(scarce_documents, tokenizer_dir, {" ".join(A_FIRST.lower().split())}, cutoff)
     assert expected["too_short_dropped"] == 1 and expected["duplicate_dropped"] == 2  # the planted documents
     assert {**scarce["filters"], "documents": scarce["documents"], "tokens": scarce["tokens"]} == expected
     # The plentiful one stopped part way, each of its documents accounted for.
