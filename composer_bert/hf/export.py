@@ -85,8 +85,8 @@ def export_classifier(
         raise UserError(f"{len(label_names)} label names for {num_labels} labels; pass one name per label")
     state = _module_state(composer_classifier_or_state, BertForSequenceClassification(model_config, num_labels))
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
+        _save_tokenizer(tokenizer_dir, model_config, staging)  # first: a native writer may read its special ids
         _save_model(state, model_config, num_labels, label_names, staging)
-        _save_tokenizer(tokenizer_dir, model_config, staging)
     return Path(out_dir)
 
 

@@ -36,7 +36,8 @@ class Family:
     write: Writer
     read_config: ConfigReader
     read_state: Reader
-    writes_classifiers: bool  # its sequence classifier is ours too (else classifiers export as remote code)
+    # the `classifier_head` whose classifiers export as this family's sequence classifier (None: remote code)
+    classifier_head: str | None
 
     def read(self, directory: Path, base: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Tensor]]:
         model_config = self.read_config(directory, base)
@@ -105,14 +106,18 @@ def _is_modernbert(cfg: ModelConfig) -> bool:
 
 
 def _write_modernbert(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
-    """A ModernBertForMaskedLM; its config names the [CLS]/[SEP] ids of the tokenizer already saved in `out_dir`."""
-    from transformers import ModernBertForMaskedLM, PreTrainedTokenizerFast
+    """A ModernBertForMaskedLM or ModernBertForSequenceClassification; its config names the [CLS]/[SEP] ids of the
+    tokenizer already saved in `out_dir`."""
+    from transformers import ModernBertForMaskedLM, ModernBertForSequenceClassification, PreTrainedTokenizerFast
 
     from composer_bert.hf.modernbert import both_majors_keys, modernbert_config, state_dict_to_modernbert
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
     special_ids = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id}
-    hf_model = ModernBertForMaskedLM(modernbert_config(cfg, special_ids))
+    hf_config = modernbert_config(cfg, special_ids)
+    for key, value in label_kwargs.items():
+        setattr(hf_config, key, value)
+    hf_model = (ModernBertForSequenceClassification if label_kwargs else ModernBertForMaskedLM)(hf_config)
     hf_model.load_state_dict(state_dict_to_modernbert(state, cfg), strict=True)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
     config_path = out_dir / "config.json"
@@ -130,9 +135,8 @@ def _modernbert_config(directory: Path, base: ModelConfig | None) -> ModelConfig
 def _read_modernbert(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]:
     from composer_bert.hf.modernbert import state_dict_from_modernbert
 
-    hf_state = {key: value for key, value in _weights(directory).items() if not key.startswith("classifier.")}
     try:
-        return state_dict_from_modernbert(hf_state, model_config)
+        return state_dict_from_modernbert(_weights(directory), model_config)
     except KeyError as err:
         raise UserError(f"'{directory}' lacks the ModernBERT weight {err}; save a complete ModernBertForMaskedLM") from None
 
@@ -177,10 +181,10 @@ def _read_llama(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]
 FAMILIES: dict[str, Family] = {
     family.model_type: family
     for family in (
-        Family("bert", "BertForMaskedLM", _is_plain_bert, _write_bert, _bert_config, _read_bert, True),
+        Family("bert", "BertForMaskedLM", _is_plain_bert, _write_bert, _bert_config, _read_bert, "pooler"),
         Family("modernbert", "ModernBertForMaskedLM", _is_modernbert, _write_modernbert, _modernbert_config,
-               _read_modernbert, False),
-        Family("llama", "LlamaForCausalLM", _is_llama, _write_llama, _llama_config, _read_llama, False),
+               _read_modernbert, "modernbert"),
+        Family("llama", "LlamaForCausalLM", _is_llama, _write_llama, _llama_config, _read_llama, None),
     )
 }
 
@@ -192,7 +196,7 @@ def families_of(entry: Objective) -> list[Family]:
 def native_family(entry: Objective, cfg: ModelConfig, classifier: bool = False) -> Family | None:
     """The family a model of objective `entry` and config `cfg` exports as (None: remote code)."""
     for family in families_of(entry):
-        if family.matches(cfg) and (family.writes_classifiers or not classifier):
+        if family.matches(cfg) and (not classifier or family.classifier_head == cfg.classifier_head):
             return family
     return None
 

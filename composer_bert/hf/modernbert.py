@@ -118,21 +118,33 @@ def _swap_halves(weight: Tensor) -> Tensor:
     return torch.cat([second, first])
 
 
+def _classifier_names(cfg: ModelConfig) -> dict[str, str]:
+    """A classifier's weights (`classifier_head: modernbert`) after the trunk: ours -> ModernBertForSequenceClassification's."""
+    params = ("weight", "bias") if cfg.linear_bias else ("weight",)
+    names = {f"pooler.{part}.{param}": f"head.{part}.{param}" for part in ("dense", "norm") for param in params}
+    return {**names, "classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"}
+
+
 def state_dict_to_modernbert(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
-    """`BertForMaskedLM` weights of a ModernBERT config as `ModernBertForMaskedLM` weights (padding rows sliced off)."""
+    """`BertForMaskedLM` weights of a ModernBERT config as `ModernBertForMaskedLM` weights (padding rows sliced off),
+    or `BertForSequenceClassification` weights (they have `classifier.weight`) as `ModernBertForSequenceClassification`'s."""
     vocab = cfg.vocab_size
-    out = {theirs: state[ours] for ours, theirs in _weight_names(cfg).items()}
+    classifier = "classifier.weight" in state
+    names = {ours: theirs for ours, theirs in _weight_names(cfg).items() if not (classifier and ours.startswith("head."))}
+    out = {theirs: state[ours] for ours, theirs in {**names, **(_classifier_names(cfg) if classifier else {})}.items()}
     for key in [key for key in out if ".mlp.Wi." in key]:
         out[key] = _swap_halves(out[key])
     out["model.embeddings.tok_embeddings.weight"] = state["bert.embeddings.tokens.weight"][:vocab]
-    out["decoder.weight"] = state["head.decoder.weight"][:vocab]
-    if cfg.decoder_bias:
-        out["decoder.bias"] = state["head.decoder.bias"][:vocab]
+    if not classifier:
+        out["decoder.weight"] = state["head.decoder.weight"][:vocab]
+        if cfg.decoder_bias:
+            out["decoder.bias"] = state["head.decoder.bias"][:vocab]
     return {key: value.contiguous() for key, value in out.items()}
 
 
 def state_dict_from_modernbert(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
-    """ModernBERT weights (`ModernBertForMaskedLM`, or a bare `ModernBertModel` whose keys lack `model.`) as ours.
+    """ModernBERT weights (`ModernBertForMaskedLM`, or a bare `ModernBertModel` whose keys lack `model.`) as ours;
+    a `ModernBertForSequenceClassification`'s head and classifier as our classifier's `pooler.*`, `classifier.*`.
 
     Without an MLM head in `state` the result has no `head.*` keys: the caller decides whether a fresh head
     will do. A missing trunk weight raises KeyError naming it.
@@ -144,9 +156,12 @@ def state_dict_from_modernbert(state: dict[str, Tensor], cfg: ModelConfig) -> di
         return torch.cat([rows, rows.new_zeros(cfg.padded_vocab_size - rows.shape[0], *rows.shape[1:])])
 
     embedding = padded(state["model.embeddings.tok_embeddings.weight"])
-    names = _weight_names(cfg)
-    has_head = "head.dense.weight" in state
-    out = {ours: state[theirs] for ours, theirs in names.items() if has_head or not ours.startswith("head.")}
+    classifier = "classifier.weight" in state
+    has_head = "head.dense.weight" in state and not classifier  # an MLM head (a classifier's head is its own)
+    names = {ours: theirs for ours, theirs in _weight_names(cfg).items() if has_head or not ours.startswith("head.")}
+    if classifier:
+        names.update(_classifier_names(cfg))
+    out = {ours: state[theirs] for ours, theirs in names.items()}
     for key in [key for key in out if ".ffn.up." in key]:
         out[key] = _swap_halves(out[key])
     out["bert.embeddings.tokens.weight"] = embedding
@@ -213,5 +228,6 @@ def model_config_from_modernbert(hf_config: Any, base: ModelConfig | None = None
         rope_theta=float(global_theta),
         local_rope_theta=float(local_theta),
         global_attn_every_n_layers=_layer_period(hf_config),
+        classifier_head="modernbert",
         init_from=None,
     )

@@ -259,7 +259,8 @@ def masked_targets(labels: Tensor, positions: Tensor) -> Tensor:
 
 
 class BertForSequenceClassification(nn.Module):
-    """Encoder + BERT pooler (dense + tanh on [CLS]) + dropout + linear; num_labels == 1 is regression."""
+    """Encoder + a head on [CLS] (`classifier_head`: BERT's pooler, dense + tanh, or ModernBERT's dense + GELU +
+    norm) + dropout + linear; num_labels == 1 is regression."""
 
     def __init__(self, cfg: ModelConfig, num_labels: int):
         super().__init__()
@@ -270,7 +271,8 @@ class BertForSequenceClassification(nn.Module):
             )
         self.config = cfg
         self.bert = BertEncoder(cfg)
-        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.pooler = _classifier_head(cfg)
+        self.tanh = cfg.classifier_head == "pooler"  # BERT's pooler ends in tanh (kept apart: its keys stay pooler.*)
         self.dropout = nn.Dropout(cfg.classifier_dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg.init_std)
@@ -280,10 +282,19 @@ class BertForSequenceClassification(nn.Module):
     ) -> Tensor:
         """Logits [B, num_labels]."""
         cls_state = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]
-        return self.classifier(self.dropout(torch.tanh(self.pooler(cls_state))))
+        pooled = self.pooler(cls_state)
+        return self.classifier(self.dropout(torch.tanh(pooled) if self.tanh else pooled))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _classifier_head(cfg: ModelConfig) -> nn.Module:
+    """What a classifier reads of [CLS]: BERT's pooler dense (with bias; tanh follows) or ModernBERT's head."""
+    if cfg.classifier_head == "modernbert":
+        dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.linear_bias)
+        return nn.Sequential(OrderedDict(dense=dense, activation=nn.GELU(), norm=build_norm(cfg, cfg.hidden_size)))
+    return nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
 
 def init_weights(model: nn.Module, std: float) -> None:

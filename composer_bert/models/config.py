@@ -73,6 +73,9 @@ class ModelConfig:
     pad_vocab_multiple: int = bounded(64, "a multiple >= 1", ge=1)
     sparse_prediction: bool = True  # the MLM head runs only on masked positions (mlm only; causal ignores it)
     head_transform: bool = True  # BERT's dense + GELU + norm before the decoder
+    # GLUE classifiers on [CLS]: BERT's pooler (dense with bias, tanh) or ModernBERT's head (dense, GELU, norm;
+    # biases follow linear_bias), each followed by dropout and the linear classifier
+    classifier_head: str = choice("pooler", ["pooler", "modernbert"])
     init_std: float = positive(0.02, "a positive standard deviation such as 0.02")
     embedding_dropout: float = probability(0.0)
     hidden_dropout: float = probability(0.0)

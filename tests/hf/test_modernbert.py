@@ -200,3 +200,40 @@ def test_init_from_lets_a_rotary_model_extend_its_context_but_checks_every_other
     assert family.native_class == "ModernBertForMaskedLM"
     with pytest.raises(UserError, match="model.local_attention is 16 .* set model.local_attention=8"):
         check_init_from(f"hf:{folder}", dataclasses.replace(cfg, local_attention=16), sha)
+
+
+# ------------------------------------------------------------------------------------- classifiers
+
+
+def test_classifier_matches_transformers_and_exports_as_its_class(batch, tmp_path):
+    """`classifier_head: modernbert` is ModernBertForSequenceClassification's head on [CLS]; a GLUE classifier of
+    ModernBERT's switches exports as that class, no remote code, with its label names."""
+    from composer_bert.hf.export import export_classifier
+    from composer_bert.models.bert import BertForSequenceClassification
+    from tests.tokenizer_helpers import modernbert_tokenizer
+
+    hf = randomized(transformers.ModernBertForSequenceClassification(hf_config(num_labels=3, vocab_size=406)))
+    cfg = model_config_from_modernbert(hf.config)
+    ours = BertForSequenceClassification(cfg, num_labels=3).eval()
+    ours.load_state_dict(state_dict_from_modernbert(hf.state_dict(), cfg), strict=True)
+    with torch.no_grad():
+        expected = hf(**batch).logits
+        torch.testing.assert_close(ours(batch["input_ids"], batch["attention_mask"]), expected, atol=1e-5, rtol=1e-5)
+
+    tokenizer = modernbert_tokenizer(tmp_path / "tokenizer")
+    out = export_classifier(ours, cfg, 3, tokenizer, tmp_path / "out", label_names=["no", "maybe", "yes"])
+    assert not list(out.glob("*.py"))
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    assert type(back).__name__ == "ModernBertForSequenceClassification" and back.config.id2label[2] == "yes"
+    with torch.no_grad():
+        torch.testing.assert_close(back(**batch).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bert_pooler_classifier_of_modernbert_switches_exports_as_remote_code(tmp_path):
+    from composer_bert.hf.export import export_classifier
+    from composer_bert.models.bert import BertForSequenceClassification
+    from tests.tokenizer_helpers import modernbert_tokenizer
+
+    cfg = dataclasses.replace(model_config_from_modernbert(hf_config(vocab_size=406)), classifier_head="pooler")
+    out = export_classifier(BertForSequenceClassification(cfg, 2), cfg, 2, modernbert_tokenizer(tmp_path / "t"), tmp_path / "o")
+    assert json.loads((out / "config.json").read_text())["model_type"] == "composer_bert" and list(out.glob("*.py"))
