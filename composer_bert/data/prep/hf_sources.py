@@ -100,7 +100,15 @@ class _DatasetsLog(logging.Handler):
                 if record.levelno >= handler.level:
                     handler.handle(record)
             return
-        self.files += [Path(name) for name in re.findall(r"'([^']+)'", record.getMessage()) if Path(name).is_file()]
+        self.files += [Path(name) for name in re.findall(r"'([^']+)'", record.getMessage()) if _is_file(name)]
+
+
+def _is_file(name: str) -> bool:
+    """Whether a quoted part of a log message names a file (False for what cannot be a path: too long, a NUL)."""
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 @contextmanager

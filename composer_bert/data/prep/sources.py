@@ -83,7 +83,7 @@ class DocumentSource:
         return self.opened.resolved if self.opened is not None else self.spec
 
     def __iter__(self) -> Iterator[str]:
-        self.invalid_utf8_replaced, self.skipped = 0, dict.fromkeys(SKIP_REASONS, 0)
+        self.invalid_utf8_replaced, self.skipped, self.not_text_example = 0, dict.fromkeys(SKIP_REASONS, 0), ""
         if self.scheme == "synthetic":
             return synthetic_documents(self.num_synthetic, self.seed)
         if self.opened is not None:
