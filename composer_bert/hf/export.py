@@ -24,7 +24,7 @@ from composer_bert.models.config import ModelConfig
 from composer_bert.objectives import Objective, objective
 from composer_bert.run.checkpoint import load_composer_checkpoint
 from composer_bert.run.compat import make_tokenizer_portable
-from composer_bert.run.files import atomic_output_dir
+from composer_bert.run.files import atomic_output_dir, check_output_dir
 
 CLASSIFIER_CLASS = "ComposerBertForSequenceClassification"  # GLUE models of an objective that finetunes on GLUE
 
@@ -101,8 +101,7 @@ def export_checkpoint(
     """
     if Path(checkpoint).is_dir():
         raise UserError(f"checkpoint '{checkpoint}' is a directory; pass a Composer .pt file from a save_folder")
-    if not overwrite and Path(out_dir).exists():  # checked again on rename; this one fails before any heavy work
-        raise UserError(f"output '{out_dir}' already exists; pass --overwrite to replace it or choose another --out")
+    check_output_dir(out_dir, overwrite, EXPORT_MARKER)  # again on writing; this one fails before any heavy work
     pretrained = load_composer_checkpoint(checkpoint)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else pretrained.tokenizer_dir
     if tokenizer_dir is None:

@@ -61,15 +61,10 @@ def _new_file_beside(path: Path) -> Path:
         return candidate
 
 
-@contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator[Path]:
-    """Yield a temporary directory beside `out` that becomes `out` only if the body succeeds.
-
-    An interrupted or failed run leaves nothing at `out` (and removes its temporary directory);
-    with `overwrite`, an existing `out` is replaced only after success, and only if it is empty or
-    holds `marker` (a file every output of this kind has), so a mistyped --out never deletes
-    unrelated data. An `out` that is a file is refused as such, with or without `overwrite`.
-    """
+def check_output_dir(out: str | Path, overwrite: bool, marker: str) -> Path:
+    """`out` (absolute) if `atomic_output_dir` may write it: a file is refused as such, an existing output needs
+    `overwrite`, and a folder that is not an earlier output (no `marker`) is never replaced. Cheap: callers run it
+    before heavy work too."""
     out = Path(os.path.abspath(out))  # lexically normalized, so '.' or 'a/..' get a real name
     if out.exists():
         if not out.is_dir():  # said first: --overwrite would not help, and a file is never replaced
@@ -81,6 +76,19 @@ def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator
             raise UserError(
                 f"'{out}' is not a previous output (it has no {marker}); refusing to replace it, choose another --out"
             )
+    return out
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path, overwrite: bool, marker: str) -> Iterator[Path]:
+    """Yield a temporary directory beside `out` that becomes `out` only if the body succeeds.
+
+    An interrupted or failed run leaves nothing at `out` (and removes its temporary directory);
+    with `overwrite`, an existing `out` is replaced only after success, and only if it is empty or
+    holds `marker` (a file every output of this kind has), so a mistyped --out never deletes
+    unrelated data. An `out` that is a file is refused as such, with or without `overwrite`.
+    """
+    out = check_output_dir(out, overwrite, marker)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

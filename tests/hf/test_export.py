@@ -431,3 +431,12 @@ def test_existing_output_needs_overwrite(tmp_path, tokenizer_dir, trained_checkp
     export_language_model(trained_checkpoint[1], CRAMMED, tokenizer_dir, out, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "staging directories were left behind"
+
+
+def test_an_output_that_is_a_file_is_named_as_one_before_the_checkpoint_is_read(tmp_path):
+    out = tmp_path / "export"
+    out.write_text("not an export")
+    for overwrite in (False, True):  # the checkpoint does not exist: the output is checked first
+        with pytest.raises(UserError, match="is a file; --out takes a directory"):
+            export_checkpoint(str(tmp_path / "missing.pt"), out, overwrite=overwrite)
+    assert out.read_text() == "not an export"
