@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from composer.core import Callback, State
 from composer.loggers import Logger, ProgressBarLogger
+from composer.utils import dist
 from tqdm.auto import tqdm
 
 TOTAL_LOSS = "loss/train/total"
@@ -23,6 +24,18 @@ class TrainProgressBar(ProgressBarLogger):
         if is_train:
             pbar.keys_to_log = list(SHOWN.values())
         return pbar
+
+    def _log_hparams_to_console(self) -> None:
+        """One line instead of Composer's dump of every key (80 lines): the whole config is in config.yaml."""
+        if dist.get_local_rank() == 0:
+            h = self.hparams
+            model = f"{h.get('model.objective', 'mlm')} {h.get('model.num_layers')}×{h.get('model.hidden_size')}"
+            self._log_to_console(
+                f"run '{h.get('run_name')}': {model}, seq {h.get('model.max_position_embeddings')}; "
+                f"{h.get('max_duration')} of {h.get('global_train_batch_size')} rows, lr {h.get('optimizer.lr')}; "
+                f"full config: {h.get('save_folder')}/config.yaml"
+            )
+        self.hparams_already_logged_to_console = True
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.eval_pbar is not None:

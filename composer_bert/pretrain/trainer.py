@@ -94,7 +94,10 @@ def _data(cfg: PretrainConfig, shards: ShardSet, device_batch: int) -> tuple[Dat
         shuffle=False,
         drop_last=False,
     )
-    return train, [Evaluator(label="eval", dataloader=eval_data)]
+    eval_batches = len(eval_data.dataloader)  # this rank's; more than that is Composer's DataloaderNumBatchesWarning
+    wanted = cfg.eval_subset_num_batches
+    subset = None if wanted < 0 else min(wanted, eval_batches)
+    return train, [Evaluator(label="eval", dataloader=eval_data, subset_num_batches=subset)]
 
 
 def _model(cfg: PretrainConfig, model_cfg: ModelConfig, shards: ShardSet, resuming: bool):

@@ -9,16 +9,29 @@ every node write that file into the save folder and `os.remove` it; on a folder 
 `os.remove` raises `FileNotFoundError` and the run dies before training (or, worse, one node's wait sees the
 other node's file). The name was meant to be per node: we keep the broadcast (so every rank still takes part
 in the same collectives) and put this node's own rank into the name, so each node writes and removes its own file.
+
+Warnings Composer raises about what we do on purpose are silenced here, each by its message, and nowhere else:
+`BENIGN_WARNINGS` says why each one is benign. (A warning about something we could avoid is avoided instead:
+pretraining's evaluator asks for no more batches than the eval split has, so no DataloaderNumBatchesWarning.)
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 
 from composer.utils import dist
 
 _SIGNAL_PREFIX = "._signal_file_node"
+# message (a regex of its start) -> why it is benign for our runs
+BENIGN_WARNINGS = {
+    # our train bar is a ProgressBarLogger subclass (callbacks/progress.py), so it goes in through `loggers`; we set
+    # none of the Trainer arguments the warning says it overrides
+    "Specifying the ProgressBarLogger via `loggers` is not recommended": "our own progress bar",
+    # an eval batch smaller than the eval microbatch (the split's last batch, or a small split): nothing to split
+    "Cannot split tensor of length": "a short last eval batch",
+}
 
 
 def _per_node(shared: Callable[[random.Random | None], str]) -> Callable[[random.Random | None], str]:
@@ -37,3 +50,5 @@ def apply_composer_fixes() -> None:
     current = dist.get_node_signal_file_name
     if not getattr(current, "composer_bert_fix", False):
         dist.get_node_signal_file_name = _per_node(current)
+    for message in BENIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
