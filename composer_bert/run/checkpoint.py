@@ -15,6 +15,9 @@ read by `composer_bert.hf.load`, which depends on this module and not the revers
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -94,6 +97,9 @@ def load_composer_checkpoint(path: str) -> Pretrained:
         checkpoint = torch.load(local, map_location="cpu", weights_only=False)
     except Exception as err:
         raise UserError(f"'{path}' is not a readable Composer checkpoint: {str(err).splitlines()[0]}") from None
+    finally:
+        if "://" in path:  # the downloaded copy, in a temporary folder of its own
+            shutil.rmtree(local.parent, ignore_errors=True)
     state = checkpoint.get("state", {}) if isinstance(checkpoint, dict) else {}
     metadata = state.get("callbacks", {}).get(RunMetadata.__qualname__)
     if metadata is None or "model" not in state:
@@ -102,12 +108,23 @@ def load_composer_checkpoint(path: str) -> Pretrained:
             "use a checkpoint saved by recipes/pretrain.py or recipes/finetune_glue.py"
         )
     model_state = {k.removeprefix(MODEL_PREFIX): v for k, v in state["model"].items() if k.startswith(MODEL_PREFIX)}
-    tokenizer_dir = None
-    if metadata["tokenizer_files"]:
-        tokenizer_dir = Path(tempfile.mkdtemp(prefix="composer_bert_tok_"))
-        for name, text in metadata["tokenizer_files"].items():
-            (tokenizer_dir / name).write_text(text)
+    tokenizer_dir = _tokenizer_folder(metadata["tokenizer_files"]) if metadata["tokenizer_files"] else None
     return Pretrained(ModelConfig(**metadata["model_config"]), model_state, tokenizer_dir, _classifier_info(metadata))
+
+
+def _tokenizer_folder(files: Mapping[str, str]) -> Path:
+    """The checkpoint's tokenizer files in a temporary folder, removed when this process exits: callers use
+    the path for the whole run (a GLUE run copies it into every classifier file it saves)."""
+    folder = Path(tempfile.mkdtemp(prefix="composer_bert_tok_"))
+    atexit.register(_remove_folder, folder, os.getpid())
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # never from a forked child (a DataLoader worker): its parent still reads it
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _classifier_info(metadata: Mapping[str, Any]) -> ClassifierInfo | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -165,18 +166,21 @@ def check_remote_folder(uri: str, key: str) -> None:
 
 def download_to_temp(uri: str) -> Path:
     """Download one object (`s3://bucket/key`) to a fresh temp folder through Composer's `get_file`, which also
-    follows the `.symlink` pointers Composer writes for `latest-rank0.pt`."""
+    follows the `.symlink` pointers Composer writes for `latest-rank0.pt`. The caller removes the folder."""
     from composer.utils import get_file
 
     destination = Path(tempfile.mkdtemp(prefix="composer_bert_download_")) / (Path(uri).name or "object")
     try:
         get_file(uri, str(destination))
-    except FileNotFoundError:  # Composer reports a refused HEAD (403) as missing too
-        raise UserError(
-            f"'{uri}' was not found in the object store; check the URI, or if it exists, {CREDENTIALS_HINT}"
-        ) from None
-    except Exception as err:
-        _raise_store_error(err, uri, "download")
+    except BaseException as err:
+        shutil.rmtree(destination.parent, ignore_errors=True)  # nothing half downloaded stays behind
+        if isinstance(err, FileNotFoundError):  # Composer reports a refused HEAD (403) as missing too
+            raise UserError(
+                f"'{uri}' was not found in the object store; check the URI, or if it exists, {CREDENTIALS_HINT}"
+            ) from None
+        if isinstance(err, Exception):
+            _raise_store_error(err, uri, "download")
+        raise
     return destination
 
 

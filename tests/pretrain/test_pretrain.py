@@ -47,6 +47,20 @@ def test_tiny_pretrain_learns_and_reports(tiny_run):
 
 
 @pytest.mark.slow
+def test_reading_a_checkpoints_tokenizer_leaves_no_temporary_folder(tiny_run, tmp_path):
+    """The tokenizer files a checkpoint carries are written to a temporary folder to be read; it is gone when
+    the command ends (export_hf.py here; finetune_glue.py and a bucket checkpoint in tests/run/test_object_store.py)."""
+    out, _ = tiny_run
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch), "HF_HUB_OFFLINE": "1"}
+    exported = run_cli("recipes/export_hf.py", "--checkpoint", out / "latest-rank0.pt", "--out", tmp_path / "hf", env=env)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()  # the checkpoint's tokenizer was read and exported
+    assert not list(scratch.iterdir())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
     shards = shards_for(request, objective)

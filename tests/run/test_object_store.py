@@ -296,8 +296,10 @@ def test_wrong_credentials_are_one_line_at_every_boundary(s3, s3_shards, tiny_sh
         "recipes/pretrain.py", *tiny_args(tiny_shards, bucket_uri("runs/denied")), env=wrong, timeout=300
     )
     assert_one_error_line(save, "save_folder", "refused access", "AWS_SECRET_ACCESS_KEY", after_other_output=True)
+    (tmp_path / "tmp").mkdir()
     export = run_cli(
         "recipes/export_hf.py", "--checkpoint", bucket_uri("runs/straight/ep0-ba20-rank0.pt"), "--out", tmp_path / "hf",
-        env=wrong, timeout=300,
+        env={**wrong, "TMPDIR": str(tmp_path / "tmp")}, timeout=300,
     )
     assert_one_error_line(export, "AWS_ACCESS_KEY_ID")
+    assert not list((tmp_path / "tmp").iterdir())  # the refused download's folder is gone too
