@@ -102,6 +102,25 @@ def train_losses(save_folder: Path) -> dict[int, float]:
     return {row["batch"]: row[LOSS_KEY] for row in read_metrics(save_folder / "metrics.jsonl") if LOSS_KEY in row}
 
 
+BEFORE_RERUN = "test/written_before_the_rerun"
+
+
+def mark_rows_before_rerun(save_folder: Path) -> None:
+    """Tag every row of a run's metrics.jsonl, so that after a rerun the rows it kept can be told from the rows it
+    wrote. A resumed run keeps the rows before the batch of the checkpoint it loaded and writes the rest; a run
+    started over keeps none, one that trains nothing writes none."""
+    path = save_folder / "metrics.jsonl"
+    rows = [{**json.loads(line), BEFORE_RERUN: True} for line in path.read_text().splitlines() if line]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def kept_and_rewritten(save_folder: Path) -> tuple[list[int], list[int]]:
+    """The batches of the training losses a rerun kept from before it (see `mark_rows_before_rerun`), and of those
+    it wrote."""
+    rows = [row for row in read_metrics(save_folder / "metrics.jsonl") if LOSS_KEY in row]
+    return [row["batch"] for row in rows if row.get(BEFORE_RERUN)], [row["batch"] for row in rows if not row.get(BEFORE_RERUN)]
+
+
 # ---------------------------------------------------------------- the pretraining recipe, probed
 
 # recipes/pretrain.py with test callbacks switched on by environment variables (run it as a script, under the

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
+
+import torch
 
 from composer_bert.glue.config import FinetuneConfig
 from composer_bert.glue.results import GlueSummary
@@ -59,3 +62,24 @@ def tiny_run(checkpoint: Path, glue_dir: Path, save_folder: Path, *overrides: st
         ],
     )
     return run_glue(cfg)
+
+
+# Adam moves an element by about the learning rate per step: GLUE's 4e-5 over the tests' 2 to 4 steps.
+FINETUNE_DRIFT = 5e-4
+
+
+def assert_encoder_finetuned_from(
+    classifier: Mapping[str, torch.Tensor], pretrained: Mapping[str, torch.Tensor], *, other: Mapping[str, torch.Tensor]
+) -> None:
+    """The encoder of a finetuned classifier file (its `model.bert.*` tensors) holds the values of the pretraining
+    checkpoint it started from: no element moved by more than FINETUNE_DRIFT (a few finetuning steps), and some
+    moved. `other`, another checkpoint of the same run, lies farther from it than that: the check tells the
+    checkpoints apart. Weights from another checkpoint, fresh ones, or tensors gathered from the wrong shards fail."""
+    encoder = sorted(key for key in pretrained if key.startswith("model.bert."))
+    assert encoder and sorted(key for key in classifier if key.startswith("model.bert.")) == encoder
+
+    def farthest(weights: Mapping[str, torch.Tensor]) -> float:
+        return max((weights[key].double() - pretrained[key].double()).abs().max().item() for key in encoder)
+
+    moved, apart = farthest(classifier), farthest(other)
+    assert 0 < moved <= FINETUNE_DRIFT < apart, f"finetuning moved an element by {moved:.2e}, the other checkpoint {apart:.2e}"

@@ -10,9 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     PreTrainedTokenizerFast,
@@ -27,6 +30,12 @@ WORDS = "the a cat dog sat ran on under mat rug good bad film movie great dull f
 RECIPE = REPO / "yamls/finetune/glue.yaml"
 CLI = REPO / "recipes/finetune_glue.py"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+TASKS = ("SST-2", "RTE")
+# Wider than BERT's 0.02: at 0.02 a random tiny model gives every input nearly the same logits.
+INIT_STD = 0.5
+# A learning rate too small to move any weight (Adam's step is about the learning rate): the scores are then
+# those of the checkpoint itself, which the tests compute with transformers alone.
+UNCHANGED = ("optimizer.lr=1e-30",)
 
 
 def _sentence(rng: random.Random) -> str:
@@ -68,8 +77,9 @@ def _bert_checkpoint(folder: Path) -> None:
     )
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=0, initializer_range=INIT_STD,
     )  # fmt: skip
+    torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -93,10 +103,50 @@ def _roberta_checkpoint(folder: Path) -> None:
     config = RobertaConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2,
+        eos_token_id=2, initializer_range=INIT_STD,
     )  # fmt: skip
+    torch.manual_seed(0)
     RobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def _dev_rows(glue_dir: Path, task: str) -> tuple[list[str], list[list[str]]]:
+    header, *rows = ((glue_dir / task / "dev.tsv").read_text().splitlines())
+    return header.split("\t"), [line.split("\t") for line in rows]
+
+
+def _labelled_by_the_model(model_dir: Path, glue_dir: Path, out: Path) -> Path:
+    """`glue_dir` copied to `out` with each dev label replaced by what the transformers model in `model_dir`
+    predicts for that row, computed here with transformers alone (its tokenizer's own call on the sentence or
+    pair, padded, and a forward in eval mode). The model's head bias is first shifted (and saved) so that half
+    of the dev rows fall on each side. Scored with its weights unchanged, the model must then reach exactly 100
+    on each task; wrong weights, a fresh head, or a pair read without its second sentence or segment ids would
+    give some rows another class."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    texts = {task: [row[1:-1] if task == "RTE" else row[:1] for row in _dev_rows(glue_dir, task)[1]] for task in TASKS}
+
+    def margins() -> dict[str, torch.Tensor]:
+        found = {}
+        for task, rows in texts.items():
+            inputs = tokenizer(*zip(*rows, strict=True), padding=True, truncation=True, max_length=32, return_tensors="pt")
+            with torch.no_grad():
+                logits = model(**inputs).logits
+            found[task] = logits[:, 1] - logits[:, 0]
+        return found
+
+    head = [module for module in model.classifier.modules() if isinstance(module, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias[1] -= torch.cat(list(margins().values())).median()
+    model.save_pretrained(model_dir)
+    for task, margin in margins().items():
+        predicted = (margin > 0).long().tolist()
+        assert 0 < sum(predicted) < len(predicted), f"{task}: the model predicts one class for every dev row"
+        header, rows = _dev_rows(glue_dir, task)
+        names = ("0", "1") if task == "SST-2" else ("entailment", "not_entailment")
+        _write_tsv(out / task / "dev.tsv", header, [[*row[:-1], names[label]] for row, label in zip(rows, predicted, strict=True)])
+        (out / task / "train.tsv").write_text((glue_dir / task / "train.tsv").read_text())
+    return out
 
 
 def _finetune(checkpoint: str, glue_dir: Path, save: Path, *extra: str):
@@ -114,7 +164,8 @@ def hf_bert_glue(glue_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.Com
     read it share it (its rerun test proves a rerun changes nothing)."""
     root = tmp_path_factory.mktemp("hf")
     _bert_checkpoint(root / "model")
-    return root / "model", root / "hf-bert", _finetune(f"hf:{root / 'model'}", glue_dir, root / "hf-bert")
+    labelled = _labelled_by_the_model(root / "model", glue_dir, root / "glue")
+    return root / "model", root / "hf-bert", _finetune(f"hf:{root / 'model'}", labelled, root / "hf-bert", *UNCHANGED)
 
 
 def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_dir: Path) -> None:
@@ -122,28 +173,30 @@ def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_d
     results = json.loads((save / "glue_results.json").read_text())
     assert f"hf:{model_dir}" in json.dumps(results)
     assert "GLUE average:" in done.stdout
-    for task in ("SST-2", "RTE"):
+    for task in TASKS:  # the dev labels are the model's own predictions, made by transformers outside the CLI
         run = json.loads((save / "runs" / task / "seed0.json").read_text())
-        assert 0.0 <= run["metrics"][task]["accuracy"] <= 100.0
+        assert run["metrics"][task]["accuracy"] == pytest.approx(100.0), run["metrics"]
     assert not list(save.rglob("*.model.pt"))  # our classifier files need our model config; hf runs write none
     stamps = {path: path.stat().st_mtime_ns for path in (save / "runs").rglob("seed0.json")}
 
-    again = _finetune(f"hf:{model_dir}", glue_dir, save)
+    again = _finetune(f"hf:{model_dir}", glue_dir, save, *UNCHANGED)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already finished") == 2, again.stdout[-3000:]
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
 
 
 @pytest.mark.slow
-def test_hf_bert_checkpoint_scores_two_tasks_then_rerun_skips(hf_bert_glue, glue_dir):
-    _scores_two_tasks_then_rerun_skips(*hf_bert_glue, glue_dir)
+def test_hf_bert_checkpoint_scores_two_tasks_then_rerun_skips(hf_bert_glue):
+    _scores_two_tasks_then_rerun_skips(*hf_bert_glue, hf_bert_glue[0].parent / "glue")
 
 
 @pytest.mark.slow
 def test_hf_roberta_checkpoint_scores_two_tasks_then_rerun_skips(glue_dir, tmp_path):
     _roberta_checkpoint(tmp_path / "model")
+    labelled = _labelled_by_the_model(tmp_path / "model", glue_dir, tmp_path / "labelled")
     save = tmp_path / "glue"
-    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, _finetune(f"hf:{tmp_path / 'model'}", glue_dir, save), glue_dir)
+    done = _finetune(f"hf:{tmp_path / 'model'}", labelled, save, *UNCHANGED)
+    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, done, labelled)
 
 
 @pytest.mark.slow
@@ -189,12 +242,12 @@ def test_model_folder_with_weights_cut_short_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, glue_dir, hf_bert_glue, tmp_path):
+def test_compare_runs_puts_an_hf_checkpoint_beside_a_crammed_one(checkpoint, hf_bert_glue, tmp_path):
     """Both scored by the same recipe on the same tasks and seeds, then one table and one chart of the two."""
     model_dir, hf_save, _ = hf_bert_glue
     folders = {"hf-bert": f"hf:{model_dir}", "crammed": str(checkpoint)}
     saves = {"hf-bert": hf_save, "crammed": tmp_path / "crammed"}
-    done = _finetune(str(checkpoint), glue_dir, saves["crammed"])
+    done = _finetune(str(checkpoint), model_dir.parent / "glue", saves["crammed"])  # the data the hf model had
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "compare"
     result = run_cli("recipes/compare_runs.py", *map(str, saves.values()), "--out", str(out), timeout=300)

@@ -10,10 +10,11 @@ import torch
 from composer import Trainer
 from composer.callbacks import SpeedMonitor
 from composer.loggers import InMemoryLogger
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from composer_bert.models.bert import masked_positions
 from composer_bert.models.composer_model import ComposerClassifier, ComposerMLM, build_composer_model
-from composer_bert.models.flops import mlm_flops_per_batch
 from tests.models import model_helpers
 from tests.models.model_helpers import VOCAB, padded_ids
 
@@ -146,5 +147,21 @@ def test_trainer_logs_mlm_metrics_and_mfu_inputs(mlm_batch):
     trainer.fit()
     assert {"metrics/train/MaskedAccuracy", "metrics/train/LanguageCrossEntropy"} <= set(logger.data)
     assert "throughput/flops_per_sec" in logger.data
-    assert model.flops_per_batch(mlm_batch) == mlm_flops_per_batch(model.config, mlm_batch) > 0
-    assert model.num_parameters() == sum(p.numel() for p in model.model.parameters())
+    assert model.flops_per_batch(mlm_batch) == counted_flops(model, mlm_batch) > 0
+    # counted by hand for the tiny config: d 64, FFN 128 (GeGLU: up 2 x 128), 2 layers, vocab 100 padded to 128,
+    # no linear biases, LayerNorm without bias, sinusoidal positions (one scale), the decoder tied to the embeddings
+    d, ffn, vocab = 64, 128, 128
+    embeddings = vocab * d + 1 + 2 * d + d  # tokens, position scale, 2 token types, norm
+    layer = d + 3 * d * d + d * d + d + 2 * ffn * d + ffn * d  # norm, qkv, out, norm, up, down
+    final_norm, head = d, d * d + d + vocab  # the head: transform, its norm, the decoder's bias
+    assert model.num_parameters() == embeddings + 2 * layer + final_norm + head == 94_913
+
+
+def counted_flops(model, batch) -> int:
+    """Forward + backward FLOPs of one step, counted by PyTorch's FlopCounterMode as the ops run (attention on the
+    math backend, whose matmuls it sees)."""
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel([SDPBackend.MATH]), counter:
+        model.loss(model(batch), batch).backward()
+    model.zero_grad()
+    return counter.get_total_flops()

@@ -13,7 +13,9 @@ from tests.helpers import (
     PROBED_RECIPE,
     REPO,
     assert_one_error_line,
+    kept_and_rewritten,
     launch_two_ranks,
+    mark_rows_before_rerun,
     recorded_batches,
     run_cli,
     tiny_args,
@@ -74,8 +76,12 @@ def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
     first = run_cli("-c", PROBED_RECIPE, *args, env={"KILL_AT_BATCH": "25", "REPO": str(REPO)})
     assert first.returncode == -9, first.stderr[-3000:]
     assert max(train_losses(killed)) < 40
+    mark_rows_before_rerun(killed)
     second = run_cli("recipes/pretrain.py", *args)  # the same command again
     assert second.returncode == 0, second.stderr[-3000:]
+    # resumed from the batch-20 checkpoint: the killed run's rows before it stay, batches 20-39 are trained again
+    # (a deterministic run started over would give the same losses, but keep none of the killed run's rows)
+    assert kept_and_rewritten(killed) == (list(range(20)), list(range(20, 40)))
 
     expected, resumed = train_losses(straight), train_losses(killed)
     assert sorted(resumed) == sorted(expected) == list(range(40))

@@ -14,8 +14,17 @@ from composer_bert.errors import UserError
 from composer_bert.models import ComposerClassifier, ComposerMLM
 from composer_bert.run.checkpoint import load_classifier_weights, load_composer_checkpoint
 from composer_bert.run.parallelism import FSDP_REFUSAL, FSDPConfig, ParallelismConfig, trainer_parallelism
-from tests.glue.glue_helpers import RECIPE_CLI, write_tsv
-from tests.helpers import PROBED_RECIPE, REPO, launch_two_ranks, tiny_args, tiny_model_config, train_losses
+from tests.glue.glue_helpers import RECIPE_CLI, assert_encoder_finetuned_from, write_tsv
+from tests.helpers import (
+    PROBED_RECIPE,
+    REPO,
+    kept_and_rewritten,
+    launch_two_ranks,
+    mark_rows_before_rerun,
+    tiny_args,
+    tiny_model_config,
+    train_losses,
+)
 from tests.tiny_training import tiny_pretrain_config
 
 # learned positions: the default (sinusoidal) has a 0-d parameter, which FSDP2 cannot shard (refused, see below)
@@ -38,12 +47,14 @@ def launch(shards: Path, save: Path, *extra: str, env: dict[str, str] | None = N
 @pytest.fixture(scope="module")
 def full_runs(tiny_shards, tmp_path_factory) -> dict[str, Path]:
     """Full checkpoints: 6 batches straight (the reference of both checkpoint forms); then a copy of that run
-    whose last checkpoint is gone, rerun with the same command, so it resumes from its batch-4 checkpoint."""
+    whose last checkpoint is gone, rerun with the same command, so it resumes from its batch-4 checkpoint. The
+    copy's metrics rows are marked first, so the test can tell the rows the rerun kept from those it wrote."""
     root = tmp_path_factory.mktemp("fsdp-full")
     full, resumed = root / "full", root / "resumed"
     launch(tiny_shards, full, "max_duration=6ba", "parallelism.fsdp.state_dict_type=full")
     shutil.copytree(full, resumed, symlinks=True)
     (resumed / "ep0-ba6-rank0.pt").unlink()  # autoresume falls back to the newest intact one: batch 4
+    mark_rows_before_rerun(resumed)
     launch(tiny_shards, resumed, "max_duration=6ba", "parallelism.fsdp.state_dict_type=full")
     return dict(full=full, resumed=resumed)
 
@@ -56,6 +67,7 @@ def sharded_run(tiny_shards, tmp_path_factory) -> dict:
     killed = launch(tiny_shards, sharded, *args, env={"KILL_AT_BATCH": "5"}, ok=False)
     assert killed.returncode != 0 and "exited with code -9" in killed.stderr, killed.stderr[-3000:]
     files = sorted(str(path.relative_to(sharded)) for path in sharded.rglob("*"))
+    mark_rows_before_rerun(sharded)
     launch(tiny_shards, sharded, *args)
     return dict(sharded=sharded, files_when_killed=files)
 
@@ -65,6 +77,9 @@ def sharded_run(tiny_shards, tmp_path_factory) -> dict:
 def test_full_checkpoints_are_one_file_and_resume_exactly(full_runs):
     names = sorted(path.name for path in full_runs["full"].glob("ep*"))
     assert names == ["ep0-ba4-rank0.pt", "ep0-ba6-rank0.pt"], names  # rank 0 gathers one ordinary .pt
+    # resumed at batch 4: the rows before it are the copied run's, batches 4 and 5 were trained by the rerun
+    # (one started over would write every row; one that trained nothing, none)
+    assert kept_and_rewritten(full_runs["resumed"]) == ([0, 1, 2, 3], [4, 5])
     straight, resumed = train_losses(full_runs["full"]), train_losses(full_runs["resumed"])
     assert sorted(straight) == sorted(resumed) == list(range(6))
     assert [resumed[b] for b in (4, 5)] == [straight[b] for b in (4, 5)]
@@ -78,6 +93,7 @@ def test_sharded_checkpoints_are_per_rank_shards_and_resume_exactly(full_runs, s
         assert {f"{step}/__0_0.distcp", f"{step}/__1_0.distcp", f"{step}/.metadata"} <= set(files), files
     assert not [name for name in files if name.startswith("ep0-ba5")], files
     assert os.readlink(sharded_run["sharded"] / "latest-rank0.pt") == "ep0-ba6"
+    assert kept_and_rewritten(sharded_run["sharded"]) == ([0, 1, 2, 3], [4, 5])  # resumed from the batch-4 shards
     straight, sharded = train_losses(full_runs["full"]), train_losses(sharded_run["sharded"])
     assert sorted(sharded) == list(range(6))
     assert sharded == straight, "sharded checkpoints and a resume from one changed the trajectory"
@@ -105,6 +121,10 @@ def test_fsdp_glue_finetunes_from_the_fsdp_full_checkpoint(full_runs, tmp_path):
     expected = ComposerClassifier(config, 2).model.state_dict(prefix="model.")
     assert {key: value.shape for key, value in saved.items()} == {key: value.shape for key, value in expected.items()}
     assert all(type(value) is torch.Tensor for value in saved.values())
+    # ... and their values: the encoder is the pretraining checkpoint's, moved only by the few finetuning steps
+    checkpoints = {step: torch.load(full_runs["full"] / f"ep0-ba{step}-rank0.pt", weights_only=False) for step in (4, 6)}
+    pretrained, earlier = (checkpoints[step]["state"]["model"] for step in (6, 4))
+    assert_encoder_finetuned_from(saved, pretrained, other=earlier)
 
 
 def test_parallelism_section_is_validated_and_what_fsdp_cannot_do_is_refused():

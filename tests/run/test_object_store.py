@@ -9,15 +9,18 @@ bucket, wrong credentials, each one line.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY
-from tests.glue.glue_helpers import RECIPE, RECIPE_CLI, sentence, write_tsv
+from tests.glue.glue_helpers import RECIPE, RECIPE_CLI, assert_encoder_finetuned_from, sentence, write_tsv
 from tests.helpers import REPO, assert_one_error_line, run_cli, tiny_args, train_losses
 from tests.s3_helpers import BUCKET, S3Server, bucket_uri
 
@@ -200,12 +203,29 @@ def test_mixture_of_two_remotes_streams_both_into_their_caches(s3, s3_shards, tm
         assert (cache / "manifest.json").is_file() and list((cache / "train").glob("shard.*.mds"))
 
 
+def bucket_checkpoint(s3: S3Server, key: str) -> dict:
+    """The `state` of a checkpoint in the bucket, read straight from the server's bytes."""
+    return torch.load(io.BytesIO(s3.read(key)), map_location="cpu", weights_only=False)["state"]
+
+
 @pytest.mark.slow
 def test_glue_and_export_read_the_checkpoint_from_the_bucket(s3, straight_run, tmp_path):
+    """Both hold the values of the checkpoint in the bucket (not another one, not fresh weights), and neither
+    leaves its download or the checkpoint's tokenizer behind in TMPDIR."""
     checkpoint = bucket_uri(f"{straight_run[0]}/ep0-ba20-rank0.pt")
-    exported = run_cli("recipes/export_hf.py", "--checkpoint", checkpoint, "--out", tmp_path / "hf", env=s3.env)
+    reference = bucket_checkpoint(s3, f"{straight_run[0]}/ep0-ba20-rank0.pt")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**s3.env, "TMPDIR": str(scratch)}
+    exported = run_cli("recipes/export_hf.py", "--checkpoint", checkpoint, "--out", tmp_path / "hf", env=env)
     assert exported.returncode == 0, exported.stderr[-3000:]
-    assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    assert set(reference["model"]) - set(weights) == {"model.head.decoder.weight"}  # tied to the token embeddings
+    for key, tensor in weights.items():
+        assert torch.equal(tensor, reference["model"][key]), key
+    tokenizer = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    assert tokenizer["model"]["vocab"] == json.loads(reference["callbacks"]["RunMetadata"]["tokenizer_files"]["tokenizer.json"])["model"]["vocab"]
+    assert not list(scratch.iterdir())
 
     import random
 
@@ -216,10 +236,15 @@ def test_glue_and_export_read_the_checkpoint_from_the_bucket(s3, straight_run, t
     result = run_cli(
         RECIPE_CLI, RECIPE, f"checkpoint={checkpoint}", "tasks=[SST-2]", "seeds=[0]", "epochs=1", "max_seq_length=32",
         "data.source=glue_dir", f"data.path={tmp_path / 'glue'}", f"save_folder={tmp_path / 'glue_out'}",
-        "progress_bar=false", env=s3.env, timeout=300,
+        "progress_bar=false", env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "glue_out" / "glue_results.json").read_text())["checkpoint"] == checkpoint
+    classifier = torch.load(tmp_path / "glue_out" / "runs" / "SST-2" / "seed0.model.pt", weights_only=True)["state"]
+    assert classifier["callbacks"]["RunMetadata"]["tokenizer_files"] == reference["callbacks"]["RunMetadata"]["tokenizer_files"]
+    earlier = bucket_checkpoint(s3, f"{straight_run[0]}/ep0-ba10-rank0.pt")["model"]
+    assert_encoder_finetuned_from(classifier["model"], reference["model"], other=earlier)
+    assert not list(scratch.iterdir())
 
 
 @pytest.mark.slow
