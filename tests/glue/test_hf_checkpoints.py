@@ -118,7 +118,7 @@ def _dev_rows(glue_dir: Path, task: str) -> tuple[list[str], list[list[str]]]:
 def _labelled_by_the_model(model_dir: Path, glue_dir: Path, out: Path) -> Path:
     """`glue_dir` copied to `out` with each dev label replaced by what the transformers model in `model_dir`
     predicts for that row, computed here with transformers alone (its tokenizer's own call on the sentence or
-    pair, padded, and a forward in eval mode). The model's head bias is first shifted (and saved) so that half
+    pair with segment ids, padded, and a forward in eval mode). The model's head bias is first shifted (and saved) so that half
     of the dev rows fall on each side. Scored with its weights unchanged, the model must then reach exactly 100
     on each task; wrong weights, a fresh head, or a pair read without its second sentence or segment ids would
     give some rows another class."""
@@ -129,7 +129,10 @@ def _labelled_by_the_model(model_dir: Path, glue_dir: Path, out: Path) -> Path:
     def margins() -> dict[str, torch.Tensor]:
         found = {}
         for task, rows in texts.items():
-            inputs = tokenizer(*zip(*rows, strict=True), padding=True, truncation=True, max_length=32, return_tensors="pt")
+            inputs = tokenizer(
+                *zip(*rows, strict=True), padding=True, truncation=True, max_length=32, return_tensors="pt",
+                return_token_type_ids=True,  # a pair's segment ids, which transformers 5 leaves out unless asked
+            )  # fmt: skip
             with torch.no_grad():
                 logits = model(**inputs).logits
             found[task] = logits[:, 1] - logits[:, 0]
