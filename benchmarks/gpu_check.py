@@ -16,9 +16,13 @@ context costs only that section; a failed one reports its one-line error and the
 - Loader stall: `build_trainer` of composer_bert/pretrain/trainer.py (the real Composer Trainer) on shards built here
   by data_prep/ from the synthetic corpus: share of step time blocked in next(dataloader).
 - DDP: one step in 2 processes (NCCL) when there are 2 GPUs, else "skipped".
+- ModernBERT: modernbert-base.yaml's model (local layers through SDPA with a band mask) against transformers'
+  ModernBertForMaskedLM of the same config: fp32 logits on the device, then tokens/s and MFU of each and the
+  ratio (gpu_check_modernbert.py). Last in RUN_ORDER, so the sections above keep their time;
+  `--sections env,modernbert` runs it alone.
 
 Time: the whole check stops within --budget (540 s: the device call's 600 s less the wheel install); a section
-gets its own budget below or what is left, whichever is less, so the budgets (1010 s together) bound a hang and
+gets its own budget below or what is left, whichever is less, so the budgets (1160 s together) bound a hang and
 are not what a section is expected to take. RUN_ORDER runs the single-compile sections first, then causal (its
 ratio after two compiles, gpt2-124m's third only when the time left covers it), then compare (three compiles,
 its transformers row last). A run cut short loses compare's tail first (the transformers row and so its ratios;
@@ -70,10 +74,11 @@ SECTIONS = (
     ("causal", "Causal LM: minigpt-100m vs transformers.LlamaForCausalLM (same math), and gpt2-124m", 180, 240),
     ("loader", "Loader stall: the streaming loader under the Composer Trainer", 150, 360),
     ("ddp", "DDP: one step in 2 processes", 90, 300),
+    ("modernbert", "ModernBERT: modernbert-base vs transformers.ModernBertForMaskedLM (same math)", 150, 240),
 )
 NAMES = [name for name, *_ in SECTIONS]
 # causal before compare: its ratio comes after two compiles (compare's after three), and it is the GPU's open question
-RUN_ORDER = ("env", "correctness", "speed", "loader", "ddp", "causal", "compare")
+RUN_ORDER = ("env", "correctness", "speed", "loader", "ddp", "causal", "compare", "modernbert")
 
 
 def stamp(message: str) -> None:
@@ -187,13 +192,15 @@ def child_main(args: argparse.Namespace) -> None:
 
     import gpu_check_causal as causal
     import gpu_check_compare as compare
+    import gpu_check_modernbert as modernbert
     import gpu_check_sections as sections
     import gpu_check_training as training
     from gpu_check_steps import Ctx, first_line, progress
 
     functions = {"env": sections.env_section, "correctness": sections.correctness_section,
                  "speed": sections.speed_section, "compare": compare.compare_section, "causal": causal.causal_section,
-                 "loader": training.loader_section, "ddp": training.ddp_section}
+                 "loader": training.loader_section, "ddp": training.ddp_section,
+                 "modernbert": modernbert.modernbert_section}
     ctx = Ctx(smoke=args.cpu_smoke, deadline=args.deadline,
               microbatches=(2, 4) if args.cpu_smoke else tuple(int(s) for s in args.microbatches.split(",")),
               microbatch=args.microbatch, result_path=str(args.result))

@@ -21,6 +21,7 @@ HEADINGS = (
     "### Loader stall: the streaming loader under the Composer Trainer",
     "### DDP: one step in 2 processes",
     "### Causal LM: minigpt-100m vs transformers.LlamaForCausalLM (same math), and gpt2-124m",
+    "### ModernBERT: modernbert-base vs transformers.ModernBertForMaskedLM (same math)",
 )
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
@@ -88,6 +89,13 @@ def test_cpu_smoke_reports_every_section_with_numbers(tmp_path):
         assert re.search(row, causal), causal
     assert re.search(rf"- same math \(ours minigpt-100m / transformers LlamaForCausalLM .*\*\*{NUMBER}×\*\* tokens/s", causal)
 
+    modernbert = section(markdown, HEADINGS[7])
+    assert "(4×64, geglu 128, a global layer every 3, band 16, seq 64, vocab 1024)" in modernbert
+    assert re.search(r"relative error \d\.\d\de[+-]\d\d, \*\*PASS\*\*", modernbert)
+    for model in ("ours modernbert-base", "transformers ModernBertForMaskedLM (sdpa)"):
+        assert re.search(rf"\| {re.escape(model)} \| {NUMBER}M \| {NUMBER} \| n/a \| {NUMBER} \| {NUMBER} \| n/a \|", modernbert)
+    assert re.search(rf"- same math \(ours / transformers, the same config\): \*\*{NUMBER}×\*\* tokens/s", modernbert)
+
 
 def test_causal_section_short_of_time_keeps_ours_and_names_what_it_skipped(monkeypatch):
     """With less time left than another compile needs, the causal section reports ours and says why the rest is missing."""
@@ -125,7 +133,7 @@ def test_a_broken_section_reports_one_line_and_the_others_still_run(tmp_path):
 
 def test_bad_arguments_are_one_line(tmp_path):
     for args, message in (
-        (["--sections", "speed,warp"], "error: --sections names warp; choose from env, correctness, speed, compare, causal, loader, ddp"),
+        (["--sections", "speed,warp"], "error: --sections names warp; choose from env, correctness, speed, compare, causal, loader, ddp, modernbert"),
         (["--microbatches", "64,x"], "error: --microbatches '64,x' must be positive integers separated by commas"),
         (["--budget", "-3"], "error: --budget -3 must be a positive number of seconds"),
         (["--out", str(tmp_path / "missing" / "x.md")], f"error: --out {tmp_path / 'missing' / 'x.md'}: folder"),
