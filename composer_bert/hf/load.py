@@ -1,4 +1,5 @@
-"""Read an exported Hugging Face directory back as a `Pretrained`, and pick the reader for a `checkpoint=` value.
+"""Read an exported Hugging Face directory (or any folder of hf/families.py) back as a `Pretrained`, pick the reader
+for a `checkpoint=` value, and check and read `model.init_from=hf:DIR` for pretraining.
 
 `load_pretrained` is what finetuning calls: a directory is an export (this module), anything else a
 Composer `.pt` (`composer_bert.run.checkpoint`, which owns that format). This module depends on
