@@ -12,6 +12,7 @@ Standard library only: `models/config.py` imports this, and exported Hugging Fac
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -48,6 +49,26 @@ def bounded(default: Any, text: str, *, ge=None, gt=None, le=None, lt=None) -> A
     None passes when the field allows it (Optional types): it means "off" or "take the default".
     """
     return field(default=default, metadata={"range": Range(ge, gt, le, lt, text)})
+
+
+# numpy seeds its generators with [0, 2**32 - 1] only, and Composer (reproducibility.MAX_SEED) and our samplers
+# pass their seeds on to numpy: the one range of every seed in a config.
+MAX_SEED = 2**32 - 1
+SEED_RANGE = f"a seed in [0, {MAX_SEED}] (numpy's range, which Composer's seeding uses)"
+
+
+def seed_field(default: Any) -> Any:
+    """An integer seed (None passes where the field allows it: "take the run's seed")."""
+    return bounded(default, SEED_RANGE, ge=0, le=MAX_SEED)
+
+
+def check_run_seed(key: str, seed: int, shown: Any = None) -> None:
+    """A seed given to Composer's Trainer: rank r seeds with seed + r, so the last rank's must fit too (the
+    launcher's WORLD_SIZE; validation runs before torch.distributed starts)."""
+    ranks = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if not 0 <= seed <= MAX_SEED - ranks + 1:
+        on_ranks = f", at most {MAX_SEED - ranks + 1} on {ranks} ranks (rank r seeds with seed + r)" if ranks > 1 else ""
+        raise key_error(key, seed if shown is None else shown, SEED_RANGE + on_ranks)
 
 
 def positive(default: Any, what: str = "a positive number") -> Any:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from composer_bert.schema import bounded, choice, positive
+from composer_bert.schema import bounded, choice, positive, seed_field
 
 
 @dataclass
@@ -19,7 +19,7 @@ class GenerateConfig:
     temperature: float = bounded(0.8, "a temperature >= 0 (0 is greedy)", ge=0)
     top_p: float = bounded(0.95, "a probability in (0, 1] (1 keeps every token)", gt=0, le=1)
     top_k: int = bounded(0, "0 (off) or a positive number of tokens", ge=0)
-    seed: int = 0
+    seed: int = seed_field(0)
     num_samples: int = positive(1, "a positive number of samples")
     kv_cache: bool = True  # false recomputes the whole sequence for every token (same tokens, slower)
     device: str = choice("auto", ["auto", "cpu", "cuda"])  # auto: the GPU when there is one

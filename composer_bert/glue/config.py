@@ -22,7 +22,7 @@ from composer_bert.optim.config import OptimizerConfig
 from composer_bert.run.loggers_config import TrackersConfig
 from composer_bert.run.parallelism import ParallelismConfig
 from composer_bert.run.remote import is_remote
-from composer_bert.schema import bounded, choice, key_error, positive, probability
+from composer_bert.schema import bounded, check_run_seed, choice, key_error, positive, probability
 
 
 @dataclass
@@ -54,6 +54,8 @@ _SEQ = "at least 3 tokens ([CLS] x [SEP])"
 def _check_seeds(seeds: list[int], key: str) -> None:
     if not seeds or len(set(seeds)) != len(seeds):
         raise key_error(key, seeds, "at least one seed, each once")
+    for seed in seeds:
+        check_run_seed(key, seed, shown=seeds)
 
 
 @dataclass

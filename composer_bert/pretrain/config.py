@@ -18,7 +18,7 @@ from composer_bert.models.config import ModelConfig
 from composer_bert.optim.config import OptimizerConfig, SchedulerConfig
 from composer_bert.run.loggers_config import LoggersConfig
 from composer_bert.run.parallelism import ParallelismConfig
-from composer_bert.schema import bounded, choice, key_error, positive
+from composer_bert.schema import bounded, check_run_seed, choice, key_error, positive
 
 
 @dataclass
@@ -26,7 +26,7 @@ class PretrainConfig:
     """Top level of a `yamls/pretrain/*.yaml` recipe."""
 
     run_name: str = MISSING
-    seed: int = 17
+    seed: int = 17  # check_run_seed: [0, 2**32 - 1], less one per extra rank
     save_folder: str = "runs/${run_name}"
     save_interval: str = "1000ba"
     save_num_checkpoints_to_keep: int = bounded(2, "a count >= 0, or -1 to keep all", ge=-1)
@@ -58,6 +58,7 @@ class PretrainConfig:
     }
 
     def check(self) -> None:
+        check_run_seed("seed", self.seed)
         for key in ("max_duration", "save_interval", "eval_interval"):
             check_duration(key, getattr(self, key))
         if self.budget is not None:

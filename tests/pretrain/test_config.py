@@ -212,3 +212,34 @@ def test_an_override_that_is_not_utf8_is_one_line(tmp_path):
     result = run_cli("recipes/pretrain.py", "yamls/pretrain/tiny.yaml", f"save_folder={save}", b"run_name=r\xe9sum\xe9", timeout=120)
     assert_one_error_line(result, "override 'run_name' is not UTF-8 text (byte 0xe9 at character 11)", "UTF-8")
     assert not save.exists()
+
+
+def test_seeds_are_checked_against_the_range_numpy_and_composer_accept(monkeypatch):
+    """Every seed key takes exactly what its consumers take: numpy (and Composer's seed_all over it) accept
+    [0, 2**32 - 1]; Composer seeds rank r with seed + r, so on 8 ranks the top 7 seeds are refused too."""
+    import numpy as np
+    from composer.utils import reproducibility
+
+    from composer_bert.generation.config import GenerateConfig
+    from composer_bert.schema import MAX_SEED
+
+    reproducibility.seed_all(MAX_SEED)  # the top seed is one the consumer takes ...
+    for beyond in (MAX_SEED + 1, -1):  # ... and one past either end it refuses
+        with pytest.raises(ValueError):
+            np.random.seed(beyond)
+    tiny = REPO / "yamls/pretrain/tiny.yaml"
+    assert load_config(PretrainConfig, tiny, [f"seed={MAX_SEED}"]).seed == MAX_SEED
+    for key in ("seed", "data.shuffle_seed"):
+        for bad in (-1, MAX_SEED + 1):
+            with pytest.raises(UserError, match=rf"config key '{key}' is {bad}; use a seed in \[0, {MAX_SEED}\]"):
+                load_config(PretrainConfig, tiny, [f"{key}={bad}"])
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert load_config(PretrainConfig, tiny, [f"seed={MAX_SEED - 7}"]).seed == MAX_SEED - 7
+    with pytest.raises(UserError, match=rf"at most {MAX_SEED - 7} on 8 ranks \(rank r seeds with seed \+ r\)"):
+        load_config(PretrainConfig, tiny, [f"seed={MAX_SEED - 6}"])
+    glue = REPO / "yamls/finetune/glue.yaml"
+    with pytest.raises(UserError, match=r"config key 'seeds' is \[0, -5\]; use a seed in \[0, "):
+        load_config(FinetuneConfig, glue, ["checkpoint=x.pt", "seeds=[0,-5]"])
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(UserError, match=rf"config key 'seed' is {MAX_SEED + 1}; use a seed in"):
+        load_config(GenerateConfig, None, ["checkpoint=x.pt", f"seed={MAX_SEED + 1}"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from composer_bert.errors import UserError
-from composer_bert.schema import bounded, choice, key_error, positive
+from composer_bert.schema import bounded, choice, key_error, positive, seed_field
 
 SHUFFLE_ALGOS = ["py1e", "py1br", "py1b", "py1s", "py2s", "naive"]
 
@@ -33,7 +33,7 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str | None = "val"
     shuffle: bool = True
-    shuffle_seed: int | None = None  # None: the run's seed
+    shuffle_seed: int | None = seed_field(None)  # None: the run's seed
     shuffle_algo: str = choice("py1e", SHUFFLE_ALGOS)
     shuffle_block_size: int | None = positive(None, "a positive number of samples")  # None: streaming's default
     num_canonical_nodes: int | None = positive(None, "a positive node count")  # None: the first run's node count (kept on resume); sets the sample order
