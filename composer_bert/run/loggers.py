@@ -16,7 +16,7 @@ from composer.loggers import LoggerDestination
 
 from composer_bert.errors import UserError
 from composer_bert.run.loggers_config import INSTALL_HINT, TrackersConfig, require_tracker_package
-from composer_bert.run.trackers import mlflow_errors, mlflow_uri
+from composer_bert.run.trackers import mlflow_errors, mlflow_uri, wandb_errors
 
 
 def tracker_loggers(cfg: TrackersConfig, save_folder: str | Path) -> list[LoggerDestination]:
@@ -67,6 +67,10 @@ def _wandb_logger_class() -> type[LoggerDestination]:
     class MetricsOnlyWandBLogger(WandBLogger):
         """Composer's `WandBLogger` minus its checkpoint-store role: we log no artifacts, so autoresume must
         not ask W&B's API for a checkpoint (that needs an API key and the network, and fails offline)."""
+
+        def init(self, state: Any, logger: Any) -> None:
+            with wandb_errors():  # wandb.init runs here
+                super().init(state, logger)
 
         def can_upload_files(self) -> bool:
             return False

@@ -1,5 +1,9 @@
-"""The boundaries with the tracker libraries: the one place where MLflow's and TensorBoard's failures become
-one `UserError` line (W&B's missing package is `loggers_config.require_tracker_package`'s).
+"""The boundaries with the tracker libraries: the one place where W&B's, MLflow's and TensorBoard's failures
+become one `UserError` line (a missing package is `loggers_config.require_tracker_package`'s).
+
+- W&B: `check_wandb` asks W&B's own `login` (no network: the key's format only) whether an online run has a
+  key, from WANDB_API_KEY or `wandb login`'s netrc; without one `wandb.init` raised a traceback once the run had
+  started. `wandb_errors` turns what W&B raises later, when Composer's logger starts the W&B run, into one line.
 
 - MLflow: `check_mlflow` refuses, before anything is written, a tracking URI of a scheme MLflow has no store
   for, a file store under a file, and a server that does not answer (probed once, with a short timeout, instead
@@ -24,7 +28,7 @@ from urllib.request import url2pathname
 
 from composer_bert.errors import UserError
 from composer_bert.run.files import folder_problem
-from composer_bert.run.loggers_config import MLflowConfig, TensorBoardConfig, TrackersConfig
+from composer_bert.run.loggers_config import MLflowConfig, TensorBoardConfig, TrackersConfig, WandBConfig
 
 PROBE_SECONDS = 5.0  # how long the up-front probe waits for an MLflow server to answer
 _KEY = "loggers.mlflow.tracking_uri"
@@ -33,10 +37,48 @@ _OFF = "or turn MLflow off with loggers.mlflow=null"
 
 def check_trackers(cfg: TrackersConfig, save_folder: str) -> None:
     """Every selected tracker's setting, checked up front (each tracker's package is `cfg.check()`'s)."""
+    if cfg.wandb is not None:
+        check_wandb(cfg.wandb)
     if cfg.mlflow is not None:
         check_mlflow(cfg.mlflow)
     if cfg.tensorboard is not None:
         check_tensorboard(cfg.tensorboard, save_folder)
+
+
+_WANDB_WAYS = "log in with `wandb login` (or set WANDB_API_KEY), or set loggers.wandb.mode=offline (then `wandb sync`)"
+
+
+WANDB_ENV_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # what W&B takes from WANDB_MODE
+_WANDB_ONLINE = ("online", "shared", "run")  # the modes that talk to a server, so need a key
+
+
+def check_wandb(cfg: WandBConfig) -> None:
+    """An online W&B run has a key of a valid format (W&B's `login` without verify: nothing leaves the machine);
+    WANDB_MODE, when it decides the mode, is one W&B knows (else W&B's settings raise a pydantic traceback)."""
+    mode = cfg.mode or os.environ.get("WANDB_MODE", "online")
+    if cfg.mode is None and mode not in WANDB_ENV_MODES:
+        raise UserError(
+            f"environment variable WANDB_MODE is {mode!r}; W&B takes {', '.join(WANDB_ENV_MODES)}: set one, unset "
+            "it, or set loggers.wandb.mode"
+        )
+    if mode not in _WANDB_ONLINE:
+        return
+    import wandb
+
+    with wandb_errors():
+        wandb.login(verify=False)
+
+
+@contextmanager
+def wandb_errors() -> Iterator[None]:
+    """What W&B raises (no key, a malformed key, a server that refuses the run) as one line."""
+    import wandb
+
+    try:
+        yield
+    except wandb.errors.Error as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"W&B cannot start an online run ({first.rstrip('.')}); {_WANDB_WAYS}, or loggers.wandb=null") from None
 
 
 def mlflow_uri(cfg: MLflowConfig) -> str:

@@ -5,6 +5,7 @@ folder that does not exist, so a check that came later would say so instead)."""
 from __future__ import annotations
 
 import socket
+import types
 
 import pytest
 
@@ -18,13 +19,13 @@ RECIPES = {  # run in the test's folder, so that a relative path lands there
 }
 
 
-def refused(tmp_path, *overrides: str, recipe: str = "pretrain"):
+def refused(tmp_path, *overrides: str, recipe: str = "pretrain", env: dict[str, str] | None = None):
     """`recipe` run in `tmp_path` with `overrides`, on shards (or a checkpoint) that do not exist; asserts that it
     wrote nothing there, not even its save folder (the files the test put there stay as they were)."""
     before = sorted(path.name for path in tmp_path.iterdir())
     result = run_cli(
         *RECIPES[recipe], f"data.local={tmp_path / 'no-shards'}" if recipe == "pretrain" else "tasks=[RTE]",
-        f"save_folder={tmp_path / 'out'}", *overrides, cwd=tmp_path, timeout=120,
+        f"save_folder={tmp_path / 'out'}", *overrides, cwd=tmp_path, env=env, timeout=120,
     )  # fmt: skip
     assert sorted(path.name for path in tmp_path.iterdir()) == before, "nothing written, not even the save folder"
     return result
@@ -105,3 +106,42 @@ def test_a_value_where_a_section_belongs_names_the_key_through_the_cli(tmp_path)
     assert_one_error_line(
         result, "config key 'loggers.mlflow' is True, but it is a section", "loggers.mlflow={}", "loggers.mlflow=null"
     )
+
+
+NO_WANDB_LOGIN = {"WANDB_API_KEY": "", "WANDB_MODE": "online", "WANDB_SILENT": "true", "NETRC": "/nonexistent"}
+
+
+@pytest.mark.slow  # ~5 s: importing W&B in the CLI
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_wandb_online_without_a_key_is_one_line_before_anything_is_written(recipe, tmp_path):
+    """W&B online with no key (none in the environment, no netrc in HOME): wandb.init raised a traceback once the
+    run had started; now W&B's own login check refuses it up front."""
+    require_trackers()
+    env = {**NO_WANDB_LOGIN, "HOME": str(tmp_path / "home"), "WANDB_CONFIG_DIR": str(tmp_path / "home")}
+    result = refused(tmp_path, "loggers.wandb={project: x}", recipe=recipe, env=env)
+    assert_one_error_line(result, "W&B cannot start an online run (No API key configured", "wandb login", "mode=offline")
+
+
+def test_what_wandb_raises_when_the_logger_starts_its_run_is_one_line(tmp_path, monkeypatch):
+    """The second line of defence (the up-front check skipped): a malformed key fails in wandb.init, mapped where
+    Composer's logger starts the W&B run."""
+    require_trackers()
+    from composer_bert.run import loggers
+    from composer_bert.run.loggers_config import TrackersConfig, WandBConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", "short")
+    (logger,) = loggers.tracker_loggers(TrackersConfig(wandb=WandBConfig(project="x", mode="online")), "unused")
+    with pytest.raises(UserError) as caught:
+        logger.init(state=types.SimpleNamespace(run_name="x"), logger=None)  # the one field init reads
+    message = str(caught.value)
+    assert message.startswith("W&B cannot start an online run (") and "API key must have 40+ characters" in message
+    assert "\n" not in message
+
+
+@pytest.mark.slow  # ~4 s: the CLI's imports
+def test_a_wandb_mode_from_the_environment_that_wandb_does_not_know_is_one_line(tmp_path):
+    require_trackers()
+    result = refused(tmp_path, "loggers.wandb={project: x}", env={"WANDB_MODE": ""})  # W&B: a pydantic traceback
+    assert_one_error_line(result, "environment variable WANDB_MODE is ''; W&B takes online, offline", "loggers.wandb.mode")
