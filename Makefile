@@ -9,9 +9,10 @@ PYC := $(VENV_CURRENT)/bin/python
 # the current stack's torch and the torchvision build that matches it (docs/development.md)
 CURRENT_TORCH := torch==2.14.1 torchvision==0.29.1
 OUT := demo_out
-# pytest-xdist: two workers (CI has 2 cores), a test file per worker at a time so module fixtures are built once.
-# More cores: make test XDIST="-n 8 --dist loadfile"; serially: make test XDIST=
-XDIST ?= -n 2 --dist loadfile
+# pytest-xdist: two workers (CI has 2 cores), a test file per worker at a time so module fixtures are built once,
+# in collection order (the slowest files first: tests/conftest.py), not xdist's most-tests-first.
+# More cores: make test XDIST="-n 8 --dist loadfile --no-loadscope-reorder"; serially: make test XDIST=
+XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install install-current demo demo-gpt test test-fast test-pinned test-current lint clean
 
@@ -64,14 +65,15 @@ test-fast: lint
 	$(PY) -m pytest $(XDIST) -m "not scaleout and not slow"
 
 # The pinned stack runs the whole suite; it installs the trackers (.[loggers]), so their tests must run, not skip.
+# On both stacks a test that needs what the machine lacks (unshare, the other venv) fails instead of skipping.
 test-pinned: install
 	@$(PY) requirements/deps.py --stack
-	COMPOSER_BERT_REQUIRE_TRACKERS=1 $(PY) -m pytest $(XDIST)
+	COMPOSER_BERT_REQUIRE_TRACKERS=1 COMPOSER_BERT_REQUIRE_CAPABILITIES=1 $(PY) -m pytest $(XDIST)
 
 # The current stack runs the tests that depend on the stack (the `stack` marker; tests/conftest.py lists them).
 test-current: install-current
 	@$(PYC) requirements/deps.py --stack
-	$(PYC) -m pytest $(XDIST) -m stack
+	COMPOSER_BERT_REQUIRE_CAPABILITIES=1 $(PYC) -m pytest $(XDIST) -m stack
 
 clean:
 	rm -rf $(OUT) .pytest_cache

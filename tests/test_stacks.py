@@ -24,7 +24,7 @@ from composer_bert.glue.data import check_tokenizer, load_tokenizer
 from composer_bert.hf.export import export_language_model
 from composer_bert.hf.load import load_exported
 from composer_bert.models.bert import BertForMaskedLM
-from tests.helpers import BERT_SPECIALS, REPO, run_cli, save_bert_tokenizer, tiny_model_config
+from tests.helpers import BERT_SPECIALS, REPO, missing_capability, run_cli, save_bert_tokenizer, tiny_model_config
 from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT
 
 WORDS = "the a cat dog sat ran on in mat big ##s and".split()  # a fixed vocabulary: no tokenizer training
@@ -110,8 +110,8 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 def test_exports_cross_between_transformers_majors(tokenizer_dir, tmp_path, capsys):
     other = other_stack_python()
     if other is None:
-        pytest.skip("the other stack's venv is missing: `make test` builds .venv and .venv-current (or set "
-                    "COMPOSER_BERT_OTHER_PYTHON)")
+        missing_capability("the other stack's venv is missing: `make test` builds .venv and .venv-current (or set "
+                           "COMPOSER_BERT_OTHER_PYTHON)")
     torch.manual_seed(1)
     ours_model = BertForMaskedLM(CONFIG).eval()
     ours = export_language_model(ours_model, CONFIG, tokenizer_dir, tmp_path / "ours")
@@ -168,7 +168,7 @@ def test_a_modernbert_export_reads_under_the_other_major_without_our_code(tokeni
 
     other = other_stack_python()
     if other is None:
-        pytest.skip("the other stack's venv is missing: `make test` builds .venv and .venv-current")
+        missing_capability("the other stack's venv is missing: `make test` builds .venv and .venv-current")
     cfg = dataclasses.replace(
         CONFIG, **MODERNBERT_SWITCHES, num_layers=3, global_attn_every_n_layers=2, local_attention=4, rope_theta=1e5,
         sparse_prediction=False,

@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import PROBED_RECIPE, REPO, free_port, recorded_batches, run_cli, tiny_args, train_losses
+from tests.helpers import (
+    PROBED_RECIPE,
+    REPO,
+    free_port,
+    missing_capability,
+    recorded_batches,
+    run_cli,
+    tiny_args,
+    train_losses,
+)
 
 pytestmark = pytest.mark.scaleout
 
@@ -91,7 +100,7 @@ def tail(nodes: list[Node]) -> str:
 def script(tmp_path_factory) -> Path:
     problem = unshare_problem()
     if problem:
-        pytest.skip(problem)
+        missing_capability(problem)
     path = tmp_path_factory.mktemp("probe") / "probed_pretrain.py"
     path.write_text(PROBED_RECIPE)
     return path

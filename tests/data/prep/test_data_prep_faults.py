@@ -21,7 +21,7 @@ from composer_bert.data.prep.sources import open_source
 from composer_bert.data.prep.synthetic import synthetic_documents
 from composer_bert.errors import UserError
 from tests.data.shard_helpers import save_synthetic_tokenizer
-from tests.helpers import REPO, assert_one_error_line
+from tests.helpers import REPO, assert_one_error_line, missing_capability
 
 CONVERT = [sys.executable, str(REPO / "data_prep" / "convert_dataset.py"), "--no-progress"]
 TRAIN_TOKENIZER = [sys.executable, str(REPO / "data_prep" / "train_tokenizer.py"), "--no-progress"]
@@ -43,16 +43,18 @@ def without_permission_bypass() -> list[str]:
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        pytest.skip("running as root, and setpriv (to drop CAP_DAC_OVERRIDE) is not installed")
+        missing_capability("running as root, and setpriv (to drop CAP_DAC_OVERRIDE) is not installed")
     return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def on_small_tmpfs(disk: Path, size: str, command: list[str]) -> subprocess.CompletedProcess:
     """Run `command` with a `size` tmpfs mounted at `disk`, in a private mount namespace (nothing to unmount)."""
     disk.mkdir()
+    if shutil.which("unshare") is None:
+        missing_capability("unshare (util-linux) is not installed: no private mount namespace for a small tmpfs")
     probe = run(["unshare", "--map-root-user", "--mount", "sh", "-c", ON_TMPFS, "64k", str(disk), "true"])
-    if shutil.which("unshare") is None or probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {probe.stderr.strip()}")
+    if probe.returncode != 0:
+        missing_capability(f"cannot mount a tmpfs in a private mount namespace here: {probe.stderr.strip()}")
     return run(["unshare", "--map-root-user", "--mount", "sh", "-c", ON_TMPFS, size, str(disk), *command])
 
 
