@@ -21,18 +21,16 @@ for, but would still take the GIL for every sample.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
-import tempfile
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from composer.utils import dist
 from streaming import StreamingDataset
 from streaming.base.constant import TICK
 from streaming.base.dataset import _Iterator, _ShardState
@@ -40,36 +38,11 @@ from torch.utils.data import DataLoader
 
 from composer_bert.data.contract import SHARD_HASH
 from composer_bert.data.load.shard_checks import REBUILD, check_shard_file, shard_file
+from composer_bert.data.load.shared_memory import one_job_registers_at_a_time, release, shared_memory_of
 from composer_bert.errors import UserError
 from composer_bert.run.remote import store_problem
 
 MAX_MAPPED_SHARDS = 256  # per process; bounds open file handles when a dataset has thousands of shards
-SHM_LOCK_FILE = os.path.join(tempfile.gettempdir(), "composer_bert-streaming-shm.lock")
-
-
-@contextlib.contextmanager
-def _one_job_registers_at_a_time() -> Iterator[None]:
-    """Serialise StreamingDataset's shared-memory registration across the jobs on this machine.
-
-    StreamingDataset looks for the first free shared-memory prefix and then creates it, so two jobs starting
-    at once can pick the same one and one dies with `FileExistsError: '/000006_locals'`. Each job's local
-    leader holds a machine-wide lock while its ranks register (the barrier makes them wait for it), so the
-    next job looks only after this one's names exist. Without a usable lock file it registers as before.
-    """
-    lock_fd = None
-    if dist.get_local_rank() == 0:
-        with contextlib.suppress(OSError):
-            lock_fd = os.open(SHM_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():  # as StreamingDataset itself
-        dist.barrier()
-    try:
-        yield
-    finally:
-        if lock_fd is not None:
-            os.close(lock_fd)  # closing the descriptor releases the lock
-
-
 class MappedShard:
     """Syscall-free reads of one MDS shard file whose records all have one size (rows of one length and dtype).
 
@@ -114,8 +87,12 @@ class RowStreamingDataset(StreamingDataset):
     """
 
     def __init__(self, *, remask_each_epoch: bool = True, **streaming_kwargs: Any) -> None:
-        with _one_job_registers_at_a_time():
+        with one_job_registers_at_a_time():
             super().__init__(**streaming_kwargs)
+        self._blocks = shared_memory_of(self)  # with the resume block once a state dict is loaded
+        created_here = bool(self._locals_shm.created_shms)  # the local leader's: it made the prefix and its locks
+        lock_files = [self._shared_barrier.filelock_path, self._cache_filelock_path] if created_here else []
+        weakref.finalize(self, release, os.getpid(), self._blocks, lock_files)
         self.remask_each_epoch = remask_each_epoch
         self.mask_epoch = 0  # epoch of the iteration in progress in this process (each worker has its own copy)
         # shard id -> its map, or None where the fast path does not apply (not MDS, or not a lone tail column).
@@ -125,10 +102,19 @@ class RowStreamingDataset(StreamingDataset):
         self._download_error: str | None = None  # why this process's download thread stopped, as one line
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the maps (spawned DataLoader workers map shards themselves)."""
+        """Pickle without the maps (spawned DataLoader workers map shards themselves) and without the blocks to
+        release (a spawned worker attaches its own, which streaming releases when it exits)."""
         state = self.__dict__.copy()
         state["_mapped_shards"] = OrderedDict()
+        state["_blocks"] = []
         return state
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """streaming's; the resume block it makes is released with the dataset's other blocks."""
+        super().load_state_dict(obj)
+        resume = getattr(self, "_resume_shm", None)
+        if resume is not None and resume not in self._blocks:
+            self._blocks.append(resume)
 
     def _resume_incr_epoch(self) -> tuple[int, int]:
         """Record the epoch StreamingDataset settles on at the start of `__iter__` (from its resume state, if any).
