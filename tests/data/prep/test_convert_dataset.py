@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +306,7 @@ def test_interrupted_run_leaves_no_output_and_keeps_the_old_one(tokenizer_dir, t
 
 
 COMPOSER_FIRST_SCRIPT = """
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -321,6 +324,7 @@ class Interrupted(DocumentSource):
         raise KeyboardInterrupt
 
 
+faulthandler.dump_traceback_later(240, exit=True)  # a hang prints every thread's stack before the test's 300 s
 tokenizer, out, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 encoding._CHUNK_CHARS = 4096  # many tasks in flight when the pool shuts down
 for i in range(rounds):
@@ -345,6 +349,23 @@ def test_pool_shuts_down_after_importing_composer_finished_or_interrupted(tokeni
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == f"round {rounds - 1} ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"done{i}" for i in range(rounds))
+
+
+def test_a_pool_shutdown_that_hangs_ends_with_its_workers_killed():
+    """Pool.terminate can wait for ever on a lock a worker held (CPython #78178): past its patience the workers
+    are killed, and the caller is told not to join the pool."""
+    pool = multiprocessing.get_context("fork").Pool(2)
+    workers, stuck = list(pool._pool), threading.Event()
+    pool.terminate = stuck.wait  # a terminate that never returns, as in the CPython issues
+    try:
+        assert encoding._terminate(pool, 0.5) is False
+        for worker in workers:  # killed: gone, or a zombie until the pool's own thread reaps it
+            worker.join(60)
+            assert not Path(f"/proc/{worker.pid}").exists() or Path(f"/proc/{worker.pid}/stat").read_text().split()[2] == "Z"
+    finally:
+        stuck.set()
+        del pool.terminate  # the real one again, bounded the same way: with killed workers it may hang itself, and
+        encoding._terminate(pool, 5.0)  # once started, it no longer runs (and could hang) at interpreter exit
 
 
 def test_overwrite_replaces_after_success(tokenizer_dir, tmp_path):
