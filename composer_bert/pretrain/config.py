@@ -18,6 +18,7 @@ from composer_bert.models.config import ModelConfig
 from composer_bert.optim.config import OptimizerConfig, SchedulerConfig
 from composer_bert.run.loggers_config import LoggersConfig
 from composer_bert.run.parallelism import ParallelismConfig
+from composer_bert.run.remote import UploadConfig
 from composer_bert.schema import bounded, check_run_seed, choice, key_error, positive
 
 
@@ -50,6 +51,7 @@ class PretrainConfig:
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)  # a bucket save_folder's timeouts (run/remote.py)
 
     # Keys of earlier releases -> their place now (read with a warning until the next release).
     RENAMED_KEYS: ClassVar[dict[str, str]] = {

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 
+from composer import Trainer
 from composer.utils import dist
 
 from composer_bert.errors import UserError
@@ -21,9 +22,23 @@ from composer_bert.run.resources import EnergyMeter
 log = logging.getLogger(__name__)
 
 
+def _kept_locally(trainer: Trainer | None) -> str:
+    """Where a bucket run that stopped on its uploads keeps what it wrote (a rerun resumes from the bucket)."""
+    if trainer is None or dist.get_global_rank() != 0:
+        return ""
+    checkpoints = sorted(path.name for path in run_dir_of(trainer).glob("ep*-ba*-rank0.pt"))
+    if not checkpoints:
+        return ""
+    return (
+        f"; the run's checkpoints ({', '.join(checkpoints)}) are kept in {run_dir_of(trainer)}; once the store "
+        "answers, the same command resumes from the newest checkpoint in the bucket"
+    )
+
+
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
     """Train (or resume) and return the summary on rank 0, None on the other ranks."""
     energy = EnergyMeter() if dist.get_local_rank() == 0 else None
+    trainer = None
     try:
         with removed_if_refused(cfg.save_folder):
             trainer = build_trainer(cfg)
@@ -43,7 +58,7 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult | None:
         problem = store_problem(err, cfg.save_folder) if is_remote(cfg.save_folder) else None
         if problem is None or isinstance(err, UserError):
             raise
-        raise UserError(problem) from None
+        raise UserError(problem + _kept_locally(trainer)) from None
     finally:
         if energy is not None:
             energy.close()

@@ -146,6 +146,7 @@ def _checkpointing(cfg: PretrainConfig, run_dir: str, remote: RemoteFolder | Non
             save_interval=cfg.save_interval,
             overwrite=not cfg.autoresume,
             num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+            limits=cfg.upload,
         )
         saving.callbacks.append(saver)
         saving.loggers.append(uploader)
@@ -163,7 +164,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     if cfg.model.init_from:  # and neither does an init_from folder the run could not start from
         check_init_from(cfg.model.init_from, model_cfg, shards.contract.tokenizer_sha256)
     on_rank_zero(ensure_writable_dir, cfg.save_folder, "save_folder")
-    remote = RemoteFolder(cfg.save_folder) if is_remote(cfg.save_folder) else None
+    remote = RemoteFolder(cfg.save_folder, cfg.upload) if is_remote(cfg.save_folder) else None
     run_dir = on_rank_zero(_local_run_dir, cfg)  # one path for every rank: Composer broadcasts rank 0's
     resuming = False
     if cfg.autoresume:  # before Composer loads: damaged checkpoints set aside, another model's refused

@@ -10,6 +10,13 @@ every node write that file into the save folder and `os.remove` it; on a folder 
 other node's file). The name was meant to be per node: we keep the broadcast (so every rank still takes part
 in the same collectives) and put this node's own rank into the name, so each node writes and removes its own file.
 
+Uploads to a bucket `save_folder` run in `RemoteUploaderDownloader`'s thread, which hands a failed upload to the
+training thread through a queue, and that raises it at the next batch. But a failure of the existence check it
+makes first (a checkpoint is uploaded with overwrite=False) escapes the queue: the thread dies with a traceback
+on stderr and training stops with "Upload worker crashed. Please check the logs.". We run the thread's function
+inside one that queues whatever it raises (unless a failure is queued already), so every upload failure reaches
+the training thread as itself, which `pretrain/run.py` turns into one line, and the thread prints nothing.
+
 Warnings Composer raises about what we do on purpose are silenced here, each by its message, and nowhere else:
 `BENIGN_WARNINGS` says why each one is benign. (A warning about something we could avoid is avoided instead:
 pretraining's evaluator asks for no more batches than the eval split has, so no DataloaderNumBatchesWarning.)
@@ -20,7 +27,9 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable
+from typing import Any
 
+from composer.loggers import remote_uploader_downloader
 from composer.utils import dist
 
 _SIGNAL_PREFIX = "._signal_file_node"
@@ -31,6 +40,8 @@ BENIGN_WARNINGS = {
     "Specifying the ProgressBarLogger via `loggers` is not recommended": "our own progress bar",
     # an eval batch smaller than the eval microbatch (the split's last batch, or a small split): nothing to split
     "Cannot split tensor of length": "a short last eval batch",
+    # said by the run's own error line, which names the local folder that keeps those files
+    "The following objects may not have been uploaded": "an upload the run reports failing",
 }
 
 
@@ -43,12 +54,27 @@ def _per_node(shared: Callable[[random.Random | None], str]) -> Callable[[random
     return get_node_signal_file_name
 
 
+def _queuing_failures(worker: Callable[..., None]) -> Callable[..., None]:
+    def _upload_worker(*, exception_queue: Any, **kwargs: Any) -> None:
+        try:
+            worker(exception_queue=exception_queue, **kwargs)
+        except Exception as err:
+            if exception_queue.empty():  # else Composer queued this failure itself before raising it
+                exception_queue.put_nowait(err)
+
+    _upload_worker.composer_bert_fix = True  # type: ignore[attr-defined]
+    return _upload_worker
+
+
 def apply_composer_fixes() -> None:
-    """Install the workarounds above (idempotent). Composer's callers look the function up on the module at
-    call time (`dist.get_node_signal_file_name()` in trainer.py and checkpoint.py, a module global in dist.py),
-    so replacing the module attribute reaches all of them."""
+    """Install the workarounds above (idempotent). Composer's callers look each function up on its module at
+    call time (`dist.get_node_signal_file_name()` in trainer.py and checkpoint.py, a module global in dist.py;
+    `_upload_worker` when the uploader starts), so replacing the module attribute reaches all of them."""
     current = dist.get_node_signal_file_name
     if not getattr(current, "composer_bert_fix", False):
         dist.get_node_signal_file_name = _per_node(current)
+    worker = remote_uploader_downloader._upload_worker  # looked up when the uploader starts its thread
+    if not getattr(worker, "composer_bert_fix", False):
+        remote_uploader_downloader._upload_worker = _queuing_failures(worker)
     for message in BENIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)

@@ -14,6 +14,7 @@ Each section's dataclass lives beside the component it configures (torchtitan's 
 | `callbacks:` | `CallbacksConfig` | `callbacks/config.py` |
 | `loggers:` | `LoggersConfig` | `run/loggers_config.py` |
 | `parallelism:` | `ParallelismConfig` | `run/parallelism.py` |
+| `upload:` | `UploadConfig` | `run/remote.py` |
 
 `load_config` rejects an unknown key (naming the nearest valid one), a wrong type or a missing field, then
 runs `schema.validate` once: every key's range and choices, then each section's cross-key `check()`. All of

@@ -16,10 +16,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from composer_bert.errors import UserError
+from composer_bert.schema import bounded, positive
 
 CREDENTIALS_HINT = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and that they may use the bucket"
 # ClientError codes that mean "these credentials may not do this" (S3 answers a HEAD with a bare 403).
@@ -90,16 +92,47 @@ def _raise_store_error(err: Exception, where: str, what: str) -> None:
     raise UserError(message) from None
 
 
+@dataclass
+class UploadConfig:
+    """How long a run's uploads to a bucket `save_folder` may take before the run stops (the `upload:` section).
+
+    Each request waits at most `timeout` seconds to connect and again to read, and is made at most `attempts`
+    times in all, so a store that stops answering stops the run, with one line, after about attempts x timeout
+    seconds plus the retries' backoff (1, 2, 4, ... s) and the batch that notices. Left to boto3 and Composer,
+    a paused server cost many minutes (60 s timeouts, retried by botocore inside each of Composer's attempts).
+    """
+
+    timeout: float = positive(60.0, "a positive number of seconds")
+    attempts: int = bounded(3, "a number of attempts >= 1", ge=1)
+
+    def backend_kwargs(self, scheme: str) -> dict[str, Any]:
+        """The ObjectStore keyword arguments that apply the limits: botocore's for s3:// (which retries inside
+        the client, so Composer's own attempts never see an S3 error); other stores use Composer's attempts."""
+        if scheme != "s3":
+            return {}
+        return {
+            "client_config": {
+                "connect_timeout": self.timeout,
+                "read_timeout": self.timeout,
+                "retries": {"mode": "standard", "total_max_attempts": self.attempts},
+            }
+        }
+
+
 class RemoteFolder:
     """A folder in a bucket (`s3://bucket/prefix`) through Composer's ObjectStore for its scheme."""
 
-    def __init__(self, uri: str) -> None:
-        from composer.utils import maybe_create_object_store_from_uri
+    def __init__(self, uri: str, limits: UploadConfig | None = None) -> None:
+        from composer.utils import build_remote_backend, maybe_create_object_store_from_uri
 
         self.uri = uri.rstrip("/")
         self.scheme, self.bucket, self.prefix = split_uri(self.uri)
         try:
-            self.store = maybe_create_object_store_from_uri(self.uri)
+            kwargs = limits.backend_kwargs(self.scheme) if limits is not None else {}
+            if kwargs and self.bucket:  # the run's own timeouts and attempts (UploadConfig)
+                self.store = build_remote_backend(self.scheme, {"bucket": self.bucket, **kwargs})
+            else:
+                self.store = maybe_create_object_store_from_uri(self.uri)
         except Exception as err:  # a missing client library or an unknown scheme
             _raise_store_error(err, self.uri, "open")
         if self.store is None or not self.bucket:
@@ -211,13 +244,14 @@ def checkpoint_uploads(
     save_interval: str,
     overwrite: bool,
     num_checkpoints_to_keep: int,
+    limits: UploadConfig,
 ) -> tuple[Any, Any]:
     """Composer's CheckpointSaver writing into `local_dir` and naming each checkpoint's remote copy in `folder`,
     and the RemoteUploaderDownloader that uploads them (and any file logged with `Logger.upload_file`).
 
     The uploader runs in threads, not spawned processes: no second copy of torch per worker, and it starts at
     once. Autoresume finds the checkpoints by their remote names; `num_checkpoints_to_keep` prunes only the
-    local copies.
+    local copies. `limits` bound how long a store that stops answering can hold the run.
     """
     from composer.callbacks import CheckpointSaver
     from composer.loggers import RemoteUploaderDownloader
@@ -232,5 +266,11 @@ def checkpoint_uploads(
         overwrite=overwrite,
         num_checkpoints_to_keep=num_checkpoints_to_keep,
     )
-    uploader = RemoteUploaderDownloader(f"{folder.scheme}://{folder.bucket}", use_procs=False, num_concurrent_uploads=1)
+    uploader = RemoteUploaderDownloader(
+        f"{folder.scheme}://{folder.bucket}",
+        backend_kwargs=limits.backend_kwargs(folder.scheme) or None,  # Composer adds the bucket
+        use_procs=False,
+        num_concurrent_uploads=1,
+        num_attempts=limits.attempts,
+    )
     return saver, uploader

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -28,35 +29,43 @@ pytestmark = pytest.mark.scaleout
 
 RUN = ("max_duration=20ba", "save_interval=10ba", "eval_interval=20ba")
 
-# The recipe, SIGKILLed at batch KILL_AT_BATCH once the bucket holds the checkpoint and metrics before it
-# (uploads run in the background, so a kill right after the save could beat them). It waits for the uploads
-# however long they take: a slow machine is not a failure, and a hang ends at the test's subprocess limit.
-KILLED_AFTER_UPLOAD_RECIPE = """
+# The recipe, stopped at batch AT_BATCH once the bucket holds the files AFTER (uploads run in the background, so
+# acting right after a save could beat them; it waits however long they take: a slow machine is not a failure,
+# and a hang ends at the test's subprocess limit). ACT=kill: SIGKILL the run. ACT=pause: SIGSTOP the S3 server
+# (SERVER_PID), write the time to PAUSED_FILE, and make every later batch SLOW_BATCH_S longer, so the run is still
+# training when its next upload fails (a long run, not one that ends before the store's limits run out).
+STOPPED_AFTER_UPLOAD_RECIPE = """
 import os, runpy, signal, time
 import boto3
 from composer.core import Callback
 import composer_bert.pretrain.trainer as pretrain
 
-class KillAfterUpload(Callback):
+class StopAfterUpload(Callback):
     def batch_end(self, state, logger):
-        if int(state.timestamp.batch) != int(os.environ["KILL_AT_BATCH"]):
+        batch, at = int(state.timestamp.batch), int(os.environ["AT_BATCH"])
+        if batch > at:
+            time.sleep(float(os.environ.get("SLOW_BATCH_S", "0")))
+        if batch != at:
             return
-        bucket, prefix = os.environ["KILL_BUCKET"], os.environ["KILL_PREFIX"]
-        wanted = {f"{prefix}/{name}" for name in os.environ["KILL_AFTER"].split(",")}
+        bucket, prefix = os.environ["BUCKET"], os.environ["PREFIX"]
+        wanted = {f"{prefix}/{name}" for name in os.environ["AFTER"].split(",")}
         client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
         while not wanted <= {item["Key"] for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}:
             time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ["ACT"] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(int(os.environ["SERVER_PID"]), signal.SIGSTOP)
+        with open(os.environ["PAUSED_FILE"], "w") as handle:
+            handle.write(repr(time.time()))
 
 build = pretrain.build_training_controls
-def killed(cfg):
+def stopped(cfg):
     controls = build(cfg)
-    controls.callbacks.append(KillAfterUpload())
+    controls.callbacks.append(StopAfterUpload())
     return controls
-pretrain.build_training_controls = killed
+pretrain.build_training_controls = stopped
 runpy.run_path(os.path.join(os.environ["REPO"], "recipes/pretrain.py"), run_name="__main__")
 """
-
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
@@ -134,10 +143,10 @@ def test_pretrain_streams_into_the_cache_and_saves_to_the_bucket(s3, straight_ru
 def test_sigkilled_run_resumes_from_the_bucket_bit_exactly(s3, s3_shards, straight_run, tmp_path):
     args = pretrain_args(tmp_path / "cache", bucket_uri("runs/killed"), s3_shards, "run_name=killed")
     kill = {
-        "REPO": str(REPO), "KILL_AT_BATCH": "15", "KILL_BUCKET": BUCKET, "KILL_PREFIX": "runs/killed",
-        "KILL_AFTER": "ep0-ba10-rank0.pt,metrics.jsonl",
+        "REPO": str(REPO), "ACT": "kill", "AT_BATCH": "15", "BUCKET": BUCKET, "PREFIX": "runs/killed",
+        "AFTER": "ep0-ba10-rank0.pt,metrics.jsonl",
     }
-    first = run_cli("-c", KILLED_AFTER_UPLOAD_RECIPE, *args, env={**s3.env, **kill}, timeout=300)
+    first = run_cli("-c", STOPPED_AFTER_UPLOAD_RECIPE, *args, env={**s3.env, **kill}, timeout=300)
     assert first.returncode == -9, first.stderr[-3000:]
     assert "ep0-ba20-rank0.pt" not in s3.keys("runs/killed")
 
@@ -284,6 +293,44 @@ def test_server_that_stops_answering_fails_in_one_line_then_the_rerun_resumes(s3
     assert after[: stopped_at] == before[: stopped_at]  # resumed: the rows before the checkpoint are the first run's
     assert sorted(train_losses(tmp_path / "run")) == list(range(20))
     assert (cache / "train/shard.00002.mds").is_file()
+
+
+@pytest.mark.slow
+def test_uploads_to_a_server_that_stops_answering_stop_the_run_within_the_upload_limits(s3, tiny_shards, tmp_path):
+    """The server pauses mid-run once the batch-5 checkpoint is in the bucket; the batch-10 checkpoint's upload then
+    times out under upload.timeout=2 upload.attempts=2, and the run stops with one line naming the store and the
+    local folder that keeps its checkpoints, long before its last batch and within a bound botocore's defaults
+    (60 s timeouts, retried) could not meet. Once the server is back, the same command resumes from the bucket."""
+    tmp = tmp_path / "tmp"  # the run's local folder (kept when it stops) lives here, removed with the test
+    tmp.mkdir()
+    args = tiny_args(
+        tiny_shards, bucket_uri("runs/paused-uploads"), "max_duration=60ba", "save_interval=5ba",
+        "eval_interval=60ba", "run_name=paused-uploads", "upload.timeout=2", "upload.attempts=2",
+    )
+    paused_file = tmp_path / "paused_at"
+    pause = {
+        "REPO": str(REPO), "ACT": "pause", "AT_BATCH": "7", "BUCKET": BUCKET, "PREFIX": "runs/paused-uploads",
+        "AFTER": "ep0-ba5-rank0.pt,metrics.jsonl", "SERVER_PID": str(s3.process.pid), "PAUSED_FILE": str(paused_file),
+        "SLOW_BATCH_S": "0.5", "TMPDIR": str(tmp),
+    }
+    try:
+        failed = run_cli("-c", STOPPED_AFTER_UPLOAD_RECIPE, *args, env={**s3.env, **pause}, timeout=300)
+        ended = time.time()
+    finally:
+        s3.resume()
+    assert_one_error_line(failed, "cannot reach the object store", "timeout", "kept in", after_other_output=True)
+    # Quiet here: 8 s (2 attempts x 2 s, a backoff, the batch that notices); botocore's defaults: over 3 minutes.
+    stopped_after = ended - float(paused_file.read_text())
+    assert stopped_after < 100, stopped_after
+    kept = Path(failed.stderr.splitlines()[-1].split("are kept in ")[1].split(";")[0])
+    assert kept.parent == tmp and (kept / "ep0-ba10-rank0.pt").is_file()  # the checkpoint the bucket never got
+    assert "ep0-ba10-rank0.pt" not in s3.keys("runs/paused-uploads")
+    assert int(json.loads(kept.joinpath("metrics.jsonl").read_text().splitlines()[-1])["batch"]) < 59
+
+    again = run_cli("recipes/pretrain.py", *args, env={**s3.env, "TMPDIR": str(tmp)}, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {bucket_uri('runs/paused-uploads/ep0-ba5-rank0.pt')} (batch 5)" in again.stderr
+    assert sorted(remote_losses(s3, "runs/paused-uploads")) == list(range(60))
 
 
 @pytest.mark.slow
