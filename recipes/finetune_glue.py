@@ -1,14 +1,15 @@
-"""Finetune a pretrained checkpoint on GLUE and report dev-set medians over seeds and the GLUE average.
+"""Finetune a pretrained checkpoint on GLUE (or SuperGLUE) and report dev-set medians over seeds and the average.
 
     python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=runs/my-bert/latest-rank0.pt
     python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=PATH tasks=[RTE,MRPC] seeds=[0,1,2]
     python recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=PATH data.source=glue_dir data.path=glue_data
     composer -n 8 recipes/finetune_glue.py yamls/finetune/glue.yaml checkpoint=s3://bucket/run/ep1-ba5000-rank0.pt
+    python recipes/finetune_glue.py yamls/finetune/superglue.yaml checkpoint=PATH data.path=SUPERGLUE_DOWNLOAD
 
 `checkpoint` is a Composer .pt from recipes/pretrain.py (local or remote) or an exported Hugging Face folder;
 `checkpoint=hf:NAME_OR_PATH` scores any transformers sequence classifier with its own tokenizer (offline only).
-Results land in {save_folder}/glue_results.json and glue_results.md; rerunning with the same save_folder
-skips finished task x seed runs.
+Results land in {save_folder}/glue_results.json and glue_results.md (superglue_results.* for SuperGLUE);
+rerunning with the same save_folder skips finished task x seed runs.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from tests.docs_helpers import (
     runs,
     shell_syntax,
 )
+from tests.glue.superglue_helpers import write_superglue_dir
 from tests.helpers import REPO, run_cli
 
 COMMAND_TIMEOUT = 300  # seconds; the slowest docs command takes well under a minute here
@@ -146,7 +147,8 @@ def test_layout_table_names_every_module():
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory, tiny_shards, tiny_causal_shards) -> Path:
     """What `make demo` and `make demo-gpt` leave in demo_out/ (tokenizers, shards, the tiny and gpt-tiny runs of
-    their own recipes, cut to 2 batches on the session's small corpus), plus glue_data/ in the GLUE layout."""
+    their own recipes, cut to 2 batches on the session's small corpus), plus glue_data/ in the GLUE layout and
+    superglue_data/ in the official SuperGLUE layout."""
     root = tmp_path_factory.mktemp("docs") / "workspace"
     root.mkdir()
     for name in LINKED:
@@ -161,6 +163,7 @@ def demo_workspace(tmp_path_factory, tiny_shards, tiny_causal_shards) -> Path:
         assert step.returncode == 0, step.stderr[-3000:]
         assert (demo / "runs" / recipe / "latest-rank0.pt").exists()
     _write_glue_data(root / "glue_data")
+    write_superglue_dir(root / "superglue_data")
     return root
 
 

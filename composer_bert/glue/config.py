@@ -1,4 +1,5 @@
-"""The schema of `yamls/finetune/*.yaml`: one set of hyperparameters for every GLUE task, with typed per-task overrides.
+"""The schema of `yamls/finetune/*.yaml`: one set of hyperparameters for every GLUE (or SuperGLUE) task, with typed
+per-task overrides.
 
 Defaults are Cramming's "GLUE-sane" setting (Geiping & Goldstein, 2023): 5 epochs, lr 4e-5, batch 16,
 AdamW(0.9, 0.98, eps 1e-6), no weight decay, cosine decay after 10% warmup, sequence length 128.
@@ -12,25 +13,30 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from omegaconf import MISSING
 
 from composer_bert.errors import UserError
-from composer_bert.glue.tasks import DEFAULT_TASKS, GlueTask, get_task
 from composer_bert.optim.config import OptimizerConfig
 from composer_bert.run.loggers_config import TrackersConfig
 from composer_bert.run.parallelism import ParallelismConfig
 from composer_bert.run.remote import is_remote
 from composer_bert.schema import bounded, check_run_seed, choice, key_error, positive, probability
 
+if TYPE_CHECKING:
+    from composer_bert.glue.benchmark import Benchmark
+
 
 @dataclass
 class GlueDataConfig:
     """Where the GLUE examples come from; see composer_bert/glue/data.py for each layout."""
 
-    source: str = choice("hf", ["hf", "glue_dir", "jsonl"], help="nyu-mll/glue, a GLUE download folder, or JSONL files")
-    path: str | None = None  # glue_dir/jsonl: the folder; hf: an optional datasets cache dir
+    source: str = choice(
+        "hf", ["hf", "glue_dir", "jsonl", "superglue_dir"],
+        help="Hugging Face datasets, a GLUE download folder, JSONL files (GLUE), or the SuperGLUE download folder",
+    )  # fmt: skip
+    path: str | None = None  # glue_dir/jsonl/superglue_dir: the folder; hf: a cache dir (SuperGLUE: or save_to_disk folder)
 
 
 @dataclass
@@ -92,9 +98,10 @@ class FinetuneConfig:
     """Top level of a `yamls/finetune/*.yaml` recipe."""
 
     checkpoint: str = MISSING  # Composer .pt (local or s3://...) or an exported Hugging Face directory
+    benchmark: str = choice("glue", ["glue", "superglue"])  # glue/benchmark.py
     tokenizer: str | None = None  # a tokenizer directory; default: the one carried by the checkpoint
     save_folder: str = "runs/glue"
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    tasks: list[str] | None = None  # None: every task of the benchmark (GLUE's eight averaged ones, SuperGLUE's eight)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     epochs: int = positive(5, _EPOCHS)
     global_train_batch_size: int = positive(16, _BATCH)  # split across ranks
@@ -136,15 +143,27 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """What types and ranges cannot say: task names, the MNLI dependency, seeds (run by `schema.validate`)."""
-        if not self.tasks:
-            raise UserError(f"config key 'tasks' is empty; list GLUE tasks, e.g. tasks=[{','.join(DEFAULT_TASKS)}]")
+        bench = self.bench()
+        if self.tasks is not None and not self.tasks:
+            example = ",".join(bench.default_tasks)
+            raise UserError(f"config key 'tasks' is empty; list {bench.title} tasks, e.g. tasks=[{example}]")
+        if self.data.source not in bench.sources:
+            raise UserError(
+                f"config key 'data.source' is '{self.data.source}', which holds no {bench.title}; "
+                f"use one of {', '.join(bench.sources)}"
+            )
+        if self.start_from_mnli and "MNLI" not in bench.tasks:
+            raise UserError(
+                f"config key 'start_from_mnli' applies to GLUE: MNLI is not a {bench.title} task; set start_from_mnli=[]"
+            )
+        get_task = bench.get_task
         if is_remote(self.save_folder):  # runs resume from their per-run files, which are read and written locally
             raise UserError(
                 f"config key 'save_folder' is '{self.save_folder}', but GLUE writes to a local folder; give a local "
                 "save_folder and copy it to the bucket after (compare_runs.py reads it from there); the checkpoint "
                 "may be in a bucket"
             )
-        names = [get_task(name, "tasks").name for name in self.tasks]
+        names = [get_task(name, "tasks").name for name in self.task_names()]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise UserError(f"config key 'tasks' lists {duplicates[0]} twice; list each task once")
@@ -166,14 +185,24 @@ class FinetuneConfig:
             if overrides.seeds is not None:
                 _check_seeds(overrides.seeds, f"task_overrides.{name}.seeds")
 
-    def selected_tasks(self) -> list[GlueTask]:
+    def bench(self) -> Benchmark:
+        """The benchmark's tasks, readers, metrics and report (glue/benchmark.py)."""
+        from composer_bert.glue.benchmark import get_benchmark
+
+        return get_benchmark(self.benchmark)
+
+    def task_names(self) -> list[str]:
+        return list(self.bench().default_tasks) if self.tasks is None else list(self.tasks)
+
+    def selected_tasks(self) -> list[Any]:
         """The tasks to run in order, with MNLI first when other tasks start from it."""
-        tasks = [get_task(name, "tasks") for name in self.tasks]
+        tasks = [self.bench().get_task(name, "tasks") for name in self.task_names()]
         return sorted(tasks, key=lambda task: task.name != "MNLI") if self.mnli_starts() else tasks
 
     def mnli_starts(self) -> set[str]:
         """Names of the selected tasks whose encoder starts from the finetuned MNLI model."""
-        selected = {get_task(name, "tasks").name for name in self.tasks}
+        get_task = self.bench().get_task
+        selected = {get_task(name, "tasks").name for name in self.task_names()}
         return {get_task(name, "start_from_mnli").name for name in self.start_from_mnli} & selected
 
     def shared_hparams(self) -> TaskHparams:
@@ -187,10 +216,10 @@ class FinetuneConfig:
             tuple(self.seeds),
         )
 
-    def hparams_for(self, task: GlueTask) -> TaskHparams:
+    def hparams_for(self, task: Any) -> TaskHparams:
         """The shared hyperparameters with `task_overrides[task]` applied."""
         shared = self.shared_hparams()
-        overrides = {get_task(name).name: value for name, value in self.task_overrides.items()}.get(task.name)
+        overrides = {self.bench().get_task(name).name: value for name, value in self.task_overrides.items()}.get(task.name)
         if overrides is None:
             return shared
         changes = {key: value for key, value in dataclasses.asdict(overrides).items() if value is not None}

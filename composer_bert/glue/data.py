@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,15 @@ TOKENIZE_CHUNK = 10_000
 
 @dataclass
 class GlueExamples:
-    """One split of one task: texts (one or two per example) and label ids (floats for STS-B)."""
+    """One split of one task: texts (one or two per example) and label ids (floats for STS-B); for SuperGLUE's
+    grouped tasks also each example's group (a question, a minimal pair) and per-example extras (ReCoRD's texts)."""
 
-    task: GlueTask
+    task: Any  # a GlueTask, or a SuperGlueTask (superglue/tasks.py)
     origin: str  # file or dataset the examples came from, for messages
     texts: list[tuple[str, ...]]
     labels: list[int | float]
+    groups: list[int] | None = None
+    extras: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -41,3 +41,14 @@ PUBLISHED: tuple[PublishedResult, ...] = (
 )
 
 LABEL = "published, not measured"
+
+SUPERGLUE = (
+    "Wang et al., \"SuperGLUE: A Stickier Benchmark for General-Purpose Language Understanding Systems\", "
+    "NeurIPS 2019 (arXiv:1905.00537), Table 3"
+)
+# SuperGLUE's labels for its test split are hidden, so the paper's rows are test-set scores and ours are dev-set
+# scores: the two are beside each other for orientation, not as an equal comparison (the report says so).
+SUPERGLUE_PUBLISHED: tuple[PublishedResult, ...] = (
+    PublishedResult(name="BERT-large baseline", glue_average=69.0, source=f"{SUPERGLUE}: test-set average"),
+    PublishedResult(name="human baseline", glue_average=89.8, source=f"{SUPERGLUE}: test-set average"),
+)

@@ -1,5 +1,7 @@
 """The save folder's layout (each run's result and model file), per-run result files, the median over seeds,
-the GLUE average, and the reports (JSON, markdown, console).
+the benchmark's average, and the reports (JSON, markdown, console, chart). SuperGLUE's reports follow the same
+rules with its own average (`glue/benchmark.py`) and files (`superglue_results.*`); its diagnostics are reported,
+never averaged.
 
 How the GLUE average is computed (Cramming's convention, also BERT's table):
   * Each run (task x seed) is scored on the task's dev set(s); metrics are x100.
@@ -23,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from composer_bert.errors import UserError
-from composer_bert.glue.metrics import METRIC_LABELS
-from composer_bert.glue.published import LABEL, PUBLISHED
-from composer_bert.glue.tasks import EVAL_SET_ORDER, GLUE_AVERAGE_EVAL_SETS, TASKS, GlueTask
+from composer_bert.glue.benchmark import GLUE, Benchmark, get_benchmark
+from composer_bert.glue.published import LABEL
+from composer_bert.glue.tasks import TASKS, GlueTask
 from composer_bert.run.files import atomic_file
 
-RESULTS_JSON = "glue_results.json"
-RESULTS_MARKDOWN = "glue_results.md"
-RESULTS_CHART = "glue_results.png"
+RESULTS_JSON = "glue_results.json"  # GLUE's; a benchmark's are {name}_results.json/.md/.png
 
 TASK_OF_EVAL_SET: dict[str, GlueTask] = {eval_set.name: task for task in TASKS.values() for eval_set in task.eval_sets}
 
@@ -92,54 +92,68 @@ class GlueSummary:
     checkpoint: str
     medians: dict[str, dict[str, float]]
     per_seed: dict[str, dict[str, dict[str, float]]]  # eval set -> seed -> metric -> value
-    glue_average: float | None
+    glue_average: float | None  # the benchmark's average (GLUE's, or SuperGLUE's)
     averaged_over: list[str]
     missing_from_average: list[str]
+    benchmark: str = "glue"
 
     @property
     def partial(self) -> bool:
         return bool(self.missing_from_average)
 
+    @property
+    def bench(self) -> Benchmark:
+        return get_benchmark(self.benchmark)
+
     def to_json(self) -> dict[str, Any]:
+        name = self.benchmark
+        scored = {eval_set: list(self.bench.eval_set_metrics(eval_set)) for eval_set in self.medians}
         return {
+            "benchmark": name,
             "checkpoint": self.checkpoint,
-            "glue_average": self.glue_average,
-            "glue_average_partial": self.partial,
-            "glue_average_over": self.averaged_over,
+            f"{name}_average": self.glue_average,
+            f"{name}_average_partial": self.partial,
+            f"{name}_average_over": self.averaged_over,
             "missing_from_average": self.missing_from_average,
-            "glue_score_metric": {name: glue_score_metric(name) for name in self.medians},
+            **({"glue_score_metric": {k: v[0] for k, v in scored.items()}} if name == "glue" else {"score_metrics": scored}),
             "tasks": self.medians,
             "per_seed": self.per_seed,
         }
 
 
-def glue_average(medians: dict[str, dict[str, float]]) -> tuple[float | None, list[str], list[str]]:
+def benchmark_average(
+    medians: dict[str, dict[str, float]], bench: Benchmark
+) -> tuple[float | None, list[str], list[str]]:
     """(average, eval sets averaged, standard eval sets missing) following the module docstring's rules."""
-    present = [name for name in GLUE_AVERAGE_EVAL_SETS if name in medians]
-    missing = [name for name in GLUE_AVERAGE_EVAL_SETS if name not in medians]
+    present = [name for name in bench.average_eval_sets if name in medians]
+    missing = [name for name in bench.average_eval_sets if name not in medians]
     if not present:
         return None, [], missing
-    scores = [medians[name][glue_score_metric(name)] for name in present]
+    scores = [bench.eval_set_score(name, medians[name]) for name in present]
     return sum(scores) / len(scores), present, missing
 
 
-def summarize(runs: list[RunResult], checkpoint: str) -> GlueSummary:
-    """Aggregate finished runs into medians over seeds and the GLUE average."""
+def glue_average(medians: dict[str, dict[str, float]]) -> tuple[float | None, list[str], list[str]]:
+    return benchmark_average(medians, GLUE)
+
+
+def summarize(runs: list[RunResult], checkpoint: str, bench: Benchmark = GLUE) -> GlueSummary:
+    """Aggregate finished runs into medians over seeds and the benchmark's average."""
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     for run in sorted(runs, key=lambda run: run.seed):
         for eval_set, metrics in run.metrics.items():
             per_seed.setdefault(eval_set, {})[str(run.seed)] = metrics
-    ordered = [name for name in EVAL_SET_ORDER if name in per_seed]
+    ordered = [name for name in bench.eval_set_order if name in per_seed]
     per_seed = {name: per_seed[name] for name in ordered}
     medians = {
         name: {
             metric: statistics.median(values[metric] for values in seeds.values())
-            for metric in TASK_OF_EVAL_SET[name].metrics
+            for metric in bench.eval_set_metrics(name)
         }
         for name, seeds in per_seed.items()
     }
-    average, over, missing = glue_average(medians)
-    return GlueSummary(checkpoint, medians, per_seed, average, over, missing)
+    average, over, missing = benchmark_average(medians, bench)
+    return GlueSummary(checkpoint, medians, per_seed, average, over, missing, bench.name)
 
 
 def _average_cell(summary: GlueSummary) -> str:
@@ -151,7 +165,7 @@ def _average_cell(summary: GlueSummary) -> str:
 def _partial_note(summary: GlueSummary) -> str:
     if not summary.partial:
         return ""
-    present, expected = len(summary.averaged_over), len(GLUE_AVERAGE_EVAL_SETS)
+    present, expected = len(summary.averaged_over), len(summary.bench.average_eval_sets)
     return (
         f"* partial: average over {present} of {expected} dev sets (missing {', '.join(summary.missing_from_average)})"
     )
@@ -162,21 +176,41 @@ def _detail_rows(summary: GlueSummary) -> list[tuple[str, str, str, str]]:
     for name, metrics in summary.medians.items():
         for metric, median in metrics.items():
             seeds = ", ".join(f"{seed}: {values[metric]:.1f}" for seed, values in summary.per_seed[name].items())
-            rows.append((name, METRIC_LABELS[metric], f"{median:.1f}", seeds))
+            rows.append((name, summary.bench.metric_label(metric), f"{median:.1f}", seeds))
     return rows
 
 
+def _score_columns(summary: GlueSummary) -> tuple[list[str], list[float]]:
+    """The eval sets with one score each (the averaged ones, and any other of a single metric, such as WNLI or
+    AX-b) and those scores; a diagnostic of several metrics (AX-g) is in the detail table only."""
+    bench = summary.bench
+    columns = [
+        name for name in bench.eval_set_order if name in summary.medians
+        and (name in bench.average_eval_sets or len(bench.eval_set_metrics(name)) == 1)
+    ]  # fmt: skip
+    return columns, [bench.eval_set_score(name, summary.medians[name]) for name in columns]
+
+
+_SCORES_LINE = {
+    "glue": "GLUE scores: MRPC/QQP F1, STS-B Pearson, CoLA MCC, others accuracy; WNLI is not averaged.",
+    "superglue": "SuperGLUE scores: each task's metrics averaged (CB acc/macro-F1, MultiRC F1a/EM, ReCoRD F1/EM), "
+    "others accuracy; the diagnostics AX-b (MCC) and AX-g (gender parity, accuracy) come from the RTE model and are "
+    "not averaged. Dev = the benchmark's val split (its test labels are hidden).",
+}
+
+
 def format_markdown(summary: GlueSummary) -> str:
-    """A BERT-paper style row of GLUE scores, then every metric with its per-seed values."""
-    columns = [name for name in EVAL_SET_ORDER if name in summary.medians]
-    score_cells = [f"{summary.medians[name][glue_score_metric(name)]:.1f}" for name in columns]
+    """A BERT-paper style row of scores, then every metric with its per-seed values."""
+    title = summary.bench.title
+    columns, scores = _score_columns(summary)
+    score_cells = [f"{score:.1f}" for score in scores]
     lines = [
-        "# GLUE dev results",
+        f"# {title} dev results",
         "",
         f"Checkpoint: `{summary.checkpoint}`. Dev-set medians over seeds, x100.",
-        "GLUE scores: MRPC/QQP F1, STS-B Pearson, CoLA MCC, others accuracy; WNLI is not averaged.",
+        _SCORES_LINE[summary.benchmark],
         "",
-        "| " + " | ".join([*columns, "GLUE avg"]) + " |",
+        "| " + " | ".join([*columns, f"{title} avg"]) + " |",
         "|" + "---:|" * (len(columns) + 1),
         "| " + " | ".join([*score_cells, _average_cell(summary)]) + " |",
         "",
@@ -189,54 +223,64 @@ def format_markdown(summary: GlueSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def published_label(bench: Benchmark) -> str:
+    """How published rows are labelled: not measured here, and on which split when it is not dev."""
+    return LABEL if bench.published_split == "dev" else f"{LABEL}, {bench.published_split} set"
+
+
 def _published_comparison(summary: GlueSummary, columns: list[str], score_cells: list[str]) -> list[str]:
-    """Our row beside published rows under the same protocol; theirs are labelled as not measured here."""
+    """Our row beside published rows; theirs are labelled as not measured here, with the split they were measured on."""
+    bench = summary.bench
+    label = published_label(bench)
     lines = [
         f"## Beside published results ({LABEL})",
         "",
-        "| Model | " + " | ".join([*columns, "GLUE avg"]) + " | Source |",
+        "| Model | " + " | ".join([*columns, f"{bench.title} avg"]) + " | Source |",
         "|---|" + "---:|" * (len(columns) + 1) + "---|",
         "| this checkpoint (measured) | " + " | ".join([*score_cells, _average_cell(summary)]) + " | this report |",
     ]
-    for row in PUBLISHED:
+    for row in bench.published:
         cells = [f"{row.per_task[name]:.1f}" if name in row.per_task else "–" for name in columns]
-        lines.append(f"| {row.name} ({LABEL}) | " + " | ".join([*cells, f"{row.glue_average:.1f}"]) + f" | {row.source} |")
+        lines.append(f"| {row.name} ({label}) | " + " | ".join([*cells, f"{row.glue_average:.1f}"]) + f" | {row.source} |")
     lines.append("")
     lines.append("Published per-task scores are not reproduced here (–); only the averages are cited.")
+    if bench.published_split != "dev":
+        lines.append(f"The published rows are {bench.published_split}-set scores and ours are dev-set scores: orientation, not a like-for-like comparison.")
     if summary.partial:
         lines.append("Our average is partial (*): it covers fewer dev sets than the published ones and is not comparable.")
     return lines
 
 
 def plot_summary(summary: GlueSummary, png_path: str | Path) -> Path | None:
-    """Bars of each dev set's GLUE score (median over seeds, every seed as a dot) and of the average, with the
+    """Bars of each dev set's score (median over seeds, every seed as a dot) and of the average, with the
     published averages as dashed lines; written atomically. None when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [name for name in EVAL_SET_ORDER if name in summary.medians]
+    bench = summary.bench
+    columns, scores = _score_columns(summary)
     if not columns:
         return None
-    scores = [summary.medians[name][glue_score_metric(name)] for name in columns]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(columns) + 3), 4.5))
     ax.bar_label(ax.bar(columns, scores, color="C0"), fmt="%.1f", fontsize=8)
     for index, name in enumerate(columns):
-        seeds = [values[glue_score_metric(name)] for values in summary.per_seed[name].values()]
+        seeds = [bench.eval_set_score(name, values) for values in summary.per_seed[name].values()]
         ax.plot([index] * len(seeds), seeds, "k.", markersize=4)
     if summary.glue_average is not None:
-        label = "GLUE avg*" if summary.partial else "GLUE avg"
+        label = f"{bench.title} avg{'*' if summary.partial else ''}"
         average = ax.bar([label], [summary.glue_average], color="C1", hatch="//" if summary.partial else None)
         ax.bar_label(average, fmt="%.1f", fontsize=8)
-        for row, style in zip(PUBLISHED, ("--", ":"), strict=False):
+        for row, style in zip(bench.published, ("--", ":"), strict=False):
             ax.axhline(row.glue_average, color="grey", linestyle=style, linewidth=1,
-                       label=f"{row.name}: {row.glue_average:.1f} ({LABEL})")
+                       label=f"{row.name}: {row.glue_average:.1f} ({published_label(bench)})")
         ax.legend(fontsize=7, loc="lower left")
     ax.set_ylabel("dev score x100 (median over seeds; dots: seeds)")
     checkpoint = Path(summary.checkpoint)
-    title = f"GLUE dev: {checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name else f"GLUE dev: {checkpoint}"
-    ax.set_title(title + (" (partial average: not comparable)" if summary.partial else ""), fontsize=10)
+    shown = f"{checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name else str(checkpoint)
+    ax.set_title(f"{bench.title} dev: {shown}" + (" (partial average: not comparable)" if summary.partial else ""),
+                 fontsize=10)  # fmt: skip
     ax.grid(axis="y", alpha=0.3)
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
@@ -253,20 +297,20 @@ def format_console(summary: GlueSummary) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}" for row in rows]
     rule = "-" * max(len(line) for line in lines)
-    lines = [lines[0], rule, *lines[1:], rule, f"GLUE average: {_average_cell(summary)}"]
+    lines = [lines[0], rule, *lines[1:], rule, f"{summary.bench.title} average: {_average_cell(summary)}"]
     if summary.partial:
         lines.append(_partial_note(summary))
     return "\n".join(lines)
 
 
 def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, Path, Path | None]:
-    """`glue_results.json`, `glue_results.md` and the bar chart `glue_results.png` in the save folder."""
-    folder = Path(save_folder)
-    json_path, markdown_path = folder / RESULTS_JSON, folder / RESULTS_MARKDOWN
+    """`{benchmark}_results.json`, `.md` and the bar chart `.png` in the save folder."""
+    stem = Path(save_folder) / f"{summary.benchmark}_results"
+    json_path, markdown_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     write_json_atomically(json_path, summary.to_json())
     with atomic_file(markdown_path) as temporary:
         temporary.write_text(format_markdown(summary))
-    return json_path, markdown_path, plot_summary(summary, folder / RESULTS_CHART)
+    return json_path, markdown_path, plot_summary(summary, stem.with_suffix(".png"))
 
 
 def read_summary(save_folder: str | Path) -> GlueSummary:

@@ -43,7 +43,7 @@ from composer_bert.glue.results import (
     write_run_result,
     write_summary,
 )
-from composer_bert.glue.tasks import TASKS, GlueTask
+from composer_bert.glue.tasks import GlueTask
 from composer_bert.glue.train import (
     TaskData,
     finetuning_model_config,
@@ -149,6 +149,8 @@ class GlueRunner:
                 "dropout": dataclasses.asdict(cfg.dropout),
                 "data": dataclasses.asdict(cfg.data),
                 "starts_from_mnli": mnli_fingerprint,
+                # GLUE's fingerprints predate the key, so a half-done GLUE sweep of an earlier release still resumes
+                **({"benchmark": cfg.benchmark} if cfg.benchmark != "glue" else {}),
             }
         )
 
@@ -163,7 +165,7 @@ class GlueRunner:
             for seed in hparams.seeds:
                 mnli_seed = None
                 if task.name in cfg.mnli_starts():
-                    mnli_seeds = cfg.hparams_for(TASKS["MNLI"]).seeds
+                    mnli_seeds = cfg.hparams_for(cfg.bench().tasks["MNLI"]).seeds
                     mnli_seed = seed if seed in mnli_seeds else mnli_seeds[0]
                 mnli_fingerprint = None if mnli_seed is None else mnli_fingerprints[mnli_seed]
                 fingerprint = self._fingerprint(task, seed, hparams, mnli_fingerprint)
@@ -196,9 +198,10 @@ class GlueRunner:
     def run_all(self) -> list[RunResult]:
         plans = self.plan()
         pending = list(dict.fromkeys(plan.task.name for plan in plans if plan.finished is None))
+        tasks = self.cfg.bench().tasks
         data = {
             name: prepare_task_data(
-                TASKS[name], self.cfg, self.tokenizer, self.cfg.hparams_for(TASKS[name]).max_seq_length
+                tasks[name], self.cfg, self.tokenizer, self.cfg.hparams_for(tasks[name]).max_seq_length
             )
             for name in pending
         }
@@ -253,7 +256,7 @@ def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     with removed_if_refused(cfg.save_folder):  # a refused checkpoint or data file leaves no empty save_folder
         check_save_folder(cfg.save_folder)
         runs = GlueRunner(cfg).run_all()
-    summary = summarize(runs, cfg.checkpoint)
+    summary = summarize(runs, cfg.checkpoint, cfg.bench())
     if dist.get_global_rank() == 0:
         json_path, markdown_path, chart_path = write_summary(cfg.save_folder, summary)
         print(format_console(summary), flush=True)

@@ -27,17 +27,17 @@ from composer.utils import dist, reproducibility
 
 from composer_bert.callbacks.grad_norm import GradNormClip
 from composer_bert.callbacks.progress import RunProgressBar
+from composer_bert.glue.benchmark import Benchmark
 from composer_bert.glue.config import FinetuneConfig, TaskHparams
 from composer_bert.glue.data import (
+    GlueExamples,
     TokenizedSplit,
     eval_dataloader,
-    load_examples,
     tokenize_examples,
     train_dataloader,
 )
 from composer_bert.glue.hf_model import HFSource
-from composer_bert.glue.metrics import compute_task_metrics, predictions_from_logits
-from composer_bert.glue.tasks import TRAIN_SPLIT, GlueTask
+from composer_bert.glue.tasks import EvalSet, GlueTask
 from composer_bert.models import ComposerClassifier, ModelConfig
 from composer_bert.optim.optimizer import build_optimizer
 from composer_bert.run.config import to_dict
@@ -65,23 +65,30 @@ def finetuning_model_config(model_config: ModelConfig, cfg: FinetuneConfig) -> M
 
 
 @dataclass
+class EvalData:
+    """One eval set: where it comes from, its examples (groups and extras its metrics read) and their tokens."""
+
+    split: EvalSet
+    examples: GlueExamples
+    tokens: TokenizedSplit
+
+
+@dataclass
 class TaskData:
     """A task's tokenized splits, built once and shared by all of its seeds."""
 
     train: TokenizedSplit
-    evals: dict[str, TokenizedSplit]  # eval set name -> dev split
+    evals: dict[str, EvalData]  # eval set name -> dev split (and SuperGLUE's diagnostics, for RTE)
 
 
 def prepare_task_data(task: GlueTask, cfg: FinetuneConfig, tokenizer: Any, max_seq_length: int) -> TaskData:
-    train = tokenize_examples(
-        load_examples(task, TRAIN_SPLIT, cfg.data.source, cfg.data.path), tokenizer, max_seq_length
-    )
-    evals = {
-        eval_set.name: tokenize_examples(
-            load_examples(task, eval_set, cfg.data.source, cfg.data.path), tokenizer, max_seq_length
-        )
-        for eval_set in task.eval_sets
-    }
+    bench = cfg.bench()
+    source, path = cfg.data.source, cfg.data.path
+    train = tokenize_examples(bench.load(task, bench.train_split(task), source, path), tokenizer, max_seq_length)
+    evals = {}
+    for eval_set in task.eval_sets:
+        examples = bench.load(task, eval_set, source, path)
+        evals[eval_set.name] = EvalData(eval_set, examples, tokenize_examples(examples, tokenizer, max_seq_length))
     return TaskData(train, evals)
 
 
@@ -98,23 +105,23 @@ def cosine_with_warmup(warmup_fraction: float, total_batches: int) -> ComposerSc
 def evaluate(
     model: ComposerClassifier,
     task: GlueTask,
-    evals: dict[str, TokenizedSplit],
+    evals: dict[str, EvalData],
     device: Device,
     precision: str,
     batch_size: int,
     pad_token_id: int,
+    bench: Benchmark,
 ) -> dict[str, dict[str, float]]:
-    """Task metrics on each full dev set from the model's predictions (identical on every rank)."""
+    """Task metrics on each full dev set from the model's logits (identical on every rank)."""
     model.eval()
     scores: dict[str, dict[str, float]] = {}
-    for name, split in evals.items():
+    for name, data in evals.items():
         logits = []
-        for batch in eval_dataloader(split, batch_size, pad_token_id):
+        for batch in eval_dataloader(data.tokens, batch_size, pad_token_id):
             with get_precision_context(precision):
                 output = model.eval_forward(device.batch_to_device(batch))
             logits.append(output.float().cpu().numpy())
-        predictions = predictions_from_logits(task, np.concatenate(logits))
-        scores[name] = compute_task_metrics(task, predictions, split.labels)
+        scores[name] = bench.score(task, data.split, np.concatenate(logits), data.examples)
     return scores
 
 
@@ -143,7 +150,7 @@ def train_and_evaluate(
     total_batches = len(loader) * hparams.epochs
     show_progress = cfg.progress_bar and dist.get_global_rank() == 0
     trainer = Trainer(
-        run_name=f"glue-{task.name}-seed{seed}",
+        run_name=f"{cfg.benchmark}-{task.name}-seed{seed}",
         model=model,
         train_dataloader=loader,
         max_duration=f"{hparams.epochs}ep",
@@ -171,9 +178,11 @@ def train_and_evaluate(
     run_config = {**to_dict(cfg), "run": {"task": task.name, "seed": seed, **dataclasses.asdict(hparams)}}
     trainer.logger.log_hyperparameters(flat_hyperparameters(run_config))
     trainer.fit()
-    scores = evaluate(model, task, data.evals, trainer.state.device, precision, cfg.device_eval_batch_size, pad_token_id)
+    scores = evaluate(
+        model, task, data.evals, trainer.state.device, precision, cfg.device_eval_batch_size, pad_token_id, cfg.bench()
+    )
     trainer.logger.log_metrics(
-        {f"glue/{eval_set}/{metric}": value for eval_set, metrics in scores.items() for metric, value in metrics.items()}
+        {f"{cfg.benchmark}/{eval_set}/{metric}": value for eval_set, metrics in scores.items() for metric, value in metrics.items()}
     )
     trainer.close()
     if cfg.parallelism.fsdp is not None:  # the caller saves model.state_dict() on rank 0: hand it an unsharded copy

@@ -1,0 +1,66 @@
+"""SuperGLUE end to end under the GLUE protocol: every task finetuned from a tiny checkpoint, the diagnostics
+scored with RTE's model, the average recomputed from the per-run files, the reports written, a rerun resumed,
+and the Hugging Face shape scoring exactly as the official download does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from composer_bert.glue.config import FinetuneConfig
+from composer_bert.glue.results import GlueSummary
+from composer_bert.glue.runner import run_glue
+from composer_bert.run.config import load_config
+from tests.glue.superglue_helpers import save_as_hf, write_superglue_dir
+from tests.helpers import REPO
+
+RECIPE = REPO / "yamls/finetune/superglue.yaml"
+AVERAGED = ("BoolQ", "CB", "COPA", "MultiRC", "ReCoRD", "RTE", "WiC", "WSC")
+
+
+def superglue_run(checkpoint: Path, data: Path, save: Path, *overrides: str) -> GlueSummary:
+    cfg = load_config(
+        FinetuneConfig, str(RECIPE),
+        [f"checkpoint={checkpoint}", f"save_folder={save}", f"data.path={data}", "seeds=[0]", "epochs=1",
+         "max_seq_length=48", "progress_bar=false", "device_eval_batch_size=16", "save_models=false",
+         "task_overrides.BoolQ.max_seq_length=48", "task_overrides.MultiRC.max_seq_length=48",
+         "task_overrides.ReCoRD.max_seq_length=48", "task_overrides.ReCoRD.epochs=1", "task_overrides.CB.epochs=1",
+         "task_overrides.COPA.epochs=1", "task_overrides.WSC.epochs=1", *overrides],
+    )  # fmt: skip
+    return run_glue(cfg)
+
+
+@pytest.fixture(scope="module")
+def superglue_data(tmp_path_factory) -> Path:
+    return write_superglue_dir(tmp_path_factory.mktemp("superglue"))
+
+
+def test_every_task_runs_and_the_average_is_each_tasks_metrics_then_the_tasks(checkpoint, superglue_data, tmp_path):
+    save = tmp_path / "sg"
+    summary = superglue_run(checkpoint, superglue_data, save)
+    results = json.loads((save / "superglue_results.json").read_text())
+    assert results["benchmark"] == "superglue" and results["superglue_average_over"] == list(AVERAGED)
+    runs = {task: json.loads((save / "runs" / task / "seed0.json").read_text())["metrics"] for task in AVERAGED}
+    assert set(runs["RTE"]) == {"RTE", "AX-b", "AX-g"}  # the diagnostics come from RTE's model
+    assert set(runs["RTE"]["AX-g"]) == {"gender_parity", "accuracy"} and set(runs["RTE"]["AX-b"]) == {"mcc"}
+    task_scores = [sum(runs[task][task].values()) / len(runs[task][task]) for task in AVERAGED]
+    assert results["superglue_average"] == pytest.approx(sum(task_scores) / 8) == summary.glue_average
+    assert set(runs["CB"]["CB"]) == {"accuracy", "macro_f1"} and set(runs["ReCoRD"]["ReCoRD"]) == {"token_f1", "em"}
+    for task in AVERAGED:
+        assert all(0 <= value <= 100 for value in runs[task][task].values()), runs[task]
+    markdown = (save / "superglue_results.md").read_text()
+    assert "# SuperGLUE dev results" in markdown and "SuperGLUE avg" in markdown and "BERT-large baseline" in markdown
+    assert (save / "superglue_results.png").stat().st_size > 1000
+    stamps = {task: (save / "runs" / task / "seed0.json").stat().st_mtime_ns for task in AVERAGED}
+    again = superglue_run(checkpoint, superglue_data, save)  # the same sweep again: every run is already finished
+    assert again.glue_average == summary.glue_average
+    assert {task: (save / "runs" / task / "seed0.json").stat().st_mtime_ns for task in AVERAGED} == stamps
+
+
+def test_the_hugging_face_shape_scores_exactly_as_the_official_download(checkpoint, superglue_data, tmp_path):
+    hf = save_as_hf(superglue_data, tmp_path / "hf")
+    official = superglue_run(checkpoint, superglue_data, tmp_path / "official", "tasks=[CB,MultiRC]")
+    theirs = superglue_run(checkpoint, hf, tmp_path / "hf_run", "tasks=[CB,MultiRC]", "data.source=hf")
+    assert official.medians == theirs.medians and official.glue_average == theirs.glue_average
