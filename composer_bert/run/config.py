@@ -93,6 +93,14 @@ def _layers(yaml_path: str | Path | None, overrides: list[str] | None) -> list[D
         check_utf8_argument(item, f"override '{item.split('=')[0]}'")
         if "=" not in item:
             raise UserError(f"override '{item}' is not of the form key=value (e.g. max_duration=100ba)")
+        try:  # each value is read as YAML: `key={a} {b}` is a broken flow mapping, not a string
+            OmegaConf.from_dotlist([item])
+        except Exception as err:
+            key, value = item.split("=", 1)
+            reason = str(err).splitlines()[0]
+            raise UserError(
+                f"override '{key}' has a value YAML cannot read ({reason}); quote it, e.g. '{key}=\"{value}\"'"
+            ) from None
     if overrides:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     return layers

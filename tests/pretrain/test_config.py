@@ -49,6 +49,9 @@ def test_overrides_win_over_yaml():
         (["budget=soon"], "wall-clock duration"),
         (["device_train_microbatch_size=big"], "positive integer or 'auto'"),
         (["seed"], "not of the form key=value"),
+        (["run_name={a} {b}"], "override 'run_name' has a value YAML cannot read"),  # a flow mapping, broken
+        (["upload.timeout=[1"], "override 'upload.timeout' has a value YAML cannot read"),
+        (["upload.attempts=0"], "'upload.attempts' is 0"),
     ],
 )
 def test_bad_config_is_one_clear_error(override, expected):
