@@ -19,7 +19,7 @@ XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 $(VENV)/.installed: setup.py requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/pinned.txt -e ".[test,loggers]"
+	$(PY) -m pip install --quiet -c requirements/pinned.txt -e ".[test,loggers,crosscheck]"
 	touch $@
 
 $(VENV_CURRENT)/.installed: setup.py requirements/current.txt requirements/deps.py

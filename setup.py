@@ -41,6 +41,10 @@ extras = {
         "tensorboard>=2.9.1,<3",
         "nvidia-ml-py>=12",
     ],
+    # lm-evaluation-harness, the reference the zero-shot scorer is cross-checked against (tests/zeroshot/); the
+    # scorer itself does not need it. Its Hugging Face backend imports accelerate; peft (its `hf` extra) is left
+    # out: transformers imports peft when present, and peft warns on every model load under transformers < 5.6.
+    "crosscheck": ["lm-eval==0.4.13", "accelerate>=0.26"],
 }
 
 setup(

@@ -105,7 +105,7 @@ OBJECTIVES: dict[str, Objective] = {
         remote_code_class="ComposerBertForCausalLM",
         remote_auto_class="AutoModelForCausalLM",
         ends_documents_with_eos=True,
-        recipes=frozenset({"pretrain", "generate", "export_hf"}),
+        recipes=frozenset({"pretrain", "generate", "zero_shot", "export_hf"}),
     ),
 }
 DEFAULT_OBJECTIVE = "mlm"  # configs and manifests written before objectives existed hold masked-LM rows

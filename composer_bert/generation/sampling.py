@@ -117,14 +117,14 @@ class LoadedLM:
     eos_token_id: int | None
 
 
-def load_causal_lm(checkpoint: str, device: str = "cpu") -> LoadedLM:
+def load_causal_lm(checkpoint: str, device: str = "cpu", recipe: str = "generate") -> LoadedLM:
     """A Composer `.pt` of a causal run, or an exported folder (remote code or Llama), as a `LoadedLM`."""
     from transformers import PreTrainedTokenizerFast
 
     from composer_bert.hf.load import load_pretrained
 
     pretrained = load_pretrained(checkpoint)
-    refuse_unless_accepted(pretrained.model_config.objective, "generate", checkpoint)
+    refuse_unless_accepted(pretrained.model_config.objective, recipe, checkpoint)
     if pretrained.tokenizer_dir is None or not (pretrained.tokenizer_dir / "tokenizer.json").is_file():
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer.json; it cannot turn a prompt into tokens")
     model = CausalLM(pretrained.model_config)

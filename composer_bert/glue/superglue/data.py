@@ -13,7 +13,7 @@ file and line (or the dataset and row); nothing is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,29 +175,26 @@ def formulate(task: SuperGlueTask, config: str, row: dict[str, Any], where: str,
         out.add((str(row[first]), str(row[second])), label)
 
 
-def read_official(task: SuperGlueTask, split: SuperGlueEvalSet, root: Path) -> GlueExamples:
-    """One `.jsonl` of the official download (`ROOT/TASK/val.jsonl`, `ROOT/AX-b/AX-b.jsonl`)."""
+def _official(split: SuperGlueEvalSet, root: Path) -> tuple[str, Iterator[tuple[str, dict[str, Any]]]]:
     path = root / split.folder / split.tsv_file
     if not path.is_file():
         raise UserError(
             f"SuperGLUE file '{path}' does not exist; data.path must hold the official download "
             f"({split.folder}/{split.tsv_file})"
         )
-    out = _Builder(task, str(path))
-    for where, record in _jsonl_records(path):
-        for row in _official_rows(split.hf_config, record, where):
-            formulate(task, split.hf_config, row, where, out)
-    return out.examples()
+    rows = ((where, row) for where, record in _jsonl_records(path) for row in _official_rows(split.hf_config, record, where))
+    return str(path), rows
 
 
-def read_hf(task: SuperGlueTask, split: SuperGlueEvalSet, path: str | None) -> GlueExamples:
-    """One split of a `save_to_disk` folder (`PATH/CONFIG`), else of `aps/super_glue` in the offline cache."""
+def _hugging_face(split: SuperGlueEvalSet, path: str | None) -> tuple[str, Iterator[tuple[str, dict[str, Any]]]]:
+    """A `save_to_disk` folder (`PATH/CONFIG`), else `aps/super_glue` from the offline cache."""
     import datasets
 
     saved = Path(path) / split.hf_config if path else None
-    origin = f"{saved or HF_DATASET}/{split.hf_split}" if saved and saved.is_dir() else f"{HF_DATASET} {split.hf_config}/{split.hf_split}"
+    from_disk = saved is not None and saved.is_dir()
+    origin = f"{saved}/{split.hf_split}" if from_disk else f"{HF_DATASET} {split.hf_config}/{split.hf_split}"
     try:
-        if saved is not None and saved.is_dir():
+        if from_disk:
             table = datasets.load_from_disk(str(saved))[split.hf_split]
         else:
             table = datasets.load_dataset(HF_DATASET, split.hf_config, split=split.hf_split, cache_dir=path)
@@ -207,17 +204,25 @@ def read_hf(task: SuperGlueTask, split: SuperGlueEvalSet, path: str | None) -> G
             f"could not load {origin}: {first}; save each config with save_to_disk into data.path, or use "
             "data.source=superglue_dir"
         ) from None
-    out = _Builder(task, origin)
-    for index, record in enumerate(table):
-        formulate(task, split.hf_config, _hf_rows(split.hf_config, record), f"{origin} row {index}", out)
-    return out.examples()
+    rows = ((f"{origin} row {index}", _hf_rows(split.hf_config, record)) for index, record in enumerate(table))
+    return origin, rows
 
 
-def load_examples(task: SuperGlueTask, split: SuperGlueEvalSet, source: str, path: str | None) -> GlueExamples:
+def flat_rows(split: SuperGlueEvalSet, source: str, path: str | None) -> tuple[str, Iterator[tuple[str, dict[str, Any]]]]:
+    """(origin, (where, flat row) for every example of `split`): the Hugging Face field names whatever the shape."""
     if source == "hf":
-        return read_hf(task, split, path)
+        return _hugging_face(split, path)
     if source == "superglue_dir":
         if path is None:
             raise UserError("data.source=superglue_dir needs data.path, the folder of the official download")
-        return read_official(task, split, Path(path))
+        return _official(split, Path(path))
     raise UserError(f"data.source '{source}' does not hold SuperGLUE; use superglue_dir or hf")
+
+
+def load_examples(task: SuperGlueTask, split: SuperGlueEvalSet, source: str, path: str | None) -> GlueExamples:
+    """The examples of `split` formulated for an encoder (`superglue/tasks.py`)."""
+    origin, rows = flat_rows(split, source, path)
+    out = _Builder(task, origin)
+    for where, row in rows:
+        formulate(task, split.hf_config, row, where, out)
+    return out.examples()
