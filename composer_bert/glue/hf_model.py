@@ -1,5 +1,6 @@
-"""`checkpoint=hf:NAME_OR_PATH`: any `transformers` encoder with a sequence-classification head, scored under
-our GLUE protocol (same data, seeds, optimizer, schedule, evaluation and report) beside our own checkpoints.
+"""`checkpoint=hf:NAME_OR_PATH`: any `transformers` model with a sequence-classification head (encoders, and
+decoders such as GPT-2 and Llama, whose head reads the last token before the padding), scored under our GLUE
+protocol (same data, seeds, optimizer, schedule, evaluation and report) beside our own checkpoints.
 
 The model comes from `AutoModelForSequenceClassification` and is tokenized by its own `AutoTokenizer`. Nothing
 is fetched at run time: NAME_OR_PATH is a local `save_pretrained` folder or a hub name already in the offline
@@ -88,7 +89,11 @@ def load_hf_source(name: str) -> HFSource:
             f"checkpoint=hf:{name} has no tokenizer AutoTokenizer can load; save one beside the model"
         ) from None
     if tokenizer.pad_token_id is None:
-        raise UserError(f"the tokenizer of hf:{name} has no padding token; GLUE batches need one")
+        if tokenizer.eos_token_id is None:
+            raise UserError(f"the tokenizer of hf:{name} has neither a padding nor an end-of-text token; batches need one")
+        # A decoder's tokenizer (GPT-2, Llama) has no padding token: pad with end-of-text, as transformers documents
+        # for GPT2ForSequenceClassification. Its classifier reads the last token before the padding.
+        tokenizer.pad_token = tokenizer.eos_token
     return HFSource(name, config, tokenizer)
 
 
@@ -105,6 +110,8 @@ class HFClassifier(ComposerClassifier):
             for attribute in attributes
             if hasattr(source.config, attribute)
         }
+        if getattr(source.config, "pad_token_id", None) is None:  # where a decoder's classifier looks for the padding
+            overrides["pad_token_id"] = source.tokenizer.pad_token_id
         self.config = source.config
         self.num_labels = num_labels
         self.is_regression = num_labels == 1

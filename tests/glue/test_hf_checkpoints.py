@@ -1,6 +1,7 @@
-"""`checkpoint=hf:NAME_OR_PATH`: tiny random BERT and RoBERTa classifiers with locally built tokenizers, saved
-with save_pretrained, scored on two GLUE tasks through the real CLI; a rerun skips the finished runs; hub names
-that are not cached offline and folders that are not models stop with one line."""
+"""`checkpoint=hf:NAME_OR_PATH`: tiny random BERT and RoBERTa classifiers, and GPT-2 and Llama ones (decoders: no
+padding token, the head reads the last token), with locally built tokenizers, saved with save_pretrained, scored
+on two GLUE tasks through the real CLI; a rerun skips the finished runs; hub names that are not cached offline and
+folders that are not models stop with one line."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForSequenceClassification,
@@ -110,6 +115,29 @@ def _roberta_checkpoint(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def _decoder_checkpoint(folder: Path, family: str, seed: int) -> None:
+    """A random GPT-2 or Llama sequence classifier with a byte-level BPE tokenizer that has no padding token (as
+    theirs have none) and no pad_token_id in the model config: the recipe must pad with end-of-text."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator([" ".join(WORDS)] * 8, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    shape = dict(vocab_size=len(tokenizer), initializer_range=INIT_STD, eos_token_id=0, bos_token_id=0)
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        model = GPT2ForSequenceClassification(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **shape))
+    else:
+        model = LlamaForSequenceClassification(LlamaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+            max_position_embeddings=64, **shape))  # fmt: skip
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def _dev_rows(glue_dir: Path, task: str) -> tuple[list[str], list[list[str]]]:
     header, *rows = ((glue_dir / task / "dev.tsv").read_text().splitlines())
     return header.split("\t"), [line.split("\t") for line in rows]
@@ -124,6 +152,10 @@ def _labelled_by_the_model(model_dir: Path, glue_dir: Path, out: Path) -> Path:
     give some rows another class."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    if tokenizer.pad_token is None:  # a decoder: padded with end-of-text, its last token before the padding read
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    segments = getattr(model.config, "type_vocab_size", 0) > 1
     texts = {task: [row[1:-1] if task == "RTE" else row[:1] for row in _dev_rows(glue_dir, task)[1]] for task in TASKS}
 
     def margins() -> dict[str, torch.Tensor]:
@@ -131,17 +163,18 @@ def _labelled_by_the_model(model_dir: Path, glue_dir: Path, out: Path) -> Path:
         for task, rows in texts.items():
             inputs = tokenizer(
                 *zip(*rows, strict=True), padding=True, truncation=True, max_length=32, return_tensors="pt",
-                return_token_type_ids=True,  # a pair's segment ids, which transformers 5 leaves out unless asked
+                return_token_type_ids=segments,  # a pair's segment ids, which transformers 5 leaves out unless asked
             )  # fmt: skip
             with torch.no_grad():
                 logits = model(**inputs).logits
             found[task] = logits[:, 1] - logits[:, 0]
         return found
 
-    head = [module for module in model.classifier.modules() if isinstance(module, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        head.bias[1] -= torch.cat(list(margins().values())).median()
-    model.save_pretrained(model_dir)
+    head = [module for module in getattr(model, "classifier", model).modules() if isinstance(module, torch.nn.Linear)][-1]
+    if head.bias is not None:  # GPT-2's and Llama's score layers have none: their margins are left as they come
+        with torch.no_grad():
+            head.bias[1] -= torch.cat(list(margins().values())).median()
+        model.save_pretrained(model_dir)
     for task, margin in margins().items():
         predicted = (margin > 0).long().tolist()
         assert 0 < sum(predicted) < len(predicted), f"{task}: the model predicts one class for every dev row"
@@ -197,6 +230,24 @@ def test_hf_bert_checkpoint_scores_two_tasks_then_rerun_skips(hf_bert_glue):
 def test_hf_roberta_checkpoint_scores_two_tasks_then_rerun_skips(glue_dir, tmp_path):
     _roberta_checkpoint(tmp_path / "model")
     labelled = _labelled_by_the_model(tmp_path / "model", glue_dir, tmp_path / "labelled")
+    save = tmp_path / "glue"
+    done = _finetune(f"hf:{tmp_path / 'model'}", labelled, save, *UNCHANGED)
+    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, done, labelled)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_hf_decoder_checkpoint_pads_with_end_of_text_and_reads_the_last_token(glue_dir, tmp_path, family):
+    for seed in range(20):  # the first initialisation that does not give one class to every dev row of a task
+        _decoder_checkpoint(tmp_path / "model", family, seed)  # (a bias-free head cannot be re-centred)
+        try:
+            labelled = _labelled_by_the_model(tmp_path / "model", glue_dir, tmp_path / "labelled")
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.fail(f"no {family} initialisation out of 20 splits the dev rows of both tasks")
+    assert "pad_token_id" not in json.loads((tmp_path / "model" / "config.json").read_text())
     save = tmp_path / "glue"
     done = _finetune(f"hf:{tmp_path / 'model'}", labelled, save, *UNCHANGED)
     _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, done, labelled)
