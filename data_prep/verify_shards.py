@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from composer_bert.data.contract import MANIFEST_NAME, read_manifest
 from composer_bert.data.load.shard_checks import INDEX_NAME, REBUILD, read_split_index, verify_split
 from composer_bert.errors import UserError, cli_entry
 from composer_bert.run.remote import is_remote
@@ -35,6 +36,14 @@ def split_dirs(root: str) -> list[Path]:
         raise UserError(f"'{root}' does not exist; pass a folder that data_prep/convert_dataset.py wrote")
     if (path / INDEX_NAME).is_file():
         return [path]
+    if (path / MANIFEST_NAME).is_file():  # every split the manifest lists must be there, with its index
+        listed = read_manifest(path).get("splits", {})
+        missing = [name for name in sorted(listed) if not (path / name / INDEX_NAME).is_file()]
+        if missing:
+            raise UserError(
+                f"'{root}' lacks {missing[0]}/{INDEX_NAME} of split '{missing[0]}', which {MANIFEST_NAME} lists; "
+                "the copy is incomplete: copy the folder again, or rebuild it with data_prep/convert_dataset.py"
+            )
     splits = sorted(child for child in path.iterdir() if (child / INDEX_NAME).is_file()) if path.is_dir() else []
     if not splits:
         raise UserError(

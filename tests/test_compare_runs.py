@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from composer_bert.errors import UserError
 from composer_bert.pretrain.report import read_rows
 from tests.helpers import assert_one_error_line, run_cli
 
@@ -54,3 +55,17 @@ def test_a_run_still_writing_its_last_line_is_read_up_to_it(tmp_path):
     path.write_text('{"batch": 0, "loss/tr\n{"batch": 1}\n')
     result = run_cli("recipes/compare_runs.py", str(tmp_path), "--out", str(tmp_path / "out"), timeout=120)
     assert_one_error_line(result, "metrics.jsonl line 1 is not JSON")
+
+
+def test_metrics_that_are_not_utf8_name_file_and_line_and_a_damaged_summary_only_costs_its_columns(tmp_path, capsys):
+    from composer_bert.pretrain.report import load_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(b'{"batch": 0, "loss/train/total": 7.0}\n{"batch": 1, "x": "\xff"}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl:2 is not UTF-8 \(byte 0xff at column 20\)"):
+        load_run(run)
+    (run / "metrics.jsonl").write_text('{"batch": 0, "loss/train/total": 7.0}\n')
+    (run / "summary.json").write_bytes(b"\xff\xfe not json")
+    assert load_run(run).summary == {} and len(load_run(run).rows) == 1
+    assert f"note: {run / 'summary.json'} is damaged" in capsys.readouterr().err

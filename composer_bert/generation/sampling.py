@@ -25,6 +25,7 @@ from composer_bert.generation.config import GenerateConfig
 from composer_bert.models.causal import CausalLM
 from composer_bert.models.layers import KVCache
 from composer_bert.objectives import refuse_unless_accepted
+from composer_bert.run.tokenizer_files import tokenizer_errors
 
 
 class Sampler:
@@ -129,7 +130,8 @@ def load_causal_lm(checkpoint: str, device: str = "cpu", recipe: str = "generate
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer.json; it cannot turn a prompt into tokens")
     model = CausalLM(pretrained.model_config)
     model.load_state_dict(pretrained.state_dict, strict=True)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(pretrained.tokenizer_dir))
+    with tokenizer_errors(pretrained.tokenizer_dir):
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(pretrained.tokenizer_dir))
     return LoadedLM(model.to(device).eval(), tokenizer, end_of_text_id(tokenizer))
 
 

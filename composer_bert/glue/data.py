@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from composer_bert.errors import UserError
 from composer_bert.glue.tasks import STSB_SCORE_RANGE, EvalSet, GlueTask
+from composer_bert.run.files import not_utf8
+from composer_bert.run.tokenizer_files import tokenizer_errors
 
 HF_DATASET = "nyu-mll/glue"
 TOKENIZE_CHUNK = 10_000
@@ -95,18 +97,6 @@ def _check_not_empty(examples: GlueExamples) -> GlueExamples:
     return examples
 
 
-def _not_utf8(path: Path) -> UserError:
-    """The first line of `path` that is not UTF-8 (the decoder's own error names neither file nor line)."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                byte = f"byte 0x{line[err.start]:02x} at column {err.start + 1}"
-                return UserError(f"{path}:{number} is not UTF-8 ({byte}); save the file as UTF-8 text")
-    return UserError(f"{path} is not UTF-8; save the file as UTF-8 text")
-
-
 def read_glue_tsv(task: GlueTask, path: Path) -> GlueExamples:
     """One TSV of the GLUE download, columns looked up by header name (CoLA: by its fixed layout)."""
     if not path.is_file():
@@ -116,7 +106,7 @@ def read_glue_tsv(task: GlueTask, path: Path) -> GlueExamples:
     try:
         return _check_not_empty(_read_tsv(task, path))
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise not_utf8(path) from None
 
 
 def _read_tsv(task: GlueTask, path: Path) -> GlueExamples:
@@ -160,7 +150,7 @@ def _jsonl_records(path: Path) -> Iterable[tuple[str, Any]]:
                 except json.JSONDecodeError as err:
                     raise UserError(f"{where}: not valid JSON ({err.msg}); write one JSON object per line") from None
         except UnicodeDecodeError:  # reading the next line
-            raise _not_utf8(path) from None
+            raise not_utf8(path) from None
 
 
 def read_jsonl(task: GlueTask, path: Path) -> GlueExamples:
@@ -231,13 +221,15 @@ def load_tokenizer(tokenizer_dir: str | Path | None) -> Any:
     try:
         # No remote code: an export's config.json names our model code, which transformers 5 asks about
         # interactively before it even reads the tokenizer; the tokenizer itself never needs any.
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError):
+        with tokenizer_errors(folder):
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except UserError:
         if not (folder / "tokenizer.json").is_file():
             raise UserError(
                 f"no usable tokenizer in '{folder}'; it needs tokenizer.json (or a full HF tokenizer)"
             ) from None
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+        with tokenizer_errors(folder):
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
     if tokenizer.pad_token_id is None:
         raise UserError(f"the tokenizer in '{folder}' has no padding token; GLUE batches need one ([PAD])")
     return tokenizer

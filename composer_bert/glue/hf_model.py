@@ -19,6 +19,7 @@ from torch import Tensor
 from composer_bert.errors import UserError
 from composer_bert.glue.config import DropoutConfig
 from composer_bert.models import ComposerClassifier
+from composer_bert.run.tokenizer_files import tokenizer_errors
 from composer_bert.run.weights_files import safetensors_errors
 
 HF_PREFIX = "hf:"
@@ -82,12 +83,8 @@ def load_hf_source(name: str) -> HFSource:
     # transformers 5 builds an empty tokenizer for a folder that has none, so look for the files first.
     if local.is_dir() and not any((local / file).is_file() for file in TOKENIZER_FILES):
         raise UserError(f"checkpoint=hf:{name} has no tokenizer AutoTokenizer can load; save one beside the model")
-    try:
+    with tokenizer_errors(f"hf:{name}", "save one beside the model that AutoTokenizer can load"):
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # transformers fails in many ways here
-        raise UserError(
-            f"checkpoint=hf:{name} has no tokenizer AutoTokenizer can load; save one beside the model"
-        ) from None
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise UserError(f"the tokenizer of hf:{name} has neither a padding nor an end-of-text token; batches need one")

@@ -25,6 +25,7 @@ from composer_bert.objectives import Objective, objective
 from composer_bert.run.checkpoint import load_composer_checkpoint
 from composer_bert.run.compat import make_tokenizer_portable
 from composer_bert.run.files import atomic_output_dir, check_output_dir
+from composer_bert.run.tokenizer_files import tokenizer_errors
 
 CLASSIFIER_CLASS = "ComposerBertForSequenceClassification"  # GLUE models of an objective that finetunes on GLUE
 
@@ -205,7 +206,8 @@ def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_di
         )
     segments = ["token_type_ids"] if model_config.type_vocab_size > 0 else []
     input_names = ["input_ids", *segments, "attention_mask"]
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir), model_input_names=input_names)
+    with tokenizer_errors(tokenizer_dir):
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir), model_input_names=input_names)
     if len(tokenizer) > model_config.vocab_size:
         raise UserError(
             f"tokenizer '{tokenizer_dir}' has {len(tokenizer)} tokens but the model only {model_config.vocab_size}; "

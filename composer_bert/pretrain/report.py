@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from composer_bert.callbacks.budget import FRACTION_KEY
 from composer_bert.callbacks.metrics_file import EVAL_LOSS_KEY, LOSS_KEY
 from composer_bert.errors import UserError
-from composer_bert.run.files import atomic_file
+from composer_bert.run.files import atomic_file, not_utf8
 
 TOKENS_KEY = "time/token"
 HOURS_KEY = "time/train"
@@ -89,7 +90,10 @@ def _finite(value: Any) -> bool:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """A metrics.jsonl's rows; an unfinished last line (a run still writing) is left out, a bad line elsewhere is an error."""
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -117,8 +121,9 @@ def load_run(folder: str | Path) -> Run:
     summary_path = path / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    except json.JSONDecodeError:
-        summary = {}  # a damaged summary only costs the peak-memory and energy columns
+    except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged summary only costs the peak-memory and energy columns
+        print(f"note: {summary_path} is damaged; its run's peak memory and energy are left out", file=sys.stderr)
+        summary = {}
     return Run(path.name or str(path), path, read_rows(metrics), summary if isinstance(summary, dict) else {})
 
 

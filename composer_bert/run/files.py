@@ -187,3 +187,15 @@ def folder_problem(folder: str | Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"'{existing}' is not writable"
     return None
+
+
+def not_utf8(path: Path) -> UserError:
+    """The first line of `path` that is not UTF-8 (the decoder's own error names neither file nor line)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                byte = f"byte 0x{line[err.start]:02x} at column {err.start + 1}"
+                return UserError(f"{path}:{number} is not UTF-8 ({byte}); save the file as UTF-8 text")
+    return UserError(f"{path} is not UTF-8; save the file as UTF-8 text")

@@ -361,6 +361,7 @@ def test_wrong_credentials_are_one_line_at_every_boundary(s3, s3_shards, tiny_sh
         env=wrong, timeout=300,
     )
     assert_one_error_line(data, "refused access", "manifest.json", "AWS_ACCESS_KEY_ID", after_other_output=True)
+    assert not (tmp_path / "cache").exists()  # the shard cache the refused run made (data.local, or one in TMPDIR)
     save = run_cli(
         "recipes/pretrain.py", *tiny_args(tiny_shards, bucket_uri("runs/denied")), env=wrong, timeout=300
     )

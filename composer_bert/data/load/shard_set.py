@@ -5,6 +5,7 @@ streams agree on tokenizer, seq_len and objective. Every split's loader then tak
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -79,11 +80,17 @@ def _fetch_manifest(root: ShardRoot, timeout: float) -> None:
     local_path = os.path.join(root.local, MANIFEST_NAME)
     if root.remote is None or os.path.isfile(local_path):
         return
+    created = not os.path.isdir(root.local)
     os.makedirs(root.local, exist_ok=True)
     partial = f"{local_path}.{os.getpid()}.tmp"
     try:
         CloudDownloader.direct_download(os.path.join(root.remote, MANIFEST_NAME), partial, timeout)
     except Exception as err:  # each cloud client raises its own types; all mean "can't get it"
+        with contextlib.suppress(OSError):  # the cache folder this run made, if it is still empty, goes too
+            os.remove(partial)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(root.local)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         where = f"{MANIFEST_NAME} of {root.name}.remote '{root.remote}'"
         raise UserError(

@@ -42,12 +42,22 @@ def special_token_strings() -> list[str]:
     return [SPECIAL_TOKENS[role] for role in SPECIAL_TOKEN_ORDER]
 
 
+# The trainer allocates per-token tables for the whole vocabulary up front (about 66 bytes a token: --vocab-size 1e9
+# asked for 70 GB and aborted the process); 2**22 is 16 times the largest vocabularies in use (~256k).
+MAX_VOCAB_SIZE = 1 << 22
+
+
 def check_vocab_size(vocab_size: int, model: str = "wordpiece") -> None:
     least = len(SPECIAL_TOKEN_ORDER) + _BYTES if model == "bytelevel" else MIN_VOCAB_SIZE
     if vocab_size < least:
         raise UserError(
             f"--vocab-size {vocab_size} is too small for a {model} tokenizer; use at least {least} "
             "(Cramming uses 32768, GPT-2 50257)"
+        )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise UserError(
+            f"--vocab-size {vocab_size} is more than the {MAX_VOCAB_SIZE:,} this trainer accepts (it allocates tables "
+            "for every token up front); real vocabularies are 30k to 256k (Cramming 32768, GPT-2 50257)"
         )
 
 

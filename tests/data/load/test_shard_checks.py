@@ -219,3 +219,16 @@ def test_verify_shards_refuses_what_is_not_a_local_shard_folder(tmp_path, capsys
         load_script_main(REPO / VERIFY_CLI)([path, "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and error.startswith("error: ") and all(word in error for word in words)
+
+
+@pytest.mark.parametrize("removed", ["train/index.json", "train"])
+def test_verify_shards_refuses_a_copy_that_lacks_a_split_its_manifest_lists(shards, tmp_path, capsys, removed):
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    target = copy / removed
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        load_script_main(REPO / VERIFY_CLI)([str(copy), "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and error.startswith("error: ")
+    assert "lacks train/index.json of split 'train', which manifest.json lists; the copy is incomplete" in error

@@ -197,7 +197,9 @@ def test_cli_refuses_a_tiny_vocabulary(tmp_path):
     assert_one_error_line(train_cli("--source", "synthetic:10", "--vocab-size", 10, "--out", out), "--vocab-size 10")
     refused = train_cli("--source", "synthetic:10", "--vocab-size", 200, "--model", "bytelevel", "--out", out)
     assert_one_error_line(refused, "--vocab-size 200", "bytelevel", "at least 261")  # 256 bytes + 5 specials
-    assert not out.exists()
+    huge = train_cli("--source", "synthetic:10", "--vocab-size", 2**32, "--out", out)  # aborted asking for 283 GB
+    assert_one_error_line(huge, "--vocab-size 4294967296 is more than the 4,194,304 this trainer accepts")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def write_many_word_corpus(path: Path, distinct_words: int = 300_000, words: int = 1_000_000) -> Path:
