@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mlm: rows start with [CLS], documents end with [SEP]; causal: rows are the packed documents only, each "
         "ended by the end-of-text token (eos, else [SEP]) (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic source, >= 0 (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 

@@ -55,6 +55,7 @@ from composer_bert.glue.train import (
 from composer_bert.hf.load import load_pretrained
 from composer_bert.objectives import refuse_unless_accepted
 from composer_bert.run.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
+from composer_bert.run.composer_fixes import apply_composer_fixes
 from composer_bert.run.devices import on_rank_zero, pick_device
 from composer_bert.run.files import ensure_writable_dir, removed_if_refused
 
@@ -252,6 +253,7 @@ class GlueRunner:
 
 def run_glue(cfg: FinetuneConfig) -> GlueSummary:
     """Finetune and score every selected task x seed (reusing finished runs); rank 0 writes and prints the summary."""
+    apply_composer_fixes()  # Composer's benign warnings (a short last eval batch) silenced, as in pretraining
     dist.initialize_dist(pick_device(), timeout=cfg.dist_timeout)
     with removed_if_refused(cfg.save_folder):  # a refused checkpoint or data file leaves no empty save_folder
         check_save_folder(cfg.save_folder)

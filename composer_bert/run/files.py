@@ -122,7 +122,7 @@ def write_errors(what: str) -> Iterator[None]:
 
 @contextmanager
 def removed_if_refused(folder: str | Path) -> Iterator[None]:
-    """Remove the local `folder` again if the body stops with a `UserError` while the folder is still empty.
+    """Remove the local `folder` again if the body stops with a `UserError` (or Ctrl-C) while the folder is still empty.
 
     Runs prove their `save_folder` writable (creating it) before every input is checked; a refusal found later
     (a checkpoint of the wrong kind, a model too short for the shards) then leaves nothing behind. Only folders
@@ -135,7 +135,7 @@ def removed_if_refused(folder: str | Path) -> Iterator[None]:
     created = [] if path is None else [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         yield
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         for new_folder in created:
             try:
                 new_folder.rmdir()

@@ -108,3 +108,13 @@ def test_a_refusal_removes_only_the_empty_folders_it_created(tmp_path):
 
     refuse_beside_another_run(tmp_path / "shared" / "a")
     assert not (tmp_path / "shared" / "a").exists() and (tmp_path / "shared" / "b").is_dir()  # b's folder stays
+
+
+def test_ctrl_c_before_anything_is_written_leaves_no_empty_folder(tmp_path):
+    """Ctrl-C during a GLUE sweep's first run (the probe's SI05) left an empty save_folder; it goes like a refusal."""
+    from composer_bert.run.files import ensure_writable_dir, removed_if_refused
+
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(tmp_path / "glue"):
+        ensure_writable_dir(tmp_path / "glue", "save_folder")
+        raise KeyboardInterrupt
+    assert not (tmp_path / "glue").exists()

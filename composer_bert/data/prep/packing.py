@@ -107,6 +107,8 @@ class ConvertOptions:
             raise UserError(f"--shard-bytes {self.shard_bytes} is too small; use at least 1024 (default 64 MiB)")
         if self.max_documents is not None and self.max_documents < 1:
             raise UserError(f"--max-documents {self.max_documents} must be at least 1")
+        if self.seed < 0:  # Python's random.Random(-n) is Random(n): a negative seed would repeat a positive one
+            raise UserError(f"--seed {self.seed} must be 0 or more (random.Random(-n) draws what Random(n) does)")
 
 
 def _pack_chunk(

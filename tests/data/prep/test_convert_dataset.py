@@ -405,6 +405,7 @@ def bad_inputs(tmp_path: Path, tokenizer_dir: Path) -> dict[str, tuple[list, lis
         "tokenizer unusable": (["--source", "synthetic:10", "--tokenizer", broken_tokenizer], ["cannot be loaded"]),
         "seq-len too short": (["--source", "synthetic:10", *good, "--seq-len", 4], ["--seq-len 4"]),
         "bad val fraction": (["--source", "synthetic:10", *good, "--val-fraction", 1.5], ["--val-fraction"]),
+        "negative seed": (["--source", "synthetic:10", *good, "--seed", -1], ["--seed -1 must be 0 or more"]),
     }
 
 
@@ -416,6 +417,7 @@ CASES = [
     "tokenizer unusable",
     "seq-len too short",
     "bad val fraction",
+    "negative seed",
 ]
 
 
