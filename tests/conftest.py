@@ -56,6 +56,8 @@ SLOWEST_FILES = (
     "tests/glue/test_hf_checkpoints.py",
     "tests/test_modernbert_flow.py",
     "tests/hf/test_export_causal.py",
+    "tests/zeroshot/test_lm_eval_crosscheck.py",
+    "tests/glue/test_superglue_finetune.py",
 )
 
 

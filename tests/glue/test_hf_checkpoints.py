@@ -204,7 +204,7 @@ def hf_bert_glue(glue_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.Com
     return root / "model", root / "hf-bert", _finetune(f"hf:{root / 'model'}", labelled, root / "hf-bert", *UNCHANGED)
 
 
-def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_dir: Path) -> None:
+def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_dir: Path, rerun: bool = True) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((save / "glue_results.json").read_text())
     assert f"hf:{model_dir}" in json.dumps(results)
@@ -213,6 +213,8 @@ def _scores_two_tasks_then_rerun_skips(model_dir: Path, save: Path, done, glue_d
         run = json.loads((save / "runs" / task / "seed0.json").read_text())
         assert run["metrics"][task]["accuracy"] == pytest.approx(100.0), run["metrics"]
     assert not list(save.rglob("*.model.pt"))  # our classifier files need our model config; hf runs write none
+    if not rerun:  # the BERT and RoBERTa tests prove the rerun; the decoders share that code
+        return
     stamps = {path: path.stat().st_mtime_ns for path in (save / "runs").rglob("seed0.json")}
 
     again = _finetune(f"hf:{model_dir}", glue_dir, save, *UNCHANGED)
@@ -250,7 +252,7 @@ def test_hf_decoder_checkpoint_pads_with_end_of_text_and_reads_the_last_token(gl
     assert json.loads((tmp_path / "model" / "config.json").read_text()).get("pad_token_id") is None
     save = tmp_path / "glue"
     done = _finetune(f"hf:{tmp_path / 'model'}", labelled, save, *UNCHANGED)
-    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, done, labelled)
+    _scores_two_tasks_then_rerun_skips(tmp_path / "model", save, done, labelled, rerun=False)
 
 
 @pytest.mark.slow
