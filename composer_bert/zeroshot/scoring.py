@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from composer_bert.errors import UserError
-from composer_bert.glue.superglue.data import flat_rows, label_index
+from composer_bert.glue.superglue.data import flat_rows, row_label
 from composer_bert.glue.superglue.metrics import macro_f1
 from composer_bert.glue.superglue.tasks import get_task
 from composer_bert.run.files import atomic_file
@@ -54,13 +54,13 @@ def answer_logprobs(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], ba
         for row, i in enumerate(chunk):
             tokens = encoded[i][0][:-1]
             inputs[row, : len(tokens)] = torch.tensor(tokens)
-        logprobs = torch.log_softmax(model(inputs.to(device)).float(), dim=-1).cpu()
-        for row, i in enumerate(chunk):
+        logits = model(inputs.to(device))
+        for row, i in enumerate(chunk):  # only the answer's positions are normalised: the rest is never read
             tokens, answer_len = encoded[i]
             end = len(tokens) - 1
+            logprobs = torch.log_softmax(logits[row, end - answer_len : end].float(), dim=-1).cpu()
             targets = torch.tensor(tokens[end - answer_len + 1 :])
-            picked = logprobs[row, end - answer_len : end].gather(-1, targets[:, None])
-            scores[i] = float(picked.sum())
+            scores[i] = float(logprobs.gather(-1, targets[:, None]).sum())
         bar.update(len(chunk))
     bar.close()
     return scores
@@ -76,10 +76,8 @@ class TaskScore:
 
 
 def _labelled(task: str, split: Any, cfg: ZeroShotConfig) -> list[tuple[str, dict[str, Any], int]]:
-    sg = get_task(task)
-    names = ("choice1", "choice2") if task == "COPA" else sg.label_names
     _, rows = flat_rows(split, cfg.data.source, cfg.data.path)
-    return [(where, row, label_index(names, row.get("label"), where, task)) for where, row in rows]
+    return [(where, row, row_label(get_task(task), split.hf_config, row, where)) for where, row in rows]
 
 
 def build_requests(
@@ -122,8 +120,8 @@ def score_task(task: str, model: Any, tokenizer: Any, cfg: ZeroShotConfig, devic
     predictions = np.array([int(np.argmax(scores[first : first + n])) for first, n in spans])
     gold = np.array([label for _, _, label in val])
     metrics = {"accuracy": 100.0 * float(np.mean(predictions == gold))}
-    if task == "CB":
-        metrics["macro_f1"] = 100.0 * macro_f1(predictions, gold, 3)
+    if "macro_f1" in sg.metrics:  # CB's second metric, as finetuning reports it
+        metrics["macro_f1"] = 100.0 * macro_f1(predictions, gold, sg.num_labels)
     return TaskScore(task, len(val), metrics, time.perf_counter() - started, scores)
 
 

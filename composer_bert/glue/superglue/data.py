@@ -58,6 +58,13 @@ def label_index(names: tuple[str, ...], value: Any, where: str, task: str) -> in
     raise UserError(f"{where}: unknown {task} label {value!r}; expected one of {ids}")
 
 
+def row_label(task: SuperGlueTask, config: str, row: dict[str, Any], where: str) -> int:
+    """A flat row's label as its dataset writes it: a class of the task, or for COPA the right choice (0 or 1),
+    whatever the task's formulation then makes of it."""
+    names = ("choice1", "choice2") if config == "copa" else task.label_names
+    return label_index(names, row.get("label"), where, task.name)
+
+
 def _official_rows(config: str, record: Any, where: str) -> list[dict[str, Any]]:
     """One official JSONL record as flat rows (MultiRC and ReCoRD records hold many examples)."""
     if not isinstance(record, dict):
@@ -148,7 +155,7 @@ def formulate(task: SuperGlueTask, config: str, row: dict[str, Any], where: str,
                     candidate=entity, answers=list(row["answers"]))  # fmt: skip
         return
     _missing(row, (*FIELDS[config], "label"), where, task.name)
-    label = label_index(task.label_names if config != "copa" else ("choice1", "choice2"), row["label"], where, task.name)
+    label = row_label(task, config, row, where)
     if config == "copa":
         question = COPA_QUESTION.get(row["question"])
         if question is None:
@@ -170,8 +177,6 @@ def formulate(task: SuperGlueTask, config: str, row: dict[str, Any], where: str,
         out.add((row["premise"], row["hypothesis"]), label, row.get("group", int(row.get("idx", len(out.texts))) // 2))
     else:  # boolq, cb, rte, axb: a text pair as the fields name it
         first, second = FIELDS[config]
-        if config == "boolq":
-            first, second = "question", "passage"
         out.add((str(row[first]), str(row[second])), label)
 
 
