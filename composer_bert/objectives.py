@@ -42,6 +42,9 @@ class Objective:
     token_types: bool
     composer_model: str  # the ComposerModel wrapper pretraining trains
     bare_model: str  # the torch module the wrapper holds (checkpoints carry its state dict)
+    # finetuning (glue/): the sequence classifier on this trunk, (ModelConfig, num_labels) -> module with keys
+    # `bert.*` and `classifier.*`; it reads [CLS] (rows start with it) or the last real token (causal)
+    classifier: str
     collator: str  # data/load/collators.py: (dataset, data config, shard contract, seed) -> collate_fn
     flops_per_batch: str  # models/flops.py: the wrapper's FLOP count, for MFU
     train_metrics: tuple[str, ...]  # metric names (models/composer_model.py METRICS) the wrapper logs in training
@@ -76,6 +79,7 @@ OBJECTIVES: dict[str, Objective] = {
         token_types=True,
         composer_model="composer_bert.models.composer_model:ComposerMLM",
         bare_model="composer_bert.models.bert:BertForMaskedLM",
+        classifier="composer_bert.models.bert:BertForSequenceClassification",
         collator="composer_bert.data.load.collators:mlm_collator",
         flops_per_batch="composer_bert.models.flops:mlm_flops_per_batch",
         train_metrics=("MaskedAccuracy", "LanguageCrossEntropy"),
@@ -96,6 +100,7 @@ OBJECTIVES: dict[str, Objective] = {
         token_types=False,
         composer_model="composer_bert.models.composer_model:ComposerCausalLM",
         bare_model="composer_bert.models.causal:CausalLM",
+        classifier="composer_bert.models.causal:CausalLMForSequenceClassification",
         collator="composer_bert.data.load.collators:causal_collator",
         flops_per_batch="composer_bert.models.flops:causal_flops_per_batch",
         train_metrics=("LanguageCrossEntropy",),
@@ -105,7 +110,7 @@ OBJECTIVES: dict[str, Objective] = {
         remote_code_class="ComposerBertForCausalLM",
         remote_auto_class="AutoModelForCausalLM",
         ends_documents_with_eos=True,
-        recipes=frozenset({"pretrain", "generate", "zero_shot", "export_hf"}),
+        recipes=frozenset({"pretrain", "finetune_glue", "generate", "zero_shot", "export_hf"}),
     ),
 }
 DEFAULT_OBJECTIVE = "mlm"  # configs and manifests written before objectives existed hold masked-LM rows

@@ -183,3 +183,20 @@ def end_of_text_id(tokenizer: Any) -> int | None:
         if token_id is not None:
             return int(token_id)
     return None
+
+
+def end_rows_with_eos(tokenizer: Any) -> int | None:
+    """Make a transformers tokenizer encode a text as `text EOS` and a pair as `a EOS b EOS` (segment 1 from b),
+    no [CLS]: a causal classifier's input, shaped like its shards (each document ends with end-of-text), so the
+    last token, where the classifier reads, is the same token in every row. Returns that token's id (None, and
+    the tokenizer left as it was, when it has no end-of-text token)."""
+    from tokenizers import processors
+
+    eos_id = end_of_text_id(tokenizer)
+    if eos_id is None:
+        return None
+    eos = tokenizer.convert_ids_to_tokens(eos_id)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1", special_tokens=[(eos, eos_id)]
+    )
+    return eos_id

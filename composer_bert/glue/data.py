@@ -27,6 +27,7 @@ import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
+from composer_bert.data.contract import end_rows_with_eos
 from composer_bert.errors import UserError
 from composer_bert.glue.tasks import STSB_SCORE_RANGE, EvalSet, GlueTask
 from composer_bert.run.files import not_utf8
@@ -235,13 +236,18 @@ def load_tokenizer(tokenizer_dir: str | Path | None) -> Any:
     return tokenizer
 
 
-def check_tokenizer(tokenizer: Any, vocab_size: int | None) -> None:
-    """The tokenizer fits the model and builds the inputs a BERT classifier reads."""
+def check_tokenizer(tokenizer: Any, vocab_size: int | None, rows_start_with_cls: bool = True) -> None:
+    """The tokenizer fits the model and builds the inputs its classifier reads: [CLS] a [SEP] b [SEP] for an
+    encoder (`rows_start_with_cls`), a EOS b EOS for a causal model (set here: `end_rows_with_eos`)."""
     if vocab_size is not None and len(tokenizer) > vocab_size:
         raise UserError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}; "
             "pass the tokenizer the checkpoint was pretrained with"
         )
+    if not rows_start_with_cls:
+        if end_rows_with_eos(tokenizer) is None:
+            raise UserError("the tokenizer has no end-of-text token (eos or [SEP]); a causal classifier reads the last one")
+        return
     # The classifier reads position 0 and pairs need segment ids: both come from the post-processor.
     pair = tokenizer("a", "b", return_token_type_ids=True)
     if tokenizer.cls_token_id is None or pair["input_ids"][0] != tokenizer.cls_token_id:

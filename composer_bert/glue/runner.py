@@ -53,7 +53,7 @@ from composer_bert.glue.train import (
     train_and_evaluate,
 )
 from composer_bert.hf.load import load_pretrained
-from composer_bert.objectives import refuse_unless_accepted
+from composer_bert.objectives import objective, refuse_unless_accepted
 from composer_bert.run.checkpoint import ClassifierInfo, load_classifier_weights, save_classifier
 from composer_bert.run.composer_fixes import apply_composer_fixes
 from composer_bert.run.devices import on_rank_zero, pick_device
@@ -119,13 +119,13 @@ class GlueRunner:
                 log.info("save_models does not apply to hf: checkpoints; no model files are written")
         else:
             self.pretrained = load_pretrained(cfg.checkpoint)
-            # a decoder has no [CLS] summary to classify from
             refuse_unless_accepted(self.pretrained.model_config.objective, "finetune_glue", cfg.checkpoint)
             self.tokenizer_dir = cfg.tokenizer or self.pretrained.tokenizer_dir
             self.tokenizer = load_tokenizer(self.tokenizer_dir)
             self.model_config = finetuning_model_config(self.pretrained.model_config, cfg)
             self.max_positions = self.model_config.max_position_embeddings
-            check_tokenizer(self.tokenizer, self.model_config.vocab_size)
+            rows_start_with_cls = objective(self.model_config.objective).rows_start_with_cls
+            check_tokenizer(self.tokenizer, self.model_config.vocab_size, rows_start_with_cls)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
 
     def _check_length(self, task: GlueTask, hparams: TaskHparams) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from composer_bert.data.contract import end_of_text_id, end_rows_with_eos
 from composer_bert.errors import UserError
 from composer_bert.hf.families import native_family
 from composer_bert.hf.remote_code import remote_code_files
@@ -80,14 +81,14 @@ def export_classifier(
     Accepts `ComposerClassifier`, its `.model`, or either's state dict; `label_names` become config.json's
     `id2label`, which `pipeline("text-classification")` reports.
     """
-    from composer_bert.models.bert import BertForSequenceClassification
-
     if label_names is not None and len(label_names) != num_labels:
         raise UserError(f"{len(label_names)} label names for {num_labels} labels; pass one name per label")
-    state = _module_state(composer_classifier_or_state, BertForSequenceClassification(model_config, num_labels))
+    classifier = objective(model_config.objective).load("classifier")(model_config, num_labels)
+    state = _module_state(composer_classifier_or_state, classifier)
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
-        _save_tokenizer(tokenizer_dir, model_config, staging)  # first: a native writer may read its special ids
-        _save_model(state, model_config, num_labels, label_names, staging)
+        # first: a native writer may read its special ids
+        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging, classifier=True)
+        _save_model(state, model_config, num_labels, label_names, staging, eos_token_id)
     return Path(out_dir)
 
 
@@ -189,14 +190,17 @@ def _write_full_config(path: Path, model_config: ModelConfig) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path) -> int | None:
+def _save_tokenizer(
+    tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path, classifier: bool = False
+) -> int | None:
     """Re-save through `transformers` so tokenizer_config.json names its class (AutoTokenizer needs it), by a
     name that both transformers 4 and 5 resolve.
 
     It also records the model's inputs: transformers 5's generic tokenizer returns no token_type_ids unless told
     to, and without them a sentence pair would reach a model with segment embeddings as one segment.
-    A causal model's tokenizer adds no special tokens (see `_as_causal_tokenizer`). Returns its end-of-text id
-    (causal models; None for the others).
+    A causal language model's tokenizer adds no special tokens (see `_as_causal_tokenizer`); a causal
+    classifier's ends each text with end-of-text, as it was finetuned (`data.contract.end_rows_with_eos`).
+    Returns its end-of-text id (causal models; None for the others).
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -214,7 +218,11 @@ def _save_tokenizer(tokenizer_dir: str | Path, model_config: ModelConfig, out_di
             "pass the tokenizer the model was trained with"
         )
     tokenizer.model_max_length = min(tokenizer.model_max_length, model_config.max_position_embeddings)
-    eos_token_id = _as_causal_tokenizer(tokenizer) if objective(model_config.objective).ends_documents_with_eos else None
+    eos_token_id = None
+    if objective(model_config.objective).ends_documents_with_eos:
+        eos_token_id = _as_causal_tokenizer(tokenizer)
+        if classifier:
+            end_rows_with_eos(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     make_tokenizer_portable(out_dir)
     return eos_token_id
@@ -224,8 +232,6 @@ def _as_causal_tokenizer(tokenizer) -> int | None:
     """Encode text as causal rows hold it, with no [CLS]/[SEP] around it, so `pipeline("text-generation")`
     feeds the model what recipes/generate.py does; name the end-of-text token as eos, where generation stops."""
     from tokenizers import processors
-
-    from composer_bert.data.contract import end_of_text_id
 
     plain = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
     tokenizer.backend_tokenizer.post_processor = plain

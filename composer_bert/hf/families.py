@@ -36,7 +36,8 @@ class Family:
     write: Writer
     read_config: ConfigReader
     read_state: Reader
-    # the `classifier_head` whose classifiers export as this family's sequence classifier (None: remote code)
+    # the `classifier_head` whose classifiers export as this family's sequence classifier (None: any, the
+    # family's classifier reads the last token through a plain linear head, as our causal classifier does)
     classifier_head: str | None
 
     def read(self, directory: Path, base: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Tensor]]:
@@ -151,12 +152,18 @@ def _is_llama(cfg: ModelConfig) -> bool:
 
 
 def _write_llama(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
-    from transformers import LlamaForCausalLM
+    """A LlamaForCausalLM, or a LlamaForSequenceClassification (it reads the last token that is not
+    `pad_token_id`: our [PAD], never the end-of-text token each classified row ends with)."""
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     from composer_bert.hf.llama import llama_config, state_dict_to_llama
 
-    hf_model = LlamaForCausalLM(llama_config(cfg, eos_token_id))
-    hf_model.load_state_dict(state_dict_to_llama(state, cfg), strict=not cfg.tie_embeddings)
+    hf_config = llama_config(cfg, eos_token_id)
+    for key, value in label_kwargs.items():
+        setattr(hf_config, key, value)
+    hf_model = (LlamaForSequenceClassification if label_kwargs else LlamaForCausalLM)(hf_config)
+    tied_head = cfg.tie_embeddings and not label_kwargs  # save_pretrained stores a tied LM head once
+    hf_model.load_state_dict(state_dict_to_llama(state, cfg), strict=not tied_head)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
@@ -196,7 +203,7 @@ def families_of(entry: Objective) -> list[Family]:
 def native_family(entry: Objective, cfg: ModelConfig, classifier: bool = False) -> Family | None:
     """The family a model of objective `entry` and config `cfg` exports as (None: remote code)."""
     for family in families_of(entry):
-        if family.matches(cfg) and (not classifier or family.classifier_head == cfg.classifier_head):
+        if family.matches(cfg) and (not classifier or family.classifier_head in (None, cfg.classifier_head)):
             return family
     return None
 

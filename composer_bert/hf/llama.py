@@ -82,13 +82,17 @@ LAYER_WEIGHTS = {
 
 
 def state_dict_to_llama(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
-    """`CausalLM` weights (keys `bert.*`, `head.*`) as `LlamaForCausalLM` weights (padding rows sliced off)."""
+    """`CausalLM` weights (keys `bert.*`, `head.*`) as `LlamaForCausalLM` weights (padding rows sliced off), or
+    `CausalLMForSequenceClassification` weights (`bert.*`, `classifier.*`) as `LlamaForSequenceClassification`'s."""
     vocab = cfg.vocab_size
     out = {
         "model.embed_tokens.weight": state["bert.embeddings.tokens.weight"][:vocab],
         "model.norm.weight": state["bert.final_norm.weight"],
-        "lm_head.weight": state["head.decoder.weight"][:vocab],
     }
+    if "classifier.weight" in state:
+        out["score.weight"] = state["classifier.weight"]
+    else:
+        out["lm_head.weight"] = state["head.decoder.weight"][:vocab]
     for i in range(cfg.num_layers):
         for ours, theirs in LAYER_WEIGHTS.items():
             blocks = state[f"bert.layers.{i}.{ours}"].chunk(len(theirs))

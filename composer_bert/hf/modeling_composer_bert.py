@@ -16,8 +16,9 @@ from transformers.modeling_outputs import CausalLMOutput, MaskedLMOutput, Sequen
 
 from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
 from composer_bert.models.bert import BertEncoder, BertForMaskedLM, BertForSequenceClassification, init_module
-from composer_bert.models.causal import CausalLM
+from composer_bert.models.causal import CausalLM, CausalLMForSequenceClassification
 from composer_bert.models.layers import Rotary, ScaledSinusoidalPositions, alibi_slopes
+from composer_bert.objectives import objective
 
 try:  # transformers 5: these leave alone every tensor already loaded from the checkpoint
     from transformers import initialization as init
@@ -107,13 +108,21 @@ class ComposerBertForMaskedLM(_ComposerBertLM):
         return self._output(MaskedLMOutput, loss, logits, return_dict)
 
 
+# The classifiers objectives.py's table names, by class name (this file runs as remote code, where the table's
+# module paths do not exist).
+_CLASSIFIERS = {cls.__name__: cls for cls in (BertForSequenceClassification, CausalLMForSequenceClassification)}
+
+
 class ComposerBertForSequenceClassification(ComposerBertPreTrainedModel):
-    """Our `BertForSequenceClassification`; the loss follows `config.problem_type` as in `transformers`."""
+    """Our classifier of the config's objective (on [CLS], or a causal trunk's last real token); the loss follows
+    `config.problem_type` as in `transformers`."""
 
     def __init__(self, config: ComposerBertConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = BertForSequenceClassification(config.to_model_config(), config.num_labels)
+        model_config = config.to_model_config()
+        classifier = _CLASSIFIERS[objective(model_config.objective).classifier.rpartition(":")[2]]
+        self.model = classifier(model_config, config.num_labels)
         self.post_init()
 
     def forward(

@@ -14,6 +14,7 @@ _HOME = {
     "BertForMaskedLM": "bert",
     "BertForSequenceClassification": "bert",
     "CausalLM": "causal",
+    "CausalLMForSequenceClassification": "causal",
     "ComposerCausalLM": "composer_model",
     "ComposerMLM": "composer_model",
     "ComposerClassifier": "composer_model",

@@ -140,7 +140,8 @@ def objective_metrics(cfg: ModelConfig) -> tuple[dict[str, Metric], dict[str, Me
 
 
 class ComposerClassifier(ComposerModel):
-    """Sequence classification (num_labels >= 2, cross entropy) or regression (num_labels == 1, MSE) on [CLS].
+    """Sequence classification (num_labels >= 2, cross entropy) or regression (num_labels == 1, MSE) by the
+    classifier `cfg.objective`'s table entry names: on [CLS] for an encoder, on the last real token for a decoder.
 
     Batches hold input_ids, attention_mask, optional token_type_ids and labels [B] (long, or float for regression).
     `eval_forward` gives logits [B, num_labels], or predictions [B] for regression.
@@ -153,7 +154,7 @@ class ComposerClassifier(ComposerModel):
         self.config = cfg
         self.num_labels = num_labels
         self.is_regression = num_labels == 1
-        self.model = BertForSequenceClassification(cfg, num_labels)
+        self.model = objective(cfg.objective).load("classifier")(cfg, num_labels)
         self.train_metrics, self.eval_metrics = self._metrics(), self._metrics()
 
     def _metrics(self) -> dict[str, Metric]:
@@ -194,7 +195,8 @@ class ComposerClassifier(ComposerModel):
         self.model.bert.load_state_dict(encoder, strict=True)
 
     def flops_per_batch(self, batch: Batch) -> int:
-        return classifier_flops_per_batch(self.config, self.num_labels, batch)
+        pooler = isinstance(self.model, BertForSequenceClassification)
+        return classifier_flops_per_batch(self.config, self.num_labels, batch, pooler)
 
     def num_parameters(self) -> int:
         return self.model.num_parameters()

@@ -45,11 +45,14 @@ def mlm_flops_per_batch(cfg: ModelConfig, batch: Mapping[str, Tensor]) -> int:
     return 3 * (encoder_forward_flops(cfg, *input_ids.shape) + head)
 
 
-def classifier_flops_per_batch(cfg: ModelConfig, num_labels: int, batch: Mapping[str, Tensor]) -> int:
-    """Forward + backward FLOPs of `BertForSequenceClassification`: encoder, pooler and classifier."""
+def classifier_flops_per_batch(
+    cfg: ModelConfig, num_labels: int, batch: Mapping[str, Tensor], pooler: bool = True
+) -> int:
+    """Forward + backward FLOPs of a sequence classifier: trunk, the [CLS] pooler (an encoder's; a causal
+    classifier has none) and the linear head."""
     input_ids = batch["input_ids"]
     d = cfg.hidden_size
-    head = 2 * input_ids.shape[0] * (d * d + d * num_labels)
+    head = 2 * input_ids.shape[0] * (d * d * pooler + d * num_labels)
     return 3 * (encoder_forward_flops(cfg, *input_ids.shape) + head)
 
 

@@ -203,14 +203,3 @@ def test_export_whose_weights_are_cut_short_is_one_line(checkpoint, tmp_path, ca
     weights.write_bytes(weights.read_bytes()[:kept])  # a full disk or an interrupted copy
     error = generate_error(capsys, f"checkpoint={tmp_path / 'export'}", "prompt=the cat")
     assert error.startswith(f"error: damaged weights in '{weights}' (") and error.endswith("; export again (recipes/export_hf.py)\n")
-
-
-@pytest.mark.slow
-def test_glue_refuses_a_causal_checkpoint(tmp_path, checkpoint):
-    save_folder = tmp_path / "glue"
-    result = run_cli(
-        "recipes/finetune_glue.py", "yamls/finetune/glue.yaml", f"checkpoint={checkpoint}",
-        f"save_folder={save_folder}", "tasks=[RTE]", "seeds=[0]", timeout=300,
-    )  # fmt: skip
-    assert_one_error_line(result, "causal language model", "model.objective=mlm", after_other_output=True)
-    assert not save_folder.exists(), "a refusal leaves nothing behind, not even the save_folder it proved writable"

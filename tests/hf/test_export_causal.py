@@ -21,10 +21,10 @@ from composer_bert.data.prep.synthetic import synthetic_documents
 from composer_bert.data.prep.tokenizer_training import save_pretrained_fast, train_tokenizer
 from composer_bert.errors import UserError
 from composer_bert.generation.sampling import Sampler, generate_tokens
-from composer_bert.hf.export import export_language_model
+from composer_bert.hf.export import export_classifier, export_language_model
 from composer_bert.hf.llama import is_llama
 from composer_bert.hf.load import init_state_from_hf, load_pretrained
-from composer_bert.models.composer_model import ComposerCausalLM
+from composer_bert.models.composer_model import ComposerCausalLM, ComposerClassifier
 from tests.generation.generation_helpers import (
     LLAMA_LIKE,
     SEP,
@@ -34,6 +34,7 @@ from tests.generation.generation_helpers import (
     generate_cli,
     save_word_tokenizer,
 )
+from tests.helpers import BERT_SPECIALS
 from tests.hf.hf_helpers import WITHOUT_COMPOSER_BERT, perturbed
 
 TOLERANCE = 1e-5
@@ -43,6 +44,8 @@ NEW_TOKENS = 24
 LLAMA = causal_config(**LLAMA_LIKE)
 LLAMA_UNTIED = dataclasses.replace(LLAMA, tie_embeddings=False)
 ALIBI = causal_config(position_embedding="alibi")  # LayerNorm, GEGLU: not Llama, so remote code
+CLS = BERT_SPECIALS.index("[CLS]")
+PAIRS = (["the cat sat on the mat", "a dog ran"], ["it was red", "the big blue dog sat in the park"])
 
 # Runs in a fresh interpreter where importing composer_bert fails: the exports must stand on their own.
 LOADER = WITHOUT_COMPOSER_BERT + """
@@ -63,6 +66,15 @@ for name, prompt in (("llama", jobs["prompt"]), ("bytelevel", jobs["cased_prompt
     out = generator(prompt, max_new_tokens=jobs["new"], do_sample=False, return_tensors=True)
     results[name + "_pipeline_ids"] = out[0]["generated_token_ids"]
     results[name + "_pipeline_text"] = generator(prompt, max_new_tokens=jobs["new"], do_sample=False)[0]["generated_text"]
+from transformers import AutoModelForSequenceClassification
+for name in ("llama_classifier", "remote_classifier"):  # a padded batch of pairs, encoded by the export's tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(jobs[name])
+    batch = tokenizer(*jobs["pairs"], padding=True, return_tensors="pt")
+    model = AutoModelForSequenceClassification.from_pretrained(jobs[name], trust_remote_code=name.startswith("remote"))
+    results[name + "_class"] = type(model).__module__ + "." + type(model).__name__
+    results[name + "_batch"] = dict(batch)
+    with torch.no_grad():
+        results[name + "_logits"] = model.eval()(**batch).logits
 results["composer_bert_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "composer_bert")
 torch.save(results, jobs["results"])
 """
@@ -93,7 +105,14 @@ def exports(llama_checkpoint, tokenizer_dir, tmp_path_factory) -> dict[str, Path
     bytelevel = dataclasses.replace(LLAMA, vocab_size=320)
     checkpoint, _ = causal_checkpoint(root / "bytelevel.pt", bytelevel, bytelevel_tokenizer, seed=9)
     export_cli("--checkpoint", str(checkpoint), "--out", str(root / "bytelevel"))
+    classifiers = {}
+    for name, cfg in (("llama_classifier", LLAMA), ("remote_classifier", ALIBI)):
+        torch.manual_seed(6)
+        classifiers[name] = perturbed(ComposerClassifier(cfg, 3).model, seed=7).eval()
+        export_classifier(classifiers[name], cfg, 3, tokenizer_dir, root / name, label_names=["x", "y", "z"])
     return {
+        **{name: root / name for name in classifiers},
+        "classifiers": classifiers,
         "llama": root / "llama",
         "bytelevel": root / "bytelevel",
         "bytelevel_checkpoint": checkpoint,
@@ -112,8 +131,9 @@ def input_ids() -> torch.Tensor:
 def loaded(exports, input_ids, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("loader")
     torch.save(input_ids, work / "inputs.pt")
-    jobs = {name: str(exports[name]) for name in ("llama", "untied", "remote", "bytelevel")}
-    jobs.update(inputs=str(work / "inputs.pt"), results=str(work / "results.pt"), new=NEW_TOKENS)
+    names = ("llama", "untied", "remote", "bytelevel", "llama_classifier", "remote_classifier")
+    jobs = {name: str(exports[name]) for name in names}
+    jobs.update(inputs=str(work / "inputs.pt"), results=str(work / "results.pt"), new=NEW_TOKENS, pairs=PAIRS)
     jobs.update(prompt=PROMPT, cased_prompt=CASED_PROMPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(work / "hf"), "HF_MODULES_CACHE": str(work / "mods")}
     result = subprocess.run(
@@ -244,3 +264,23 @@ def test_pretraining_continues_from_a_llama_export(tiny_causal_shards, tmp_path)
     assert f"initialized the model from hf:{export}" in result.stderr
     first_loss = train_losses(run)[1]
     assert first_loss > 3 * math.log(vocab_size), f"loss {first_loss:.2f}: the run did not start from the export"
+
+
+def test_causal_classifiers_export_as_llama_or_remote_code_with_our_logits(exports, loaded):
+    """Our causal trunk's classifier (last real token, linear head without bias), read in a process without
+    composer_bert: Llama-shaped as transformers' own LlamaForSequenceClassification, the others as remote code;
+    the export's tokenizer writes each pair as `a [SEP] b [SEP]`, as GLUE finetuning does."""
+    assert loaded["llama_classifier_class"] == "transformers.models.llama.modeling_llama.LlamaForSequenceClassification"
+    assert loaded["remote_classifier_class"].startswith("transformers_modules.")
+    config = json.loads((exports["llama_classifier"] / "config.json").read_text())
+    assert config["id2label"] == {"0": "x", "1": "y", "2": "z"} and config["pad_token_id"] == 0
+    for name in ("llama_classifier", "remote_classifier"):
+        batch = loaded[f"{name}_batch"]
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        assert not mask.all()  # one row padded: the classifier reads each row's own last token
+        ends = [int(row[length - 1]) for row, length in zip(input_ids, mask.sum(-1), strict=True)]
+        assert ends == [SEP, SEP] and CLS not in input_ids[:, 0].tolist()  # a [SEP] b [SEP], no [CLS]
+        with torch.no_grad():
+            ours = exports["classifiers"][name](input_ids, mask)
+        assert loaded[f"{name}_logits"].shape == ours.shape == (2, 3)
+        torch.testing.assert_close(loaded[f"{name}_logits"], ours, atol=TOLERANCE, rtol=0)
