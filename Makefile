@@ -45,13 +45,16 @@ demo: install
 	$(PY) recipes/pretrain.py yamls/pretrain/tiny.yaml
 
 # The causal twin of `demo`: gpt-tiny (Llama's switches, 2 x 128) on the same synthetic corpus, then a sampled
-# continuation streamed to the console. Its tokenizer is byte-level (GPT-2's kind): case and spaces survive decoding.
+# continuation streamed to the console, then its zero-shot score on questions about such text (a table). Its
+# tokenizer is byte-level (GPT-2's kind): case and spaces survive decoding.
 demo-gpt: install
 	$(PY) data_prep/train_tokenizer.py --source synthetic --vocab-size 4096 --model bytelevel --out $(OUT)/gpt_tokenizer --overwrite
 	$(PY) data_prep/convert_dataset.py --source synthetic --tokenizer $(OUT)/gpt_tokenizer --seq-len 128 --out $(OUT)/gpt_shards --objective causal --overwrite
 	rm -rf $(OUT)/runs/gpt-tiny
 	$(PY) recipes/pretrain.py yamls/pretrain/gpt-tiny.yaml
 	$(PY) recipes/generate.py checkpoint=$(OUT)/runs/gpt-tiny/latest-rank0.pt prompt="Geata Sloukglont is a" max_new_tokens=60 temperature=0.8 top_p=0.95 seed=0
+	$(PY) data_prep/synthetic_questions.py --out $(OUT)/questions --overwrite
+	$(PY) recipes/zero_shot.py yamls/zeroshot/synthetic.yaml checkpoint=$(OUT)/runs/gpt-tiny/latest-rank0.pt
 
 lint: install
 	$(VENV)/bin/ruff check .

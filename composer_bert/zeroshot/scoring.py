@@ -72,6 +72,7 @@ class TaskScore:
     examples: int
     metrics: dict[str, float]  # x100
     seconds: float
+    chance_accuracy: float  # x100: what guessing scores, for reading a small model's accuracy
     logliks: list[float] = field(default_factory=list, repr=False)  # every answer's, in request order (not saved)
 
 
@@ -122,20 +123,24 @@ def score_task(task: str, model: Any, tokenizer: Any, cfg: ZeroShotConfig, devic
     metrics = {"accuracy": 100.0 * float(np.mean(predictions == gold))}
     if "macro_f1" in sg.metrics:  # CB's second metric, as finetuning reports it
         metrics["macro_f1"] = 100.0 * macro_f1(predictions, gold, sg.num_labels)
-    return TaskScore(task, len(val), metrics, time.perf_counter() - started, scores)
+    chance = 100.0 * float(np.mean([1.0 / n for _, n in spans]))  # a uniform guess's expected accuracy
+    return TaskScore(task, len(val), metrics, time.perf_counter() - started, chance, scores)
 
 
 def format_table(results: list[TaskScore], cfg: ZeroShotConfig) -> str:
     shots = "zero-shot" if cfg.num_fewshot == 0 else f"{cfg.num_fewshot}-shot (seed {cfg.fewshot_seed})"
     lines = [
-        f"# SuperGLUE {shots}, val split (dev): `{cfg.checkpoint}`",
+        f"# SuperGLUE {shots}, val split (dev) of `{cfg.data.path or cfg.data.source}`: `{cfg.checkpoint}`",
         "",
-        "| Task | Metric | Score | Examples | Seconds |",
-        "|---|---|---:|---:|---:|",
+        "| Task | Metric | Score | Chance | Examples | Seconds |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for result in results:
         for metric, value in result.metrics.items():
-            lines.append(f"| {result.task} | {metric} | {value:.1f} | {result.examples} | {result.seconds:.1f} |")
+            chance = f"{result.chance_accuracy:.1f}" if metric == "accuracy" else ""
+            lines.append(
+                f"| {result.task} | {metric} | {value:.1f} | {chance} | {result.examples} | {result.seconds:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

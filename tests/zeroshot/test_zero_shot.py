@@ -5,6 +5,7 @@ prompts are lm-evaluation-harness's shape, and every bad setting is one line."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -52,7 +53,11 @@ def test_the_checkpoint_and_its_export_score_alike_and_the_report_is_written(wor
     assert set(by_checkpoint[1].metrics) == {"accuracy", "macro_f1"} and by_checkpoint[2].examples == 8
     saved = json.loads((world["root"] / "out" / "zero_shot_results.json").read_text())
     assert saved["num_fewshot"] == 1 and saved["split"] == "val" and len(saved["tasks"]) == 5
-    assert "| COPA | accuracy |" in (world["root"] / "out" / "zero_shot_results.md").read_text()
+    report = (world["root"] / "out" / "zero_shot_results.md").read_text()
+    # beside each accuracy, a uniform guess's: 1 / (number of answers), CB's three, the others' two
+    assert re.search(r"\| COPA \| accuracy \| [\d.]+ \| 50\.0 \| 8 \|", report), report
+    assert re.search(r"\| CB \| accuracy \| [\d.]+ \| 33\.3 \|", report) and "| CB | macro_f1 |" in report
+    assert [task["chance_accuracy"] for task in saved["tasks"]] == pytest.approx([50, 100 / 3, 50, 50, 50])
 
 
 def test_prompts_have_lm_evaluation_harness_shape_and_shots_come_first(world):

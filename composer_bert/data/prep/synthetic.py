@@ -51,6 +51,7 @@ _ANIMALS = _pairs(
     "dog/dogs cat/cats bird/birds fox/foxes mouse/mice sheep/sheep wolf/wolves child/children "
     "man/men woman/women goose/geese rabbit/rabbits horse/horses duck/ducks bear/bears"
 )
+_COUNTED_ANIMALS = tuple(pair for pair in _ANIMALS if pair[0] != pair[1])
 # (third person singular, plural) verb forms taking an object.
 _VERBS = _pairs(
     "sees/see likes/like carries/carry watches/watch follows/follow finds/find wants/want "
@@ -188,18 +189,45 @@ class _DocumentWriter:
         return f"There are {_NUMBER_WORDS[n]} {animal[1]}, not one {animal[0]}."
 
     def document(self) -> str:
+        return " ".join(self.people_and_sentences()[1])
+
+    def people_and_sentences(self, most_facts: int = 10) -> tuple[list[_Person], list[str]]:
+        """A document's people and its sentences: their introductions, then facts and generic sentences."""
         rng = self.rng
         people = [self.person() for _ in range(self.between(2, 3))]
         sentences: list[str] = []
         for p in people:
             sentences.extend(self.introduction(p))
-        for _ in range(self.between(4, 10)):
+        for _ in range(self.between(min(4, most_facts), most_facts)):
             if self.random() < 0.25:
                 sentences.append(self.generic())
             else:
                 p, other = rng.sample(people, 2)
                 sentences.append(self.fact(p, other))
-        return " ".join(sentences)
+        return people, sentences
+
+    def question(self) -> tuple[str, str, str]:
+        """(context, right ending, wrong ending): one two-choice question about this corpus's text, in one of
+        three kinds. Recall: a new document, then one of its introductions restarted ('Ann Pell is a') or its
+        age question asked; the wrong ending is another person's of the document (or another value), so
+        only reading the document tells the two apart. Agreement: a generic sentence, the verb in the right and
+        the wrong number."""
+        kind = int(self.random() * 3)
+        if kind == 2:  # not 'sheep', whose singular and plural read alike
+            animal, verb, thing = self.pick(_COUNTED_ANIMALS), self.pick(_VERBS), self.pick(_THINGS)
+            plural = self.random() < 0.5
+            subject = f"The {self.pick(_ADJECTIVES)} {animal[plural]}"
+            return subject, f"{verb[plural]} the {thing[plural]}.", f"{verb[not plural]} the {thing[plural]}."
+        people, sentences = self.people_and_sentences(most_facts=2)  # short: the question fits a small context
+        p = people[0]
+        others = [o for o in people[1:] if (o.job if kind == 0 else o.age) != (p.job if kind == 0 else p.age)]
+        if kind == 0:
+            wrong = others[0].job if others else self.pick([job for job in _PROFESSIONS if job != p.job])
+            stem, right, wrong = f"{p.first} {p.last} is a", f"{p.job} from {p.town}.", f"{wrong} from {p.town}."
+        else:
+            wrong_age = others[0].age if others else p.age + self.between(1, 9)
+            stem, right, wrong = f"How old is {p.first}? {p.first} is", f"{p.age} years old.", f"{wrong_age} years old."
+        return f"{' '.join(sentences)} {stem}", right, wrong
 
 
 def synthetic_documents(num_documents: int = DEFAULT_SYNTHETIC_DOCUMENTS, seed: int = 0) -> Iterator[str]:
@@ -207,3 +235,16 @@ def synthetic_documents(num_documents: int = DEFAULT_SYNTHETIC_DOCUMENTS, seed: 
     writer = _DocumentWriter(seed)
     for _ in range(num_documents):
         yield writer.document()
+
+
+def synthetic_questions(num_questions: int, seed: int) -> Iterator[dict[str, object]]:
+    """`num_questions` two-choice questions about text like `synthetic_documents`' (`_DocumentWriter.question`), as
+    COPA rows (premise, choice1, choice2, label: which choice is right, question, idx): the layout the zero-shot
+    recipe reads, with the prompt `{premise} {answer}`. Their documents are new (another random stream) and the
+    right choice is first or second at random."""
+    writer = _DocumentWriter(seed)
+    for idx in range(num_questions):
+        context, right, wrong = writer.question()
+        label = int(writer.random() < 0.5)
+        choices = (wrong, right) if label else (right, wrong)
+        yield {"premise": context, "choice1": choices[0], "choice2": choices[1], "question": "effect", "label": label, "idx": idx}
