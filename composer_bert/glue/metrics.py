@@ -9,6 +9,8 @@ no information).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from composer_bert.glue.tasks import GlueTask
@@ -84,3 +86,8 @@ def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
     if len(predictions) != len(labels) or len(labels) == 0:
         raise ValueError(f"{task.name}: {len(predictions)} predictions for {len(labels)} labels")
     return {name: 100.0 * METRIC_FUNCTIONS[name](predictions, labels) for name in task.metrics}
+
+
+def score_eval_set(task: GlueTask, split: Any, logits: np.ndarray, examples: Any) -> dict[str, float]:
+    """GLUE's scorer (`benchmark.py`): the task's metrics of the argmax (or regressed score) against the labels."""
+    return compute_task_metrics(task, predictions_from_logits(task, logits), np.asarray(examples.labels))

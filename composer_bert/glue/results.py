@@ -27,17 +27,15 @@ from typing import Any
 from composer_bert.errors import UserError
 from composer_bert.glue.benchmark import GLUE, Benchmark, get_benchmark
 from composer_bert.glue.published import LABEL
-from composer_bert.glue.tasks import TASKS, GlueTask
 from composer_bert.run.files import atomic_file
 
-RESULTS_JSON = "glue_results.json"  # GLUE's; a benchmark's are {name}_results.json/.md/.png
-
-TASK_OF_EVAL_SET: dict[str, GlueTask] = {eval_set.name: task for task in TASKS.values() for eval_set in task.eval_sets}
+RESULTS_JSON = "glue_results.json"  # GLUE's; a benchmark's are {name}_results.json/.md/.png (results_json)
 
 
-def glue_score_metric(eval_set: str) -> str:
-    """The metric an eval set contributes to the GLUE average (its task's first metric)."""
-    return TASK_OF_EVAL_SET[eval_set].metrics[0]
+
+def results_json(bench: Benchmark) -> str:
+    """The summary file a save folder of `bench` holds: glue_results.json, superglue_results.json."""
+    return f"{bench.name}_results.json"
 
 
 @dataclass
@@ -115,7 +113,9 @@ class GlueSummary:
             f"{name}_average_partial": self.partial,
             f"{name}_average_over": self.averaged_over,
             "missing_from_average": self.missing_from_average,
-            **({"glue_score_metric": {k: v[0] for k, v in scored.items()}} if name == "glue" else {"score_metrics": scored}),
+            # one metric per eval set (GLUE's file has always named it), or every metric an eval set averages
+            **({"score_metrics": scored} if self.bench.averages_every_metric
+               else {f"{name}_score_metric": {k: v[0] for k, v in scored.items()}}),  # fmt: skip
             "tasks": self.medians,
             "per_seed": self.per_seed,
         }
@@ -191,12 +191,6 @@ def _score_columns(summary: GlueSummary) -> tuple[list[str], list[float]]:
     return columns, [bench.eval_set_score(name, summary.medians[name]) for name in columns]
 
 
-_SCORES_LINE = {
-    "glue": "GLUE scores: MRPC/QQP F1, STS-B Pearson, CoLA MCC, others accuracy; WNLI is not averaged.",
-    "superglue": "SuperGLUE scores: each task's metrics averaged (CB acc/macro-F1, MultiRC F1a/EM, ReCoRD F1/EM), "
-    "others accuracy; the diagnostics AX-b (MCC) and AX-g (gender parity, accuracy) come from the RTE model and are "
-    "not averaged. Dev = the benchmark's val split (its test labels are hidden).",
-}
 
 
 def format_markdown(summary: GlueSummary) -> str:
@@ -208,7 +202,7 @@ def format_markdown(summary: GlueSummary) -> str:
         f"# {title} dev results",
         "",
         f"Checkpoint: `{summary.checkpoint}`. Dev-set medians over seeds, x100.",
-        _SCORES_LINE[summary.benchmark],
+        summary.bench.scores_line,
         "",
         "| " + " | ".join([*columns, f"{title} avg"]) + " |",
         "|" + "---:|" * (len(columns) + 1),
@@ -313,21 +307,23 @@ def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, 
     return json_path, markdown_path, plot_summary(summary, stem.with_suffix(".png"))
 
 
-def read_summary(save_folder: str | Path) -> GlueSummary:
-    """A finished GLUE save folder's summary, read back from its `glue_results.json` (for comparisons)."""
-    path = Path(save_folder) / RESULTS_JSON
+def read_summary(save_folder: str | Path, bench: Benchmark = GLUE) -> GlueSummary:
+    """A finished save folder's summary of `bench`, read back from its `{bench}_results.json` (for comparisons)."""
+    path = Path(save_folder) / results_json(bench)
+    name = bench.name
     try:
         payload = json.loads(path.read_text())
         return GlueSummary(
             checkpoint=str(payload["checkpoint"]),
             medians=payload["tasks"],
             per_seed=payload["per_seed"],
-            glue_average=payload["glue_average"],
-            averaged_over=list(payload["glue_average_over"]),
+            glue_average=payload[f"{name}_average"],
+            averaged_over=list(payload[f"{name}_average_over"]),
             missing_from_average=list(payload["missing_from_average"]),
+            benchmark=name,
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
-            f"{path} is unreadable or not a GLUE result ({type(error).__name__}); rerun recipes/finetune_glue.py "
-            f"with save_folder={save_folder} to rewrite it"
+            f"{path} is unreadable or not a {bench.title} result ({type(error).__name__}); rerun "
+            f"recipes/finetune_glue.py with save_folder={save_folder} to rewrite it"
         ) from None

@@ -51,6 +51,10 @@ class GlueTask:
     def is_regression(self) -> bool:
         return not self.label_names
 
+    @property
+    def train_set(self) -> EvalSet:
+        return TRAIN_SPLIT
+
 
 def _dev(name: str) -> tuple[EvalSet, ...]:
     return (EvalSet(name, "validation", "dev.tsv"),)

@@ -14,7 +14,7 @@ from composer_bert.glue.results import GlueSummary
 from composer_bert.glue.runner import run_glue
 from composer_bert.run.config import load_config
 from tests.glue.superglue_helpers import save_as_hf, write_superglue_dir
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script_main
 
 RECIPE = REPO / "yamls/finetune/superglue.yaml"
 AVERAGED = ("BoolQ", "CB", "COPA", "MultiRC", "ReCoRD", "RTE", "WiC", "WSC")
@@ -57,6 +57,19 @@ def test_every_task_runs_and_the_average_is_each_tasks_metrics_then_the_tasks(ch
     again = superglue_run(checkpoint, superglue_data, save)  # the same sweep again: every run is already finished
     assert again.glue_average == summary.glue_average
     assert {task: (save / "runs" / task / "seed0.json").stat().st_mtime_ns for task in AVERAGED} == stamps
+
+    # compare_runs.py reads the folder by SuperGLUE's rules: CB's cell is its two metrics' mean, the average its own.
+    out = tmp_path / "compare"
+    load_script_main(REPO / "recipes" / "compare_runs.py")([str(save), "--out", str(out)])
+    assert (out / "compare_superglue.png").stat().st_size > 1000 and not (out / "compare_glue.png").exists()
+    table = (out / "compare_runs.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Model |"))
+    row = next(line for line in table.splitlines() if line.startswith("| sg (measured)"))
+    cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|"), strict=True))
+    cells = {key.strip(): value.strip() for key, value in cells.items()}
+    assert cells["CB"] == f"{sum(results['tasks']['CB'].values()) / 2:.1f}" and "AX-g" not in cells
+    assert cells["SuperGLUE avg"] == f"{results['superglue_average']:.1f}" and "AX-b" in cells
+    assert "# SuperGLUE results compared" in table and "test-set scores" in table
 
 
 def test_the_hugging_face_shape_scores_exactly_as_the_official_download(checkpoint, superglue_data, tmp_path):

@@ -105,3 +105,8 @@ def score_split(task: Any, metrics: tuple[str, ...], logits: np.ndarray, example
 
 
 METRIC_LABELS = {"macro_f1": "macro-F1", "f1a": "F1a", "em": "EM", "token_f1": "F1", "gender_parity": "parity"}
+
+
+def score_eval_set(task: Any, split: Any, logits: np.ndarray, examples: Any) -> dict[str, float]:
+    """SuperGLUE's scorer (`benchmark.py`): a diagnostic's own metrics, else its task's."""
+    return score_split(task, split.metrics or task.metrics, logits, examples)
