@@ -1,6 +1,7 @@
 """SuperGLUE fixtures: every task in the official download's layout (`TASK/train.jsonl`, `TASK/val.jsonl`,
 `AX-b/AX-b.jsonl`, `AX-g/AX-g.jsonl`), made of the tiny tokenizer's words, and the same rows in the Hugging Face
-shape (`super_glue`'s fields, MultiRC and ReCoRD unrolled as its loading script does) saved with `save_to_disk`."""
+shape (`super_glue`'s fields, MultiRC and ReCoRD unrolled as its loading script does) saved with `save_to_disk`;
+and a tiny SuperGLUE run on such a folder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from composer_bert.glue.config import FinetuneConfig
+from composer_bert.glue.results import GlueSummary
+from composer_bert.glue.runner import run_glue
+from composer_bert.run.config import load_config
 from tests.glue.glue_helpers import WORDS, sentence
+from tests.helpers import REPO
 
 HF_CONFIG = {"BoolQ": "boolq", "CB": "cb", "COPA": "copa", "MultiRC": "multirc", "ReCoRD": "record", "RTE": "rte",
              "WiC": "wic", "WSC": "wsc.fixed", "AX-b": "axb", "AX-g": "axg"}  # fmt: skip
@@ -100,3 +106,19 @@ def save_as_hf(official: Path, out: Path) -> Path:
             splits[split] = datasets.Dataset.from_list([row for line in lines for row in _hf_rows(task, json.loads(line))])
         datasets.DatasetDict(splits).save_to_disk(str(out / config))
     return out
+
+
+SUPERGLUE_RECIPE = REPO / "yamls/finetune/superglue.yaml"
+
+
+def superglue_run(checkpoint: Path, data: Path, save: Path, *overrides: str) -> GlueSummary:
+    """The SuperGLUE recipe on an official-layout folder: one seed, one epoch, 48 tokens, no model files."""
+    cfg = load_config(
+        FinetuneConfig, str(SUPERGLUE_RECIPE),
+        [f"checkpoint={checkpoint}", f"save_folder={save}", f"data.path={data}", "seeds=[0]", "epochs=1",
+         "max_seq_length=48", "progress_bar=false", "device_eval_batch_size=16", "save_models=false",
+         "task_overrides.BoolQ.max_seq_length=48", "task_overrides.MultiRC.max_seq_length=48",
+         "task_overrides.ReCoRD.max_seq_length=48", "task_overrides.ReCoRD.epochs=1", "task_overrides.CB.epochs=1",
+         "task_overrides.COPA.epochs=1", "task_overrides.WSC.epochs=1", *overrides],
+    )  # fmt: skip
+    return run_glue(cfg)

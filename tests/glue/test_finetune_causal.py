@@ -22,6 +22,7 @@ from composer_bert.models.causal import CausalLMForSequenceClassification
 from composer_bert.run.checkpoint import load_composer_checkpoint
 from tests.generation.generation_helpers import LLAMA_LIKE
 from tests.glue.glue_helpers import tiny_run
+from tests.glue.superglue_helpers import superglue_run, write_superglue_dir
 from tests.helpers import tiny_model_config
 from tests.hf.hf_helpers import perturbed, save_checkpoint_dict
 
@@ -84,3 +85,12 @@ def test_a_causal_checkpoint_finetunes_exports_as_llama_and_finetunes_again_from
     # checkpoint=hf:DIR takes that LlamaForSequenceClassification folder (its own head replaced for the task).
     again = tiny_run(f"hf:{out}", glue_dir, tmp_path / "from-export", "tasks=[SST-2]", "seeds=[0]")
     assert list(again.medians) == ["SST-2"]
+
+
+def test_a_causal_checkpoint_finetunes_on_superglue_choice_and_candidate_tasks(causal_checkpoint, tmp_path):
+    """COPA scores each (premise, choice) row and picks the higher; ReCoRD each candidate entity: the same
+    formulations as an encoder's, on the last-token classifier."""
+    data = write_superglue_dir(tmp_path / "superglue")
+    summary = superglue_run(causal_checkpoint, data, tmp_path / "sg", "tasks=[COPA,ReCoRD]")
+    assert set(summary.medians) == {"COPA", "ReCoRD"}
+    assert set(summary.medians["ReCoRD"]) == {"token_f1", "em"} and 0 <= summary.medians["COPA"]["accuracy"] <= 100

@@ -9,27 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from composer_bert.glue.config import FinetuneConfig
-from composer_bert.glue.results import GlueSummary
-from composer_bert.glue.runner import run_glue
-from composer_bert.run.config import load_config
-from tests.glue.superglue_helpers import save_as_hf, write_superglue_dir
+from tests.glue.superglue_helpers import save_as_hf, superglue_run, write_superglue_dir
 from tests.helpers import REPO, load_script_main
 
-RECIPE = REPO / "yamls/finetune/superglue.yaml"
 AVERAGED = ("BoolQ", "CB", "COPA", "MultiRC", "ReCoRD", "RTE", "WiC", "WSC")
-
-
-def superglue_run(checkpoint: Path, data: Path, save: Path, *overrides: str) -> GlueSummary:
-    cfg = load_config(
-        FinetuneConfig, str(RECIPE),
-        [f"checkpoint={checkpoint}", f"save_folder={save}", f"data.path={data}", "seeds=[0]", "epochs=1",
-         "max_seq_length=48", "progress_bar=false", "device_eval_batch_size=16", "save_models=false",
-         "task_overrides.BoolQ.max_seq_length=48", "task_overrides.MultiRC.max_seq_length=48",
-         "task_overrides.ReCoRD.max_seq_length=48", "task_overrides.ReCoRD.epochs=1", "task_overrides.CB.epochs=1",
-         "task_overrides.COPA.epochs=1", "task_overrides.WSC.epochs=1", *overrides],
-    )  # fmt: skip
-    return run_glue(cfg)
 
 
 @pytest.fixture(scope="module")
