@@ -5,11 +5,18 @@ Shared helper functions live in `tests/helpers.py`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+# The suite runs offline, as its machines do: set before transformers, datasets and huggingface_hub are imported
+# (they read these once), and inherited by every script a test starts. Without them a Hub lookup that a test
+# expects to fail retried for 23 s first. Tests of the online branches patch `datasets.config` themselves.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
 
-from tests.helpers import run_cli, tiny_args
+import pytest  # noqa: E402
+
+from tests.helpers import run_cli, tiny_args  # noqa: E402
 
 # The tests whose outcome depends on the stack (torch, transformers, tokenizers versions). The pinned stack runs
 # the whole suite; the current stack runs only these (`make test-current`: `pytest -m stack`), since what else

@@ -52,6 +52,23 @@ def load_script_main(path: Path) -> Callable:
     return module.main
 
 
+def cli_error(capsys, script: str, *args: str | Path) -> str:
+    """A repo script's `main` run in this process on input it refuses: exit status 2, nothing on stdout, one
+    `error:` line on stderr, which it returns. What `assert_one_error_line` checks of a subprocess, without the
+    seconds a fresh interpreter costs: the subprocess tests are for what only a process shows (signals, exit
+    codes of the launcher, import-time failures, files left behind by a killed run)."""
+    import pytest
+
+    main = load_script_main(REPO / script)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in args])
+    printed = capsys.readouterr()
+    assert exit_info.value.code == 2 and printed.out == "", printed
+    assert printed.err.count("\n") == 1 and printed.err.startswith("error: "), printed.err
+    return printed.err
+
+
 def assert_one_error_line(result: subprocess.CompletedProcess, *words: str, after_other_output: bool = False) -> None:
     """Exit status 2, no traceback, and one `error:` line holding `words`.
 

@@ -22,7 +22,7 @@ from tests.generation.generation_helpers import (
     mlm_checkpoint,
     save_word_tokenizer,
 )
-from tests.helpers import REPO, assert_one_error_line, load_script_main, run_cli
+from tests.helpers import REPO, assert_one_error_line, cli_error, load_script_main, run_cli
 from tests.hf.hf_helpers import perturbed, save_checkpoint_dict
 
 PROMPT = "the big cat sat on the mat and"
@@ -169,13 +169,7 @@ def test_bad_sampling_settings_are_one_line(tmp_path, setting, words):
 
 def generate_error(capsys, *args: str) -> str:
     """recipes/generate.py's `main` in this process: exit status 2, nothing on stdout, one `error:` line on stderr."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        load_script_main(REPO / "recipes" / "generate.py")(list(args))
-    printed = capsys.readouterr()
-    assert exit_info.value.code == 2 and printed.out == ""
-    assert printed.err.count("\n") == 1 and printed.err.startswith("error: "), printed.err
-    return printed.err
+    return cli_error(capsys, "recipes/generate.py", *args)
 
 
 def test_mlm_checkpoint_and_overlong_prompt_are_one_line(tmp_path, tokenizer_dir, checkpoint, capsys):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
 from tests.helpers import (
@@ -66,32 +67,32 @@ def test_reading_a_checkpoints_tokenizer_leaves_no_temporary_folder(tiny_run, tm
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_sigkill_then_rerun_resumes_bit_exactly(request, objective, tmp_path):
     shards = shards_for(request, objective)
-    common = ("max_duration=40ba", "save_interval=10ba", "eval_interval=40ba", "run_name=resume")
+    common = ("max_duration=24ba", "save_interval=6ba", "eval_interval=24ba", "run_name=resume")
     straight = tmp_path / "straight"
     result = run_cli("recipes/pretrain.py", *tiny_args(shards, straight, *common, objective=objective))
     assert result.returncode == 0, result.stderr[-3000:]
 
     killed = tmp_path / "killed"
     args = tiny_args(shards, killed, *common, objective=objective)
-    first = run_cli("-c", PROBED_RECIPE, *args, env={"KILL_AT_BATCH": "25", "REPO": str(REPO)})
+    first = run_cli("-c", PROBED_RECIPE, *args, env={"KILL_AT_BATCH": "15", "REPO": str(REPO)})
     assert first.returncode == -9, first.stderr[-3000:]
-    assert max(train_losses(killed)) < 40
+    assert max(train_losses(killed)) < 24
     mark_rows_before_rerun(killed)
     second = run_cli("recipes/pretrain.py", *args)  # the same command again
     assert second.returncode == 0, second.stderr[-3000:]
-    # resumed from the batch-20 checkpoint: the killed run's rows before it stay, batches 20-39 are trained again
+    # resumed from the batch-12 checkpoint: the killed run's rows before it stay, batches 12-23 are trained again
     # (a deterministic run started over would give the same losses, but keep none of the killed run's rows)
-    assert kept_and_rewritten(killed) == (list(range(20)), list(range(20, 40)))
+    assert kept_and_rewritten(killed) == (list(range(12)), list(range(12, 24)))
 
     expected, resumed = train_losses(straight), train_losses(killed)
-    assert sorted(resumed) == sorted(expected) == list(range(40))
-    assert [resumed[b] for b in range(20, 40)] == [expected[b] for b in range(20, 40)]
+    assert sorted(resumed) == sorted(expected) == list(range(24))
+    assert [resumed[b] for b in range(12, 24)] == [expected[b] for b in range(12, 24)]
 
     if objective == "mlm":  # once more after the run ended (a scheduler's retry): it says so and changes nothing
         outputs = {name: (killed / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
         third = run_cli("recipes/pretrain.py", *args)
         assert third.returncode == 0, third.stderr[-3000:]
-        assert "run 'resume' already finished after 40 batches, having reached max_duration 40ba" in third.stderr
+        assert "run 'resume' already finished after 24 batches, having reached max_duration 24ba" in third.stderr
         assert "Traceback" not in third.stderr and "train loss (last 5 logged)" in third.stdout
         assert {name: (killed / name).read_bytes() for name in outputs} == outputs
 
@@ -228,3 +229,32 @@ def test_sequence_length_warmup_grows_rows_with_progress(tiny_shards, tmp_path):
     trainer.close()
     # p = batch / 8; length = 16 + 48 * p / 0.5, rounded down to a multiple of 8, full from p = 0.5 on.
     assert record.lengths == [16, 24, 40, 48, 64, 64, 64, 64]
+
+
+@pytest.mark.slow
+def test_compare_a_masked_and_a_causal_run(tiny_run, tiny_causal_run, tmp_path):
+    """recipes/compare_runs.py on the session's two finished runs (MLM `tiny` and causal `gpt-tiny`) side by side:
+    one PNG, one table. Here rather than in tests/test_compare_runs.py so that it runs in the pytest-xdist worker
+    that builds those runs (a file runs in one worker; the other worker would train both again, ~30 s)."""
+    runs = {"tiny-mlm": tiny_run[0], "tiny-causal": tiny_causal_run[0]}
+    out = tmp_path / "compare"
+    result = run_cli("recipes/compare_runs.py", *map(str, runs.values()), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    with Image.open(out / "compare_runs.png") as image:
+        image.verify()
+    with Image.open(out / "compare_runs.png") as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] > 300  # two panels side by side
+
+    table = (out / "compare_runs.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| tiny-")}
+    assert set(rows) == set(runs)
+    for name, cells in rows.items():
+        summary = json.loads((runs[name] / "summary.json").read_text())
+        assert cells[1] == f"{summary['tokens']:,}"
+        accuracy = summary["eval_masked_accuracy"]
+        assert cells[3] == f"{summary['eval_loss']:.4f}" and cells[4] == ("n/a" if accuracy is None else f"{accuracy:.4f}")
+        assert cells[6:8] == ["n/a", "n/a"]  # no MFU on the CPU, no budget set
+        assert cells[8].endswith("GiB (CPU, peak RSS)")
+    assert rows["tiny-mlm"][4] != "n/a" and rows["tiny-causal"][4] == "n/a"  # a causal run has no masked accuracy
+    assert all(f"| {name} |" in result.stdout for name in runs)
