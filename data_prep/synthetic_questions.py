@@ -31,7 +31,7 @@ def write_questions(out: str, counts: dict[str, int], seed: int, overwrite: bool
     with atomic_output_dir(out, overwrite, MARKER) as staging:
         (staging / "COPA").mkdir()
         for offset, split in enumerate(SPLITS):  # the splits share no document: one stream each
-            rows = synthetic_questions(counts[split], seed=seed * len(SPLITS) + offset)
+            rows = synthetic_questions(counts[split], seed=seed * len(SPLITS) + offset + 1)  # never the corpus's 0
             (staging / "COPA" / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         made = {"generator": "composer_bert.data.prep.synthetic.synthetic_questions", "seed": seed, "layout": "COPA",
                 "questions": counts, "prompt": "{premise} {answer}"}  # fmt: skip

@@ -126,6 +126,11 @@ def load_causal_lm(checkpoint: str, device: str = "cpu", recipe: str = "generate
 
     pretrained = load_pretrained(checkpoint)
     refuse_unless_accepted(pretrained.model_config.objective, recipe, checkpoint)
+    if "classifier.weight" in pretrained.state_dict:  # a GLUE model file of a causal run: no LM head left
+        raise UserError(
+            f"checkpoint '{checkpoint}' is a finetuned classifier, which has no language-model head; pass the "
+            "pretraining checkpoint it was finetuned from, or its export"
+        )
     if pretrained.tokenizer_dir is None or not (pretrained.tokenizer_dir / "tokenizer.json").is_file():
         raise UserError(f"checkpoint '{checkpoint}' carries no tokenizer.json; it cannot turn a prompt into tokens")
     model = CausalLM(pretrained.model_config)

@@ -278,7 +278,8 @@ class TokenizedSplit(Dataset):
 
 
 def tokenize_examples(examples: GlueExamples, tokenizer: Any, max_seq_length: int) -> TokenizedSplit:
-    """[CLS] a [SEP] (b [SEP]) with token types 0/1, truncated longest-first to `max_seq_length`."""
+    """The tokenizer's rows (`check_tokenizer` set them: [CLS] a [SEP] (b [SEP]) for an encoder, a EOS (b EOS) for a
+    causal model) with token types 0/1, truncated longest-first to `max_seq_length`."""
     ids: list[np.ndarray] = []
     types: list[np.ndarray] = []
     for start in range(0, len(examples), TOKENIZE_CHUNK):

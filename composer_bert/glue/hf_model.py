@@ -98,7 +98,7 @@ class HFClassifier(ComposerClassifier):
     """A transformers sequence classifier behind `ComposerClassifier`'s loss, metrics and eval_forward."""
 
     def __init__(self, source: HFSource, num_labels: int, dropout: DropoutConfig):
-        ComposerModel.__init__(self)  # not ComposerClassifier's: that builds our own BERT
+        ComposerModel.__init__(self)  # not ComposerClassifier's: that builds our own classifier
         from transformers import AutoModelForSequenceClassification
 
         overrides = {

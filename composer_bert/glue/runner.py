@@ -1,4 +1,5 @@
-"""Finetune a pretrained encoder on GLUE: plan the task x seed runs, resume them, train what is left, report.
+"""Finetune a pretrained model (an encoder, or a decoder's last-token classifier) on GLUE or SuperGLUE: plan the
+task x seed runs, resume them, train what is left, report.
 
 `run_glue` first proves `save_folder` writable, then walks the selected tasks and seeds. Each finished run
 leaves `{save_folder}/runs/{task}/seed{n}.json` (written atomically, with a fingerprint of everything that

@@ -1,11 +1,12 @@
 """Export to a Hugging Face directory that `transformers` loads without composer-bert (read back by `hf.load`).
 
 A config that is exactly a transformers architecture (hf/families.py: original BERT, ModernBERT, Llama) exports as
-`transformers`' own class (`BertForMaskedLM` / `BertForSequenceClassification`, `ModernBertForMaskedLM`,
-`LlamaForCausalLM`), without remote code. Every other config exports as remote code: our model
-sources are copied next to the weights with their `composer_bert` imports rewritten to relative ones
-(`hf/remote_code.py`), and config.json's `auto_map` points `transformers` at the wrappers in `modeling_composer_bert.py`, so
-`from_pretrained(dir, trust_remote_code=True)` runs exactly the modules we trained.
+`transformers`' own class (`BertForMaskedLM` / `BertForSequenceClassification`, `ModernBertForMaskedLM` /
+`ModernBertForSequenceClassification`, `LlamaForCausalLM` / `LlamaForSequenceClassification`), without remote
+code. Every other config exports as remote code: our model sources are copied next to the weights with their
+`composer_bert` imports rewritten to relative ones (`hf/remote_code.py`), and config.json's `auto_map` points
+`transformers` at the wrappers in `modeling_composer_bert.py`, so `from_pretrained(dir, trust_remote_code=True)`
+runs exactly the modules we trained.
 """
 
 from __future__ import annotations
@@ -88,14 +89,16 @@ def export_classifier(
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
         # first: a native writer may read its special ids
         eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging, classifier=True)
-        _save_model(state, model_config, num_labels, label_names, staging, eos_token_id)
+        pad_token_id = _saved_pad_token_id(staging) if eos_token_id is not None else None
+        _save_model(state, model_config, num_labels, label_names, staging, eos_token_id, pad_token_id)
     return Path(out_dir)
 
 
 def export_checkpoint(
     checkpoint: str, out_dir: str | Path, overwrite: bool = False, tokenizer_dir: str | Path | None = None
 ) -> tuple[Path, str]:
-    """Export a Composer checkpoint; a classifier (it has `classifier.weight`) exports as one, else the MLM.
+    """Export a Composer checkpoint; a classifier (it has `classifier.weight`) exports as one, else the language
+    model of its objective.
 
     A GLUE model file (`runs/{task}/seed{n}.model.pt`) is a classifier checkpoint whose label names become
     config.json's id2label. Returns the output directory and what was exported ("masked LM" or
@@ -149,15 +152,26 @@ def _save_model(
     label_names: Sequence[str] | None,
     out_dir: Path,
     eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
 ) -> None:
     """Weights and config.json: transformers' own class when the config is exactly its architecture (one of the
-    objective's `hf_families`), remote code otherwise."""
+    objective's `hf_families`), remote code otherwise.
+
+    A causal classifier (`pad_token_id` given) reads each row's last real token. transformers' decoder classifiers
+    find it as the last token that is not `pad_token_id`, which lands where ours does only when the padding token
+    is not the end-of-text token every row ends with; otherwise (or without a padding token) the export is remote
+    code, which reads the attention mask as we do."""
     from composer_bert.hf import modeling_composer_bert
     from composer_bert.hf.configuration_composer_bert import ComposerBertConfig
 
     label_kwargs = {} if num_labels is None else _label_kwargs(num_labels, label_names)
     entry = objective(model_config.objective)
     family = native_family(entry, model_config, classifier=num_labels is not None)
+    if family is not None and num_labels is not None and eos_token_id is not None:  # a causal classifier, natively
+        if pad_token_id is None or pad_token_id == eos_token_id:
+            family = None
+        else:
+            label_kwargs["pad_token_id"] = pad_token_id
     if family is not None:
         family.write(state, model_config, out_dir, label_kwargs, eos_token_id)
         return
@@ -171,6 +185,13 @@ def _save_model(
     _write_full_config(out_dir / "config.json", model_config)
     for name, source in remote_code_files().items():
         (out_dir / name).write_text(source)
+
+
+def _saved_pad_token_id(out_dir: Path) -> int | None:
+    """The padding id of the tokenizer `_save_tokenizer` wrote into `out_dir`."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(out_dir)).pad_token_id
 
 
 def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
@@ -221,8 +242,9 @@ def _save_tokenizer(
     eos_token_id = None
     if objective(model_config.objective).ends_documents_with_eos:
         eos_token_id = _as_causal_tokenizer(tokenizer)
-        if classifier:
+        if classifier:  # rows as finetuning saw them: a EOS b EOS, padded on the right
             end_rows_with_eos(tokenizer)
+            tokenizer.padding_side = "right"
     tokenizer.save_pretrained(str(out_dir))
     make_tokenizer_portable(out_dir)
     return eos_token_id

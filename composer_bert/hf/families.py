@@ -152,8 +152,9 @@ def _is_llama(cfg: ModelConfig) -> bool:
 
 
 def _write_llama(state: dict, cfg: ModelConfig, out_dir: Path, label_kwargs: dict, eos_token_id: int | None) -> None:
-    """A LlamaForCausalLM, or a LlamaForSequenceClassification (it reads the last token that is not
-    `pad_token_id`: our [PAD], never the end-of-text token each classified row ends with)."""
+    """A LlamaForCausalLM, or a LlamaForSequenceClassification: it reads the last token that is not
+    `pad_token_id`, so its label kwargs carry the tokenizer's padding id (hf/export.py exports as Llama only a
+    classifier whose padding token is not the end-of-text token each classified row ends with)."""
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     from composer_bert.hf.llama import llama_config, state_dict_to_llama
@@ -179,8 +180,14 @@ def _llama_config(directory: Path, base: ModelConfig | None) -> ModelConfig:
 def _read_llama(directory: Path, model_config: ModelConfig) -> dict[str, Tensor]:
     from composer_bert.hf.llama import state_dict_from_llama
 
+    weights = _weights(directory)
+    if "score.weight" in weights:  # a LlamaForSequenceClassification: its LM head was dropped when it was finetuned
+        raise UserError(
+            f"'{directory}' holds a Llama sequence classifier (a finetuned model without a language-model head); "
+            "pass a LlamaForCausalLM folder"
+        )
     try:
-        return state_dict_from_llama(_weights(directory), model_config)
+        return state_dict_from_llama(weights, model_config)
     except KeyError as err:
         raise UserError(f"'{directory}' lacks the Llama weight {err}; save a complete LlamaForCausalLM") from None
 

@@ -183,7 +183,8 @@ class ComposerClassifier(ComposerModel):
         metric.update(outputs, batch["labels"])
 
     def load_encoder_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Load the encoder from an MLM state dict (keys `bert.*`; a `model.` prefix is stripped); the head is skipped.
+        """Load the trunk from a pretrained state dict of either objective (keys `bert.*`; a `model.` prefix is
+        stripped); the LM head is skipped.
 
         Strict about the encoder: a missing or unexpected `bert.*` key raises.
         """

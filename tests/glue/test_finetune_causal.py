@@ -14,16 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from composer_bert.glue.data import check_tokenizer, load_tokenizer, read_glue_tsv, tokenize_examples
+from composer_bert.errors import UserError
+from composer_bert.generation.sampling import load_causal_lm
+from composer_bert.glue.config import FinetuneConfig
+from composer_bert.glue.data import read_glue_tsv, tokenize_examples
+from composer_bert.glue.runner import GlueRunner
 from composer_bert.glue.tasks import TASKS
-from composer_bert.hf.export import export_checkpoint
+from composer_bert.hf.export import export_checkpoint, export_classifier
 from composer_bert.models import ComposerCausalLM
 from composer_bert.models.causal import CausalLMForSequenceClassification
 from composer_bert.run.checkpoint import load_composer_checkpoint
+from composer_bert.run.config import load_config
 from tests.generation.generation_helpers import LLAMA_LIKE
-from tests.glue.glue_helpers import tiny_run
+from tests.glue.glue_helpers import RECIPE, tiny_run
 from tests.glue.superglue_helpers import superglue_run, write_superglue_dir
-from tests.helpers import tiny_model_config
+from tests.helpers import cli_error, tiny_model_config
 from tests.hf.hf_helpers import perturbed, save_checkpoint_dict
 
 SEP = 3  # the test tokenizer's [SEP] (tests/helpers.bert_tokenizer): a causal row's end-of-text token
@@ -41,7 +46,7 @@ def causal_checkpoint(checkpoint, tmp_path_factory) -> Path:
 
 
 def test_a_causal_checkpoint_finetunes_exports_as_llama_and_finetunes_again_from_the_export(
-    causal_checkpoint, glue_dir, tmp_path
+    causal_checkpoint, glue_dir, tmp_path, capsys
 ):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -52,9 +57,8 @@ def test_a_causal_checkpoint_finetunes_exports_as_llama_and_finetunes_again_from
     assert 0 <= results["tasks"]["RTE"]["accuracy"] <= 100 and 0 <= results["tasks"]["SST-2"]["accuracy"] <= 100
 
     # The runner's rows: a EOS b EOS, no [CLS], so the classified position is the same token in every row.
-    pretrained = load_composer_checkpoint(str(causal_checkpoint))
-    tokenizer = load_tokenizer(pretrained.tokenizer_dir)
-    check_tokenizer(tokenizer, 100, rows_start_with_cls=False)
+    cfg = load_config(FinetuneConfig, str(RECIPE), [f"checkpoint={causal_checkpoint}", f"save_folder={tmp_path / 'x'}"])
+    tokenizer = GlueRunner(cfg).tokenizer
     rte = read_glue_tsv(TASKS["RTE"], glue_dir / "RTE" / "dev.tsv")
     tokens = tokenize_examples(rte, tokenizer, 32)
     first = tokens[0]["input_ids"].tolist()
@@ -85,6 +89,42 @@ def test_a_causal_checkpoint_finetunes_exports_as_llama_and_finetunes_again_from
     # checkpoint=hf:DIR takes that LlamaForSequenceClassification folder (its own head replaced for the task).
     again = tiny_run(f"hf:{out}", glue_dir, tmp_path / "from-export", "tasks=[SST-2]", "seeds=[0]")
     assert list(again.medians) == ["SST-2"]
+
+    # A classifier has no LM head left: generation and zero-shot scoring refuse the model file and its export.
+    error = cli_error(capsys, "recipes/generate.py", f"checkpoint={model_file}", "prompt=the cat")
+    assert "is a finetuned classifier, which has no language-model head; pass the pretraining checkpoint" in error
+    with pytest.raises(UserError, match="holds a Llama sequence classifier .* pass a LlamaForCausalLM folder"):
+        load_causal_lm(str(out), recipe="zero_shot")
+
+
+@pytest.mark.parametrize("pad", ["[UNK]", "[SEP]"])
+def test_a_classifier_exports_with_its_tokenizers_padding_id_or_as_remote_code_when_that_is_end_of_text(
+    causal_checkpoint, tmp_path, pad
+):
+    """transformers' Llama classifier reads the last token that is not `pad_token_id`: the export names the
+    tokenizer's padding token ([UNK] here, id 1, not the model config's 0); a tokenizer padding with end-of-text
+    would make it read the token before each row's end, so that classifier exports as remote code."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
+
+    pretrained = load_composer_checkpoint(str(causal_checkpoint))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(pretrained.tokenizer_dir))
+    tokenizer.pad_token = pad
+    tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+    torch.manual_seed(3)
+    classifier = perturbed(CausalLMForSequenceClassification(pretrained.model_config, 2), 4).eval()
+    out = export_classifier(classifier, pretrained.model_config, 2, tmp_path / "tokenizer", tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    native = pad != "[SEP]"
+    assert ("auto_map" not in config) == native  # remote code reads the attention mask, whatever pads the rows
+    assert not native or config["pad_token_id"] == tokenizer.pad_token_id == 1
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
+    batch = hf_tokenizer(["the cat sat", "a dog ran on the mat"], ["it", "the rug"], padding=True, return_tensors="pt")
+    assert not batch["attention_mask"].all() and int(batch["input_ids"][0, -1]) == tokenizer.pad_token_id
+    hf_model = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=not native).eval()
+    with torch.no_grad():
+        expected = classifier(batch["input_ids"], batch["attention_mask"])
+        theirs = hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(theirs, expected, atol=1e-5, rtol=0)
 
 
 def test_a_causal_checkpoint_finetunes_on_superglue_choice_and_candidate_tasks(causal_checkpoint, tmp_path):

@@ -225,7 +225,7 @@ def flat_rows(split: SuperGlueEvalSet, source: str, path: str | None) -> tuple[s
 
 
 def load_examples(task: SuperGlueTask, split: SuperGlueEvalSet, source: str, path: str | None) -> GlueExamples:
-    """The examples of `split` formulated for an encoder (`superglue/tasks.py`)."""
+    """The examples of `split` formulated for a sequence classifier (`superglue/tasks.py`)."""
     origin, rows = flat_rows(split, source, path)
     out = _Builder(task, origin)
     for where, row in rows:

@@ -1,4 +1,4 @@
-"""The SuperGLUE task table: how each task becomes text pairs an encoder classifies, and how it is scored.
+"""The SuperGLUE task table: how each task becomes text pairs a classifier reads, and how it is scored.
 
 Every task is cast as classification of (text_a, text_b) pairs, so the GLUE tokenizer, classifier and trainer
 serve it unchanged; what a task's examples mean is in its formulation (`superglue/data.py`) and its metrics:
