@@ -18,3 +18,10 @@ def lazy_attributes(package: str, homes: dict[str, str]) -> Callable[[str], Any]
         return getattr(importlib.import_module(f"{package}.{homes[name]}"), name)
 
     return __getattr__
+
+
+def resolve(target: str) -> Any:
+    """The object a "module:attribute" string names, imported now (the objective and benchmark tables name their
+    behaviour so, to import it on first use)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

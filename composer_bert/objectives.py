@@ -10,11 +10,11 @@ nothing from the package: models, data, export and the recipes can all read the 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from composer_bert.errors import UserError
+from composer_bert.lazy import resolve
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ class Objective:
 
     def load(self, attribute: str) -> Any:
         """The object a "module:attribute" field names, imported now."""
-        module, _, name = getattr(self, attribute).partition(":")
-        return getattr(importlib.import_module(module), name)
+        return resolve(getattr(self, attribute))
 
     def accepted_by(self, recipe: str) -> bool:
         return recipe in self.recipes

@@ -8,7 +8,6 @@ ReCoRD F1 and EM), then the eight tasks, as the benchmark's leaderboard does (Wa
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from composer_bert.errors import UserError
 from composer_bert.glue import published, tasks
 from composer_bert.glue.metrics import METRIC_LABELS
 from composer_bert.glue.superglue import tasks as sg_tasks
+from composer_bert.lazy import resolve
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,6 @@ class Benchmark:
     averages_every_metric: bool
     scores_line: str  # under the report's table: which metric each score is
 
-    def train_split(self, task: Any) -> Any:
-        return task.train_set
-
     def eval_set_metrics(self, eval_set: str) -> tuple[str, ...]:
         """The metrics reported for an eval set (a diagnostic's own, else its task's)."""
         for task in self.tasks.values():
@@ -65,16 +62,11 @@ class Benchmark:
         return {**METRIC_LABELS, **_sg_labels()}.get(metric, metric)
 
     def load(self, task: Any, split: Any, source: str, path: str | None) -> Any:
-        return _resolve(self.reader)(task, split, source, path)
+        return resolve(self.reader)(task, split, source, path)
 
     def score(self, task: Any, split: Any, logits: np.ndarray, examples: Any) -> dict[str, float]:
         """Every metric of `split` (x100) from the model's logits over its examples."""
-        return _resolve(self.scorer)(task, split, logits, examples)
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+        return resolve(self.scorer)(task, split, logits, examples)
 
 
 def _sg_labels() -> dict[str, str]:

@@ -29,9 +29,6 @@ from composer_bert.glue.benchmark import GLUE, Benchmark, get_benchmark
 from composer_bert.glue.published import LABEL
 from composer_bert.run.files import atomic_file
 
-RESULTS_JSON = "glue_results.json"  # GLUE's; a benchmark's are {name}_results.json/.md/.png (results_json)
-
-
 
 def results_json(bench: Benchmark) -> str:
     """The summary file a save folder of `bench` holds: glue_results.json, superglue_results.json."""
@@ -191,8 +188,6 @@ def _score_columns(summary: GlueSummary) -> tuple[list[str], list[float]]:
     return columns, [bench.eval_set_score(name, summary.medians[name]) for name in columns]
 
 
-
-
 def format_markdown(summary: GlueSummary) -> str:
     """A BERT-paper style row of scores, then every metric with its per-seed values."""
     title = summary.bench.title
@@ -299,8 +294,9 @@ def format_console(summary: GlueSummary) -> str:
 
 def write_summary(save_folder: str | Path, summary: GlueSummary) -> tuple[Path, Path, Path | None]:
     """`{benchmark}_results.json`, `.md` and the bar chart `.png` in the save folder."""
-    stem = Path(save_folder) / f"{summary.benchmark}_results"
-    json_path, markdown_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path = Path(save_folder) / results_json(summary.bench)
+    stem = json_path.with_suffix("")
+    markdown_path = stem.with_suffix(".md")
     write_json_atomically(json_path, summary.to_json())
     with atomic_file(markdown_path) as temporary:
         temporary.write_text(format_markdown(summary))

@@ -84,7 +84,7 @@ class TaskData:
 def prepare_task_data(task: GlueTask, cfg: FinetuneConfig, tokenizer: Any, max_seq_length: int) -> TaskData:
     bench = cfg.bench()
     source, path = cfg.data.source, cfg.data.path
-    train = tokenize_examples(bench.load(task, bench.train_split(task), source, path), tokenizer, max_seq_length)
+    train = tokenize_examples(bench.load(task, task.train_set, source, path), tokenizer, max_seq_length)
     evals = {}
     for eval_set in task.eval_sets:
         examples = bench.load(task, eval_set, source, path)

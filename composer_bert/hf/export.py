@@ -63,7 +63,7 @@ def export_language_model(
 
     state = _module_state(model_or_state, build_composer_model(model_config).model)
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
-        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging)  # None for a masked LM
+        eos_token_id, _ = _save_tokenizer(tokenizer_dir, model_config, staging)  # eos: None for a masked LM
         _save_model(state, model_config, None, None, staging, eos_token_id)
     return Path(out_dir)
 
@@ -88,8 +88,7 @@ def export_classifier(
     state = _module_state(composer_classifier_or_state, classifier)
     with atomic_output_dir(out_dir, overwrite, EXPORT_MARKER) as staging:
         # first: a native writer may read its special ids
-        eos_token_id = _save_tokenizer(tokenizer_dir, model_config, staging, classifier=True)
-        pad_token_id = _saved_pad_token_id(staging) if eos_token_id is not None else None
+        eos_token_id, pad_token_id = _save_tokenizer(tokenizer_dir, model_config, staging, classifier=True)
         _save_model(state, model_config, num_labels, label_names, staging, eos_token_id, pad_token_id)
     return Path(out_dir)
 
@@ -157,7 +156,7 @@ def _save_model(
     """Weights and config.json: transformers' own class when the config is exactly its architecture (one of the
     objective's `hf_families`), remote code otherwise.
 
-    A causal classifier (`pad_token_id` given) reads each row's last real token. transformers' decoder classifiers
+    A causal classifier (`eos_token_id` given) reads each row's last real token. transformers' decoder classifiers
     find it as the last token that is not `pad_token_id`, which lands where ours does only when the padding token
     is not the end-of-text token every row ends with; otherwise (or without a padding token) the export is remote
     code, which reads the attention mask as we do."""
@@ -187,13 +186,6 @@ def _save_model(
         (out_dir / name).write_text(source)
 
 
-def _saved_pad_token_id(out_dir: Path) -> int | None:
-    """The padding id of the tokenizer `_save_tokenizer` wrote into `out_dir`."""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast.from_pretrained(str(out_dir)).pad_token_id
-
-
 def _label_kwargs(num_labels: int, label_names: Sequence[str] | None) -> dict:
     kwargs: dict = {"num_labels": num_labels}
     if num_labels == 1:
@@ -213,7 +205,7 @@ def _write_full_config(path: Path, model_config: ModelConfig) -> None:
 
 def _save_tokenizer(
     tokenizer_dir: str | Path, model_config: ModelConfig, out_dir: Path, classifier: bool = False
-) -> int | None:
+) -> tuple[int | None, int | None]:
     """Re-save through `transformers` so tokenizer_config.json names its class (AutoTokenizer needs it), by a
     name that both transformers 4 and 5 resolve.
 
@@ -221,7 +213,7 @@ def _save_tokenizer(
     to, and without them a sentence pair would reach a model with segment embeddings as one segment.
     A causal language model's tokenizer adds no special tokens (see `_as_causal_tokenizer`); a causal
     classifier's ends each text with end-of-text, as it was finetuned (`data.contract.end_rows_with_eos`).
-    Returns its end-of-text id (causal models; None for the others).
+    Returns its end-of-text id (causal models; None for the others) and its padding id.
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -247,7 +239,7 @@ def _save_tokenizer(
             tokenizer.padding_side = "right"
     tokenizer.save_pretrained(str(out_dir))
     make_tokenizer_portable(out_dir)
-    return eos_token_id
+    return eos_token_id, tokenizer.pad_token_id
 
 
 def _as_causal_tokenizer(tokenizer) -> int | None:
