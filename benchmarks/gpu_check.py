@@ -58,7 +58,7 @@ from pathlib import Path
 
 from gpu_check_report import blocks
 
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 from composer_bert.run.files import atomic_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def _commit() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the markdown here (e.g. $OUT/gpu_check.md)")
     parser.add_argument("--cpu-smoke", action="store_true", help="toy shapes on the CPU: check the code path, not speed")
     parser.add_argument("--sections", default=",".join(NAMES), help="comma-separated subset (default: all)")

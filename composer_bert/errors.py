@@ -1,11 +1,13 @@
-"""One exception type for bad input, and a CLI wrapper that turns it into one clear line."""
+"""One exception type for bad input, a CLI wrapper that turns it into one clear line, and an argparse parser
+whose refusals are that line too (argparse prints a usage block of many lines, then its error)."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +31,11 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(130)
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser for scripts run through `cli_entry`: a bad or missing argument is one `error:` line
+    naming the argument and pointing at --help, exit status 2 (argparse's own status), as every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}; see {self.prog} --help")

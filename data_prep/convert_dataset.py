@@ -35,14 +35,14 @@ from composer_bert.data.prep.packing import (
     load_tokenizer,
 )
 from composer_bert.data.prep.sources import SOURCE_HELP, describe_skipped, open_source
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 from composer_bert.objectives import OBJECTIVES
 from composer_bert.run.remote import RemoteFolder, is_remote
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = ConvertOptions()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--source", help=SOURCE_HELP)
     inputs.add_argument(

@@ -14,12 +14,11 @@ made); the zero-shot prompt is `{premise} {answer}` (yamls/zeroshot/synthetic.ya
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from composer_bert.data.prep.synthetic import synthetic_questions
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 from composer_bert.run.files import atomic_output_dir
 
 MARKER = "questions.json"
@@ -40,7 +39,7 @@ def write_questions(out: str, counts: dict[str, int], seed: int, overwrite: bool
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write (COPA/train.jsonl, COPA/val.jsonl)")
     parser.add_argument("--train", type=int, default=64, help="questions in the few-shot pool (default 64)")
     parser.add_argument("--val", type=int, default=200, help="questions scored (default 200)")

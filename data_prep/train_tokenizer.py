@@ -27,12 +27,12 @@ from composer_bert.data.prep.tokenizer_training import (
     save_pretrained_fast,
     train_tokenizer,
 )
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 from composer_bert.run.files import atomic_output_dir, write_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, help=SOURCE_HELP)
     parser.add_argument(
         "--vocab-size",

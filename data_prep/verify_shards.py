@@ -12,7 +12,6 @@ its other shards count as missing here.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from composer_bert.data.contract import MANIFEST_NAME, read_manifest
 from composer_bert.data.load.shard_checks import INDEX_NAME, REBUILD, read_split_index, verify_split
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 from composer_bert.run.remote import is_remote
 
 
@@ -55,7 +54,7 @@ def split_dirs(root: str) -> list[Path]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="a converted dataset or one of its split folders")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)

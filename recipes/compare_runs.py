@@ -21,14 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from composer_bert.errors import UserError, cli_entry
+from composer_bert.errors import ArgumentParser, UserError, cli_entry
 
 PNG_NAME = "compare_runs.png"
 TABLE_NAME = "compare_runs.md"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="save folders of recipes/pretrain.py or recipes/finetune_glue.py runs")
     parser.add_argument("--out", default=".", help=f"folder for {PNG_NAME} and {TABLE_NAME} (default: here)")
     return parser.parse_args(argv)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from composer_bert.errors import cli_entry
+from composer_bert.errors import ArgumentParser, cli_entry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="Composer .pt (local, s3://, gs://, https://)")
     parser.add_argument("--out", required=True, help="output directory for the Hugging Face model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (after success)")

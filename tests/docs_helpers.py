@@ -214,11 +214,13 @@ def check_against_code(command: Command) -> str | None:
     if script in ("recipes/pretrain.py", "recipes/finetune_glue.py", "recipes/generate.py"):
         return _validate_recipe(script, args)
     if script.startswith(PARSER_DIRS) and hasattr(module := script_module(script), "parse_args"):
+        from composer_bert.errors import UserError
+
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage lines: the message below says it
+            with contextlib.redirect_stderr(io.StringIO()):  # argparse's --help or version output, if any
                 module.parse_args(args)
-        except SystemExit as exit:
-            return f"{script} refuses these arguments (exit {exit.code})"
+        except (SystemExit, UserError) as refused:
+            return f"{script} refuses these arguments ({refused})"
         return None
     source = (REPO / script).read_text()
     unknown = [flag for arg in args if (flag := re.match(r"--[\w-]+", arg)) and flag[0] not in source]
