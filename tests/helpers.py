@@ -7,12 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from composer_bert.callbacks.metrics_file import LOSS_KEY, read_metrics
 
@@ -103,6 +104,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerProcess:
+    """A test server in a subprocess (`process`, logging to `_log`) that a test can pause: SIGSTOP keeps its port
+    and state but it answers nothing, as a hung endpoint; SIGCONT resumes it."""
+
+    process: subprocess.Popen
+    _log: IO[str]
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self._log.close()
+
+
 # ---------------------------------------------------------------- the tiny pretraining run
 
 
@@ -153,9 +178,11 @@ def kept_and_rewritten(save_folder: Path) -> tuple[list[int], list[int]]:
 # recipes/pretrain.py with test callbacks switched on by environment variables (run it as a script, under the
 # launcher too): KILL_AT_BATCH=N SIGKILLs each rank at the end of batch N; RECORD_DIR=D appends, per rank, each
 # batch's row digests (input ids and labels, so the masks too) to D/rank{global rank}.jsonl; NAN_AT_BATCH=N (with
-# NAN_RANK=R, default every rank) makes that rank's loss NaN in batch index N, before the NaN guard sees it.
+# NAN_RANK=R, default every rank) makes that rank's loss NaN in batch index N, before the NaN guard sees it;
+# PAUSE_SERVER_AT_BATCH=N SIGSTOPs the process SERVER_PID at the end of batch N (writing the time to PAUSED_FILE)
+# and makes every later batch SLOW_BATCH_S longer, so the run is still training when the paused server is missed.
 PROBED_RECIPE = """
-import hashlib, json, os, runpy, signal, sys
+import hashlib, json, os, runpy, signal, sys, time
 from composer.core import Callback
 from composer.utils import dist
 import composer_bert.pretrain.trainer as pretrain
@@ -179,9 +206,21 @@ class NaNLossAt(Callback):
         if int(state.timestamp.batch) == int(os.environ["NAN_AT_BATCH"]) and rank in (None, str(dist.get_global_rank())):
             state.loss = state.loss * float("nan")
 
+class PauseServerAt(Callback):
+    def batch_end(self, state, logger):
+        batch, at = int(state.timestamp.batch), int(os.environ["PAUSE_SERVER_AT_BATCH"])
+        if batch > at:
+            time.sleep(float(os.environ["SLOW_BATCH_S"]))
+        elif batch == at:
+            os.kill(int(os.environ["SERVER_PID"]), signal.SIGSTOP)
+            with open(os.environ["PAUSED_FILE"], "w") as handle:
+                handle.write(repr(time.time()))
+
 build = pretrain.build_training_controls
 def probed(cfg):
     controls = build(cfg)
+    if "PAUSE_SERVER_AT_BATCH" in os.environ:
+        controls.callbacks.append(PauseServerAt())
     if "KILL_AT_BATCH" in os.environ:
         controls.callbacks.append(KillAt())
     if "RECORD_DIR" in os.environ:

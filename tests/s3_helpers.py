@@ -16,7 +16,6 @@ that key, so wrong credentials are refused as AWS refuses them.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
+from tests.helpers import ServerProcess, free_port
 
 BUCKET = "composer-bert-test"
 REGION = "us-east-1"
@@ -32,7 +31,7 @@ _ALLOW_ALL = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Actio
 _UNSIGNED_SETUP_REQUESTS = 3  # create_user, put_user_policy, create_access_key
 
 
-class S3Server:
+class S3Server(ServerProcess):
     """`python -m moto.server` on a free port; `env` is what a child process needs to use it as a user would."""
 
     def __init__(self, log_path: Path) -> None:
@@ -108,22 +107,6 @@ class S3Server:
         lines = [line for line in self.log_path.read_text().splitlines() if marker in line]
         return [line.split(marker, 1)[1].split(" ", 1)[0].split("?", 1)[0] for line in lines]
 
-    def pause(self) -> None:
-        """Stop the server (SIGSTOP): it keeps its port and state but answers nothing, as a hung endpoint."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-        self._log.close()
 
 
 def bucket_uri(prefix: str) -> str:

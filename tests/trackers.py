@@ -1,14 +1,21 @@
 """Readers of what the experiment trackers wrote (an MLflow file store, TensorBoard event files, offline W&B
-runs), for the pretraining and GLUE tests that check their runs; and the skip when the trackers are missing."""
+runs), for the pretraining and GLUE tests that check their runs; the skip when the trackers are missing; and a
+real MLflow tracking server on 127.0.0.1 that a test can pause."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import ServerProcess, free_port
 
 TRACKERS = ("wandb", "mlflow", "tensorboard")
 
@@ -74,3 +81,42 @@ def wandb_offline_run(wandb_dir: Path, name: str) -> tuple[list[dict[str, Any]],
 
 def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)  # W&B stores a history key in `nested_key`
+
+
+# MLflow's own tracking app (mlflow.server.app, what `mlflow server` serves) under werkzeug's server: the
+# `mlflow server` command needs gunicorn, which the package does not install (the `loggers` extra has
+# mlflow-skinny; Flask and werkzeug come with moto[server], of the `test` extra). A file store under argv[2].
+_MLFLOW_SERVER = """
+import os, sys
+os.environ["_MLFLOW_SERVER_FILE_STORE"] = "file://" + sys.argv[2] + "/mlruns"
+os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "file://" + sys.argv[2] + "/artifacts"
+from mlflow.server import app
+from werkzeug.serving import make_server
+make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
+"""
+
+
+class MLflowServer(ServerProcess):
+    """An MLflow tracking server in a subprocess on a free port, which a test can pause (SIGSTOP: it keeps its
+    port and store but answers nothing, as a hung server) and resume."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "mlflow_server.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _MLFLOW_SERVER, str(self.port), str(folder)], stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the MLflow server did not start: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)

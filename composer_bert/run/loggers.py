@@ -9,14 +9,23 @@ a new tracker run that continues the step count.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from composer.loggers import LoggerDestination
 
 from composer_bert.errors import UserError
-from composer_bert.run.loggers_config import INSTALL_HINT, TrackersConfig, require_tracker_package
-from composer_bert.run.trackers import mlflow_errors, mlflow_uri, wandb_errors
+from composer_bert.run.loggers_config import INSTALL_HINT, MLflowConfig, TrackersConfig, require_tracker_package
+from composer_bert.run.trackers import (
+    MLflowWriteFailures,
+    apply_mlflow_limits,
+    mlflow_errors,
+    mlflow_failure_line,
+    mlflow_uri,
+    reason_of_failed_request,
+    wandb_errors,
+)
 
 
 def tracker_loggers(cfg: TrackersConfig, save_folder: str | Path) -> list[LoggerDestination]:
@@ -43,16 +52,11 @@ def _build(name: str, cfg: TrackersConfig, save_folder: str | Path) -> LoggerDes
             init_kwargs={"mode": wandb.mode} if wandb.mode else None,
         )
     if name == "mlflow":
-        from composer.loggers import MLFlowLogger
-
         mlflow = cfg.mlflow
         assert mlflow is not None
+        apply_mlflow_limits(mlflow)
         with mlflow_errors(mlflow_uri(mlflow)):  # it opens the store and the experiment here
-            return MLFlowLogger(
-                experiment_name=mlflow.experiment_name,
-                tracking_uri=mlflow.tracking_uri,
-                log_system_metrics=mlflow.log_system_metrics,
-            )
+            return _mlflow_logger_class()(mlflow)
     from composer.loggers import TensorboardLogger
 
     tensorboard = cfg.tensorboard
@@ -79,6 +83,57 @@ def _wandb_logger_class() -> type[LoggerDestination]:
             raise NotImplementedError("checkpoints are not kept in W&B")
 
     return MetricsOnlyWandBLogger
+
+
+def _mlflow_logger_class() -> type[LoggerDestination]:
+    from composer.loggers import MLFlowLogger
+    from mlflow.exceptions import MlflowException
+    from tqdm.auto import tqdm
+
+    class ReportingMLFlowLogger(MLFlowLogger):
+        """Composer's `MLFlowLogger`, whose failures after the run has started are reported, not raised: its
+        metrics go out in the background (MLflow's writer), so a server that stops answering mid-run costs the
+        tracker those writes, never the training. The first failed write is one warning line at the batch that
+        notices it; closing the run reports the total (and a close the server did not answer) in one line."""
+
+        def __init__(self, cfg: MLflowConfig) -> None:
+            super().__init__(
+                experiment_name=cfg.experiment_name,
+                tracking_uri=cfg.tracking_uri,
+                log_system_metrics=cfg.log_system_metrics,
+            )
+            self.cfg, self.uri = cfg, mlflow_uri(cfg)
+            self.failures = MLflowWriteFailures().watch()
+            self.warned = self.closed = False
+
+        def init(self, state: Any, logger: Any) -> None:
+            with mlflow_errors(self.uri):  # the run is created here
+                super().init(state, logger)
+
+        def batch_end(self, state: Any, logger: Any) -> None:
+            super().batch_end(state, logger)
+            if self.failures.count and not self.warned:
+                self.warned = True
+                tqdm.write(
+                    f"warning: MLflow at {self.uri} stopped taking metrics by batch {int(state.timestamp.batch)} "
+                    f"({self.failures.first_reason}); training goes on, metrics.jsonl keeps every metric",
+                    file=sys.stderr,
+                )
+
+        def post_close(self) -> None:
+            if self.closed:  # Composer closes its loggers again at exit: one wait for the server is enough
+                return
+            self.closed, closing_error = True, None
+            try:
+                super().post_close()  # waits for the writes still queued, then marks the run finished
+            except (MlflowException, OSError) as err:
+                closing_error = reason_of_failed_request(str(err))
+            finally:
+                self.failures.unwatch()
+            if self.failures.count or closing_error is not None:
+                print(f"warning: {mlflow_failure_line(self.uri, self.failures, closing_error, self.cfg)}", file=sys.stderr, flush=True)
+
+    return ReportingMLFlowLogger
 
 
 def flat_hyperparameters(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

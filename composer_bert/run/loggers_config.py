@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass, field
 
 from composer_bert.errors import UserError
-from composer_bert.schema import choice, positive
+from composer_bert.schema import bounded, choice, positive
 
 # The package each tracker needs; `pip install -e .[loggers]` brings all of them.
 TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}
@@ -31,11 +31,20 @@ class WandBConfig:
 
 @dataclass
 class MLflowConfig:
-    """Composer's `MLFlowLogger`: a tracking server, or a local `file:///abs/path` store."""
+    """Composer's `MLFlowLogger`: a tracking server, or a local `file:///abs/path` store.
+
+    Each request to a server waits at most `request_timeout` seconds and is made at most `request_attempts`
+    times (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT and _MAX_RETRIES, set from here for the run). Metrics are
+    written in the background, so a server that stops answering mid-run does not stop training: a write that
+    fails after its attempts is one warning line, and the run ends within about attempts x timeout of its last
+    batch. MLflow's own defaults (120 s, 8 attempts, backoff) made such a run hang for tens of minutes at its end.
+    """
 
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else MLflow's default ./mlruns
     experiment_name: str | None = None  # None: MLFLOW_EXPERIMENT_NAME, else Composer's default
     log_system_metrics: bool = False  # MLflow's CPU/GPU/memory sampling thread
+    request_timeout: int = bounded(15, "a whole number of seconds >= 1 (MLflow takes whole seconds)", ge=1)
+    request_attempts: int = bounded(3, "a number of attempts >= 1", ge=1)
 
 
 @dataclass

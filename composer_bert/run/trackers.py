@@ -9,6 +9,9 @@ become one `UserError` line (a missing package is `loggers_config.require_tracke
   for, a file store under a file, and a server that does not answer (probed once, with a short timeout, instead
   of MLflow's minutes of retries); `mlflow_errors` turns what MLflow raises later, while Composer's logger opens
   the experiment, into one line.
+  During the run, `apply_mlflow_limits` bounds every request (the config's timeout and attempts) and
+  `MLflowWriteFailures` counts the background writes that failed, so a server that stops answering mid-run is
+  one warning line instead of a flood of tracebacks and a run that hangs at its end.
 - TensorBoard: `check_tensorboard` refuses a `log_dir` that cannot become a writable folder.
 
 `check_trackers` runs both; the recipes call it right after the config loads, before torch, Composer or any
@@ -17,6 +20,7 @@ process group starts, so a bad tracker setting costs seconds and leaves no save 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -152,6 +156,66 @@ def mlflow_errors(uri: str) -> Iterator[None]:
     except (MlflowException, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"MLflow at {uri} failed: {first}; check {_KEY}, {_OFF}") from None
+
+
+def apply_mlflow_limits(cfg: MLflowConfig) -> None:
+    """MLflow reads its request limits from the environment at each request: the config's go there for the run."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.request_timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.request_attempts - 1)
+
+
+# MLflow's background writer logs each write that failed after its retries here, with the whole exception.
+_ASYNC_LOGGER = "mlflow.utils.async_logging.async_logging_queue"
+_FAILED_WRITE = "Failed to log run data"
+
+
+class MLflowWriteFailures(logging.Filter):
+    """The background writes MLflow could not make: their count and the first one's reason. Installed on
+    MLflow's writer logger while a run logs to MLflow, it also drops those records (one per write, each with
+    a long exception: a flood on the console once a server stops answering); the logger reports them instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.first_reason: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _FAILED_WRITE not in message:
+            return True
+        self.count += 1
+        if self.first_reason is None:
+            self.first_reason = reason_of_failed_request(message)
+        return False
+
+    def watch(self) -> MLflowWriteFailures:
+        logging.getLogger(_ASYNC_LOGGER).addFilter(self)
+        return self
+
+    def unwatch(self) -> None:
+        logging.getLogger(_ASYNC_LOGGER).removeFilter(self)
+
+
+def reason_of_failed_request(message: str) -> str:
+    """A short reason from MLflow's message about a failed request (urllib3's words, else the message's end)."""
+    for known in ("Read timed out", "Connection refused", "Connection reset", "timed out", "Name or service not known"):
+        if known in message:
+            return known
+    return (message.strip().splitlines() or ["no reason given"])[0].rsplit("Exception: ", 1)[-1][:160]
+
+
+def mlflow_failure_line(uri: str, failures: MLflowWriteFailures, closing_error: str | None, cfg: MLflowConfig) -> str:
+    """What the user reads once MLflow missed writes: how many, why, where every metric still is, the knobs."""
+    said = []
+    if failures.count:
+        said.append(f"{failures.count} background write(s) of metrics failed ({failures.first_reason})")
+    if closing_error is not None:
+        said.append(f"the run could not be closed there ({closing_error}), so MLflow may show it as still running")
+    return (
+        f"MLflow at {uri}: {'; '.join(said)}; training was not affected and metrics.jsonl in the save folder has "
+        f"every metric. Each request waited {cfg.request_timeout} s, {cfg.request_attempts} time(s): "
+        "loggers.mlflow.request_timeout and request_attempts set that"
+    )
 
 
 def check_tensorboard(cfg: TensorBoardConfig, save_folder: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 
 import pytest
@@ -13,8 +14,15 @@ import pytest
 from composer_bert.errors import UserError
 from composer_bert.pretrain.config import PretrainConfig
 from composer_bert.run.config import load_config
-from tests.helpers import REPO, assert_one_error_line, run_cli, tiny_args, train_losses
-from tests.trackers import mlflow_history, mlflow_runs, require_trackers, tensorboard_scalars, wandb_offline_run
+from tests.helpers import PROBED_RECIPE, REPO, assert_one_error_line, run_cli, tiny_args, train_losses
+from tests.trackers import (
+    MLflowServer,
+    mlflow_history,
+    mlflow_runs,
+    require_trackers,
+    tensorboard_scalars,
+    wandb_offline_run,
+)
 
 
 @pytest.mark.slow
@@ -56,6 +64,40 @@ def test_pretraining_logs_to_wandb_mlflow_and_tensorboard(tiny_shards, tmp_path)
     assert summary["energy_kwh"] is None  # no NVML on a CPU machine
     assert "peak memory (CPU, peak RSS)" in result.stdout
     assert [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("GPU energy")] == ["n/a"]
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_that_stops_answering_mid_run_costs_warnings_not_the_run(tiny_shards, tmp_path):
+    """A real MLflow server, paused at batch 4 of 20: training goes on; the first failed background write is one
+    warning line at the batch that notices it, the close one more with the total; no MLflow traceback or
+    per-write log; the run finishes with every metric in metrics.jsonl, within the request limits (1 s, 2
+    attempts) of its last batch. With MLflow's own limits (120 s, 8 attempts) it hung for tens of minutes."""
+    require_trackers()
+    server = MLflowServer(tmp_path)
+    out, paused_file = tmp_path / "run", tmp_path / "paused_at"
+    args = tiny_args(
+        tiny_shards, out, "max_duration=20ba", "eval_interval=20ba", "run_name=paused-tracker",
+        f"loggers.mlflow.tracking_uri={server.uri}", "loggers.mlflow.request_timeout=1", "loggers.mlflow.request_attempts=2",
+    )  # fmt: skip
+    pause = {"PAUSE_SERVER_AT_BATCH": "4", "SLOW_BATCH_S": "1.5", "SERVER_PID": str(server.process.pid), "PAUSED_FILE": str(paused_file)}
+    try:
+        result = run_cli("-c", PROBED_RECIPE, *args, env={"REPO": str(REPO), **pause}, timeout=400)
+        ended = time.time()
+        server.resume()
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr and "Failed to log run data" not in result.stderr, result.stderr[-3000:]
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: MLflow")]
+        assert len(warnings) == 2, result.stderr[-3000:]
+        noticed = warnings[0].split(f"warning: MLflow at {server.uri} stopped taking metrics by batch ")[1]
+        assert 4 < int(noticed.split()[0]) <= 20 and "metrics.jsonl keeps every metric" in noticed, warnings[0]
+        assert "background write(s) of metrics failed" in warnings[1] and "request_timeout" in warnings[1], warnings[1]
+        assert sorted(train_losses(out)) == list(range(20)) and (out / "summary.json").is_file()
+        # Quiet here: about 40 s after the pause (16 slowed batches, then the writes and the close, each 2 x 1 s).
+        print(f"ended {ended - float(paused_file.read_text()):.1f} s after the pause")
+        run = mlflow_runs(server.uri)["paused-tracker"]  # what was written before the pause is there
+        assert min(mlflow_history(server.uri, run.info.run_id, "loss/train/total")) <= 4
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,13 @@ def test_what_wandb_raises_when_the_logger_starts_its_run_is_one_line(tmp_path, 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "short")
     (logger,) = loggers.tracker_loggers(TrackersConfig(wandb=WandBConfig(project="x", mode="online")), "unused")
-    with pytest.raises(UserError) as caught:
-        logger.init(state=types.SimpleNamespace(run_name="x"), logger=None)  # the one field init reads
+    try:
+        with pytest.raises(UserError) as caught:
+            logger.init(state=types.SimpleNamespace(run_name="x"), logger=None)  # the one field init reads
+    finally:
+        import wandb
+
+        wandb.teardown()  # W&B keeps the settings it read (this bad key) for the process: a later run would fail
     message = str(caught.value)
     assert message.startswith("W&B cannot start an online run (") and "API key must have 40+ characters" in message
     assert "\n" not in message
