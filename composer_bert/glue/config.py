@@ -144,6 +144,11 @@ class FinetuneConfig:
     def check(self) -> None:
         """What types and ranges cannot say: task names, the MNLI dependency, seeds (run by `schema.validate`)."""
         bench = self.bench()
+        if self.optimizer.name == "muon":  # its muon_lr would ignore the per-task learning rates
+            raise UserError(
+                "config key 'optimizer.name' is 'muon', a pretraining optimizer; finetune with adamw or "
+                "decoupled_adamw, whose lr the per-task hyperparameters set"
+            )
         if self.tasks is not None and not self.tasks:
             example = ",".join(bench.default_tasks)
             raise UserError(f"config key 'tasks' is empty; list {bench.title} tasks, e.g. tasks=[{example}]")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from composer_bert.schema import bounded, choice, fraction, key_error, positive
+from composer_bert.schema import bounded, choice, fraction, key_error, positive, probability
 
 SCHEDULES = ["triangle", "one_cycle", "linear", "cosine", "wsd", "constant"]
 
@@ -15,17 +15,21 @@ SCHEDULES = ["triangle", "one_cycle", "linear", "cosine", "wsd", "constant"]
 @dataclass
 class OptimizerConfig:
     """AdamW as Cramming and MosaicBERT use it; weight decay skips norms and biases unless `decay_norm_and_bias`.
+    `muon`: Muon on the blocks' weight matrices at `muon_lr` with `muon_momentum`, AdamW at `lr` on the rest
+    (`optim/muon.py`), as modded-nanogpt trains GPT-2.
 
     Defaults are pretraining's; GLUE's recipe sets its own (see `glue/config.py`).
     """
 
-    name: str = choice("decoupled_adamw", ["adamw", "decoupled_adamw"])
-    lr: float = positive(1e-3, "a positive learning rate such as 1e-3")
+    name: str = choice("decoupled_adamw", ["adamw", "decoupled_adamw", "muon"])
+    lr: float = positive(1e-3, "a positive learning rate such as 1e-3")  # muon: of the embeddings, head and norms
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = positive(1e-12, "a small positive epsilon such as 1e-12")
     weight_decay: float = bounded(0.01, "a weight decay >= 0", ge=0)
     decay_norm_and_bias: bool = False
     grad_clip_norm: float | None = positive(0.5, "a positive norm such as 0.5, or null for no clipping")
+    muon_lr: float = positive(0.02, "a positive learning rate such as 0.02")  # muon: of the blocks' matrices
+    muon_momentum: float = probability(0.95, "a momentum in [0, 1) such as 0.95")  # muon: Nesterov momentum
 
     def check(self) -> None:
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):

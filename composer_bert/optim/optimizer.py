@@ -1,5 +1,5 @@
 """AdamW with weight decay on weight matrices only (embeddings and the tied decoder included); norms, biases and
-scalars are not decayed, as in Cramming and original BERT."""
+scalars are not decayed, as in Cramming and original BERT. Or Muon with AdamW (`optim/muon.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from composer.optim import DecoupledAdamW
 
 from composer_bert.optim.config import OptimizerConfig
+from composer_bert.optim.muon import MuonAdamW, muon_parameter_groups
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
@@ -21,8 +22,11 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_all: boo
 
 
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    if cfg.name == "muon":
+        groups = muon_parameter_groups(model, cfg.muon_lr, cfg.weight_decay, cfg.decay_norm_and_bias)
+        return MuonAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     if cfg.name == "decoupled_adamw":
         return DecoupledAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -70,6 +70,7 @@ class PretrainConfig:
             raise UserError(f"config key 'device_train_microbatch_size' is '{mb}'; use a positive integer or 'auto'")
         final = self.batch_ramp.final_global_batch_size
         self.parallelism.refuse_batch_ramp(final)
+        self.parallelism.refuse_muon(self.optimizer.name)
         start = self.global_train_batch_size
         if final is not None and (final < start or final % start):
             raise key_error(

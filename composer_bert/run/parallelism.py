@@ -59,6 +59,15 @@ class ParallelismConfig:
             raise UserError(FSDP_REFUSAL)
 
 
+    def refuse_muon(self, optimizer_name: str) -> None:
+        """Muon orthogonalizes each whole gradient matrix; FSDP gives every rank a shard of it (`optim/muon.py`)."""
+        if self.fsdp is not None and optimizer_name == "muon":
+            raise UserError(
+                "optimizer.name=muon orthogonalizes whole weight matrices, but parallelism.fsdp gives each rank a "
+                "shard of them; drop parallelism.fsdp (DDP keeps whole gradients) or choose another optimizer.name"
+            )
+
+
 def trainer_parallelism(cfg: ParallelismConfig, world_size: int, model: torch.nn.Module) -> dict[str, Any] | None:
     """The Trainer's `parallelism_config` for `model` (None: no FSDP), or one UserError line for what FSDP2
     cannot do: shard over a world of one process, or shard a 0-d parameter (torch's `fully_shard` refuses
