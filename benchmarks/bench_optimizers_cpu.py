@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from composer_bert.batch import next_token_labels
 from composer_bert.models.composer_model import ComposerCausalLM
 from composer_bert.models.config import ModelConfig
 from composer_bert.optim.config import OptimizerConfig
@@ -63,7 +64,8 @@ def token_rows(tokenizer_dir: Path, text: Path) -> torch.Tensor:
 
 
 def batch_of(rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"input_ids": rows, "attention_mask": torch.ones_like(rows), "labels": rows}
+    """A causal batch as the collator makes it: labels are the next tokens (`batch.next_token_labels`)."""
+    return {"input_ids": rows, "attention_mask": torch.ones_like(rows), "labels": next_token_labels(rows)}
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ LLAMA_SWITCHES = {
     "decoder_bias": False,
     "head_transform": False,
     "type_vocab_size": 0,
+    "qk_norm": False,
 }
 
 

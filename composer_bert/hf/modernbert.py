@@ -37,6 +37,7 @@ MODERNBERT_SWITCHES = {
     "position_embedding": "rotary",
     "head_transform": True,
     "type_vocab_size": 0,
+    "qk_norm": False,
 }
 # The ModelConfig fields a ModernBertConfig holds under another name (the layer pattern and thetas: see above).
 CONFIG_FIELDS = {

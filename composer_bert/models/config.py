@@ -59,6 +59,9 @@ class ModelConfig:
     embedding_norm: bool = True
     ffn_type: str = choice("geglu", ["gelu", "geglu", "swiglu"])
     qkv_bias: bool = False
+    # RMSNorm of each head's queries and keys (a learned scale of head_dim) before rotary and the dot product, as
+    # in the modded-nanogpt speedrun, OLMo 2 and Qwen3: bounded attention logits at high learning rates
+    qk_norm: bool = False
     linear_bias: bool = False
     decoder_bias: bool = True
     position_embedding: str = choice("sinusoidal", ["learned", "sinusoidal", "rotary", "alibi"])

@@ -57,6 +57,7 @@ def is_plain_bert(cfg: ModelConfig) -> bool:
         and cfg.position_embedding == "learned"
         and cfg.head_transform
         and cfg.type_vocab_size > 0
+        and not cfg.qk_norm
     )
 
 

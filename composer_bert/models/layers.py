@@ -103,6 +103,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.qkv_bias)
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.linear_bias)
         self.dropout = cfg.attention_dropout
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: Tensor, inputs: AttentionInputs, cache: LayerCache | None = None) -> Tensor:
         q, k, v = self.project(x, inputs)
@@ -116,6 +118,8 @@ class Attention(nn.Module):
         Split from `attend` so that a decoder's key/value cache can join earlier positions' k and v in between.
         """
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)  # each [..., H, d]
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if inputs.rotary is not None:
             q, k = apply_rotary(q, *inputs.rotary), apply_rotary(k, *inputs.rotary)
         return q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)

@@ -43,7 +43,7 @@ CASED_PROMPT = "The big Dog ran,  in the Park"  # for the byte-level tokenizer, 
 NEW_TOKENS = 24
 LLAMA = causal_config(**LLAMA_LIKE)
 LLAMA_UNTIED = dataclasses.replace(LLAMA, tie_embeddings=False)
-ALIBI = causal_config(position_embedding="alibi")  # LayerNorm, GEGLU: not Llama, so remote code
+ALIBI = causal_config(position_embedding="alibi", qk_norm=True)  # LayerNorm, GEGLU, QK-norm: not Llama, remote code
 CLS = BERT_SPECIALS.index("[CLS]")
 PAIRS = (["the cat sat on the mat", "a dog ran"], ["it was red", "the big blue dog sat in the park"])
 

@@ -195,3 +195,25 @@ def test_causal_recipes_load_and_have_their_published_sizes():
     assert m.tie_embeddings and not (m.qkv_bias or m.linear_bias or m.decoder_bias)
     assert mini.batch_ramp.final_global_batch_size > mini.global_train_batch_size and mini.optimizer.name == "adamw"
     assert 100e6 < sizes["minigpt-100m"] < 115e6
+
+
+def test_qk_norm_gives_each_heads_queries_and_keys_unit_rms_and_leaves_the_llama_family():
+    """With qk_norm each head's q and k are RMS-normalized (scale 1 at init) before rotary, which keeps norms; the
+    model is then no longer Llama's function, so it exports as remote code, not LlamaForCausalLM."""
+    from composer_bert.hf.llama import LLAMA_SWITCHES, is_llama
+    from composer_bert.models.layers import AttentionInputs
+
+    plain = tiny_causal(position_embedding="rotary")
+    model = tiny_causal(position_embedding="rotary", qk_norm=True)
+    model.load_state_dict(plain.state_dict(), strict=False)  # the same weights; q_norm/k_norm keep scale 1
+    attention = model.bert.layers[0].attn
+    assert attention.q_norm.weight.shape == (model.config.head_dim,) and torch.equal(attention.q_norm.weight, torch.ones(model.config.head_dim))
+    hidden = torch.randn(2, 7, model.config.hidden_size) * 5
+    rotary = model.bert.rotary(torch.arange(7)[None])
+    q, k, _ = attention.project(hidden, AttentionInputs(bias=None, rotary=rotary, causal=True))
+    for x in (q, k):
+        torch.testing.assert_close(x.pow(2).mean(-1).sqrt(), torch.ones(x.shape[:-1]), atol=1e-3, rtol=0)
+    ids = random_ids()
+    assert not torch.allclose(model(ids), plain(ids))
+    llama = dataclasses.replace(ModelConfig(), **LLAMA_SWITCHES)
+    assert is_llama(llama) and not is_llama(dataclasses.replace(llama, qk_norm=True))

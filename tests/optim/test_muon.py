@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from composer_bert.batch import next_token_labels
 from composer_bert.errors import UserError
 from composer_bert.glue.config import FinetuneConfig
 from composer_bert.models import ComposerCausalLM, ComposerMLM
@@ -138,7 +139,7 @@ def test_a_tiny_causal_model_learns_a_repeating_sequence_with_muon():
     model = tiny("causal")
     optimizer = build_optimizer(MUON, model)
     tokens = torch.arange(32).remainder(7).add(10).repeat(4, 1)  # a period-7 pattern, four rows
-    batch = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens), "labels": tokens}
+    batch = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens), "labels": next_token_labels(tokens)}
     losses = []
     for _ in range(40):
         optimizer.zero_grad()
