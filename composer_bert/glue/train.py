@@ -164,7 +164,8 @@ def train_and_evaluate(
             *([GradNormClip(cfg.optimizer.grad_clip_norm, log_interval=0)] if cfg.optimizer.grad_clip_norm else []),
             *([RunProgressBar(f"{task.name} seed {seed}", total_batches)] if show_progress else []),
         ],
-        loggers=tracker_loggers(cfg.loggers, cfg.save_folder),  # each run is its own tracker run, named as above
+        # each run is its own tracker run, named as above
+        loggers=tracker_loggers(cfg.loggers, cfg.save_folder, f"{cfg.save_folder} keeps every dev score"),
         precision=precision,
         device=pick_device(),
         device_train_microbatch_size=device_batch,

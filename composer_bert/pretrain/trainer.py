@@ -47,7 +47,7 @@ def _loggers(cfg: PretrainConfig, run_dir: str, remote: RemoteFolder | None) -> 
     loggers: list[LoggerDestination] = [MetricsFile(run_dir, remote_folder=remote.prefix if remote else None)]
     if cfg.loggers.progress_bar:
         loggers.append(TrainProgressBar())
-    return loggers + tracker_loggers(cfg.loggers, run_dir)
+    return loggers + tracker_loggers(cfg.loggers, run_dir, f"{Path(run_dir) / 'metrics.jsonl'} keeps every metric")
 
 
 def _local_run_dir(cfg: PretrainConfig) -> str:

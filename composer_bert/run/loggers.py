@@ -28,19 +28,20 @@ from composer_bert.run.trackers import (
 )
 
 
-def tracker_loggers(cfg: TrackersConfig, save_folder: str | Path) -> list[LoggerDestination]:
-    """The Composer logger destinations of the trackers `cfg` selects (none when it selects none)."""
+def tracker_loggers(cfg: TrackersConfig, save_folder: str | Path, kept_locally: str) -> list[LoggerDestination]:
+    """The Composer logger destinations of the trackers `cfg` selects (none when it selects none). `kept_locally`
+    says where the run keeps what the trackers get, for the line that reports a tracker's missed writes."""
     loggers: list[LoggerDestination] = []
     for name in cfg.enabled():
         require_tracker_package(name)
         try:
-            loggers.append(_build(name, cfg, save_folder))
+            loggers.append(_build(name, cfg, save_folder, kept_locally))
         except ImportError as err:  # installed but broken (e.g. a clashing dependency): still one line
             raise UserError(f"loggers.{name}: importing its package failed ({err}); reinstall with: {INSTALL_HINT}") from None
     return loggers
 
 
-def _build(name: str, cfg: TrackersConfig, save_folder: str | Path) -> LoggerDestination:
+def _build(name: str, cfg: TrackersConfig, save_folder: str | Path, kept_locally: str) -> LoggerDestination:
     if name == "wandb":
         wandb = cfg.wandb
         assert wandb is not None
@@ -56,7 +57,7 @@ def _build(name: str, cfg: TrackersConfig, save_folder: str | Path) -> LoggerDes
         assert mlflow is not None
         apply_mlflow_limits(mlflow)
         with mlflow_errors(mlflow_uri(mlflow)):  # it opens the store and the experiment here
-            return _mlflow_logger_class()(mlflow)
+            return _mlflow_logger_class()(mlflow, kept_locally)
     from composer.loggers import TensorboardLogger
 
     tensorboard = cfg.tensorboard
@@ -96,13 +97,13 @@ def _mlflow_logger_class() -> type[LoggerDestination]:
         tracker those writes, never the training. The first failed write is one warning line at the batch that
         notices it; closing the run reports the total (and a close the server did not answer) in one line."""
 
-        def __init__(self, cfg: MLflowConfig) -> None:
+        def __init__(self, cfg: MLflowConfig, kept_locally: str) -> None:
             super().__init__(
                 experiment_name=cfg.experiment_name,
                 tracking_uri=cfg.tracking_uri,
                 log_system_metrics=cfg.log_system_metrics,
             )
-            self.cfg, self.uri = cfg, mlflow_uri(cfg)
+            self.cfg, self.uri, self.kept_locally = cfg, mlflow_uri(cfg), kept_locally
             self.failures = MLflowWriteFailures().watch()
             self.warned = self.closed = False
 
@@ -116,7 +117,7 @@ def _mlflow_logger_class() -> type[LoggerDestination]:
                 self.warned = True
                 tqdm.write(
                     f"warning: MLflow at {self.uri} stopped taking metrics by batch {int(state.timestamp.batch)} "
-                    f"({self.failures.first_reason}); training goes on, metrics.jsonl keeps every metric",
+                    f"({self.failures.first_reason}); training goes on, {self.kept_locally}",
                     file=sys.stderr,
                 )
 
@@ -131,7 +132,7 @@ def _mlflow_logger_class() -> type[LoggerDestination]:
             finally:
                 self.failures.unwatch()
             if self.failures.count or closing_error is not None:
-                print(f"warning: {mlflow_failure_line(self.uri, self.failures, closing_error, self.cfg)}", file=sys.stderr, flush=True)
+                print(f"warning: {mlflow_failure_line(self.uri, self.failures, closing_error, self.cfg, self.kept_locally)}", file=sys.stderr, flush=True)
 
     return ReportingMLFlowLogger
 

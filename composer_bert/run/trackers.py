@@ -204,7 +204,9 @@ def reason_of_failed_request(message: str) -> str:
     return (message.strip().splitlines() or ["no reason given"])[0].rsplit("Exception: ", 1)[-1][:160]
 
 
-def mlflow_failure_line(uri: str, failures: MLflowWriteFailures, closing_error: str | None, cfg: MLflowConfig) -> str:
+def mlflow_failure_line(
+    uri: str, failures: MLflowWriteFailures, closing_error: str | None, cfg: MLflowConfig, kept_locally: str
+) -> str:
     """What the user reads once MLflow missed writes: how many, why, where every metric still is, the knobs."""
     said = []
     if failures.count:
@@ -212,8 +214,7 @@ def mlflow_failure_line(uri: str, failures: MLflowWriteFailures, closing_error: 
     if closing_error is not None:
         said.append(f"the run could not be closed there ({closing_error}), so MLflow may show it as still running")
     return (
-        f"MLflow at {uri}: {'; '.join(said)}; training was not affected and metrics.jsonl in the save folder has "
-        f"every metric. Each request waited {cfg.request_timeout} s, {cfg.request_attempts} time(s): "
+        f"MLflow at {uri}: {'; '.join(said)}; training was not affected and {kept_locally}. Each request waited {cfg.request_timeout} s, {cfg.request_attempts} time(s): "
         "loggers.mlflow.request_timeout and request_attempts set that"
     )
 

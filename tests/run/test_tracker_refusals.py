@@ -79,7 +79,7 @@ def test_what_mlflow_raises_while_the_logger_opens_is_one_line(monkeypatch):
     from composer_bert.run.loggers_config import MLflowConfig, TrackersConfig
 
     with pytest.raises(UserError) as caught:
-        loggers.tracker_loggers(TrackersConfig(mlflow=MLflowConfig(tracking_uri="garbage://x")), "unused")
+        loggers.tracker_loggers(TrackersConfig(mlflow=MLflowConfig(tracking_uri="garbage://x")), "unused", "unused")
     assert str(caught.value).startswith("MLflow at garbage://x failed: ") and "\n" not in str(caught.value)
 
 
@@ -132,7 +132,7 @@ def test_what_wandb_raises_when_the_logger_starts_its_run_is_one_line(tmp_path, 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "short")
-    (logger,) = loggers.tracker_loggers(TrackersConfig(wandb=WandBConfig(project="x", mode="online")), "unused")
+    (logger,) = loggers.tracker_loggers(TrackersConfig(wandb=WandBConfig(project="x", mode="online")), "unused", "unused")
     try:
         with pytest.raises(UserError) as caught:
             logger.init(state=types.SimpleNamespace(run_name="x"), logger=None)  # the one field init reads
