@@ -108,6 +108,5 @@ class S3Server(ServerProcess):
         return [line.split(marker, 1)[1].split(" ", 1)[0].split("?", 1)[0] for line in lines]
 
 
-
 def bucket_uri(prefix: str) -> str:
     return f"s3://{BUCKET}/{prefix}"

@@ -62,22 +62,21 @@ def is_block_matrix(name: str, param: Tensor) -> bool:
     return param.ndim == 2 and ".layers." in f".{name}"
 
 
-def muon_parameter_groups(model: nn.Module, muon_lr: float, weight_decay: float, decay_all: bool) -> list[dict]:
-    """Muon groups (one per fused-part count) for the blocks' matrices; AdamW groups for the rest, decayed when
-    2-D (embeddings) or `decay_all`, as `optimizer.parameter_groups` decays them."""
+def muon_parameter_groups(model: nn.Module, muon_lr: float, weight_decay: float) -> tuple[list[dict], list[Tensor]]:
+    """Muon groups (one per fused-part count) for the blocks' matrices, and the other trainable parameters, which
+    take AdamW (`optimizer.parameter_groups` splits them into decayed and not)."""
     parts = fused_parts(model)
     muon: dict[int, list[Tensor]] = {}
-    decayed, plain = [], []
+    rest = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if is_block_matrix(name, param):
             muon.setdefault(parts.get(param, 1), []).append(param)
         else:
-            (decayed if decay_all or param.ndim >= 2 else plain).append(param)
+            rest.append(param)
     groups = [{"params": ps, "muon": True, "parts": n, "lr": muon_lr, "weight_decay": weight_decay} for n, ps in sorted(muon.items())]
-    groups += [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+    return groups, rest
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -56,8 +56,9 @@ def _build(name: str, cfg: TrackersConfig, save_folder: str | Path, kept_locally
         mlflow = cfg.mlflow
         assert mlflow is not None
         apply_mlflow_limits(mlflow)
-        with mlflow_errors(mlflow_uri(mlflow)):  # it opens the store and the experiment here
-            return _mlflow_logger_class()(mlflow, kept_locally)
+        uri = mlflow_uri(mlflow)
+        with mlflow_errors(uri):  # it opens the store and the experiment here
+            return _mlflow_logger_class()(mlflow, uri, kept_locally)
     from composer.loggers import TensorboardLogger
 
     tensorboard = cfg.tensorboard
@@ -97,13 +98,13 @@ def _mlflow_logger_class() -> type[LoggerDestination]:
         tracker those writes, never the training. The first failed write is one warning line at the batch that
         notices it; closing the run reports the total (and a close the server did not answer) in one line."""
 
-        def __init__(self, cfg: MLflowConfig, kept_locally: str) -> None:
+        def __init__(self, cfg: MLflowConfig, uri: str, kept_locally: str) -> None:
             super().__init__(
                 experiment_name=cfg.experiment_name,
                 tracking_uri=cfg.tracking_uri,
                 log_system_metrics=cfg.log_system_metrics,
             )
-            self.cfg, self.uri, self.kept_locally = cfg, mlflow_uri(cfg), kept_locally
+            self.cfg, self.uri, self.kept_locally = cfg, uri, kept_locally
             self.failures = MLflowWriteFailures().watch()
             self.warned = self.closed = False
 
@@ -132,7 +133,8 @@ def _mlflow_logger_class() -> type[LoggerDestination]:
             finally:
                 self.failures.unwatch()
             if self.failures.count or closing_error is not None:
-                print(f"warning: {mlflow_failure_line(self.uri, self.failures, closing_error, self.cfg, self.kept_locally)}", file=sys.stderr, flush=True)
+                line = mlflow_failure_line(self.uri, self.failures, closing_error, self.cfg, self.kept_locally)
+                print(f"warning: {line}", file=sys.stderr, flush=True)
 
     return ReportingMLFlowLogger
 

@@ -214,8 +214,8 @@ def mlflow_failure_line(
     if closing_error is not None:
         said.append(f"the run could not be closed there ({closing_error}), so MLflow may show it as still running")
     return (
-        f"MLflow at {uri}: {'; '.join(said)}; training was not affected and {kept_locally}. Each request waited {cfg.request_timeout} s, {cfg.request_attempts} time(s): "
-        "loggers.mlflow.request_timeout and request_attempts set that"
+        f"MLflow at {uri}: {'; '.join(said)}; training was not affected and {kept_locally}. Each request waited "
+        f"{cfg.request_timeout} s, {cfg.request_attempts} time(s): loggers.mlflow.request_timeout and request_attempts set that"
     )
 
 

@@ -65,7 +65,7 @@ def test_a_fused_qkv_is_orthogonalized_as_three_matrices():
     assert fused_parts(model)[qkv] == 3
     give_gradients(model)
     before = qkv.detach().clone()
-    optimizer = MuonAdamW(muon_parameter_groups(model, 1.0, 0.0, False), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, nesterov=False, momentum=0.0)
+    optimizer = MuonAdamW(muon_parameter_groups(model, 1.0, 0.0)[0], lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, nesterov=False, momentum=0.0)
     optimizer.step()
     step = (before - qkv.detach()).reshape(3, 32, 32)  # lr 1, no momentum, square parts: the orthogonalized gradient
     grads = qkv.grad.reshape(3, 32, 32)

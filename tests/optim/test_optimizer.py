@@ -16,7 +16,7 @@ def tiny_model() -> ComposerMLM:
 
 def test_matrices_decay_and_norms_biases_scalars_do_not():
     model = tiny_model()
-    decayed, plain = parameter_groups(model, 0.01, decay_all=False)
+    decayed, plain = parameter_groups(model.parameters(), 0.01, decay_all=False)
     decayed_ids = {id(p) for p in decayed["params"]}
     plain_ids = {id(p) for p in plain["params"]}
     names = {id(p): name for name, p in model.named_parameters()}
@@ -30,7 +30,7 @@ def test_matrices_decay_and_norms_biases_scalars_do_not():
 
 def test_decay_all_and_optimizer_choice():
     model = tiny_model()
-    decayed, plain = parameter_groups(model, 0.1, decay_all=True)
+    decayed, plain = parameter_groups(model.parameters(), 0.1, decay_all=True)
     assert not plain["params"]
     adamw = build_optimizer(OptimizerConfig(name="adamw", lr=1e-3), model)
     assert type(adamw).__name__ == "AdamW" and adamw.defaults["betas"] == (0.9, 0.98)
